@@ -1,0 +1,1 @@
+//! Corpus readers and HTTP fetching for neox: documents in, as a stream.

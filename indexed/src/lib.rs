@@ -1,0 +1,1 @@
+//! Megatron MMIDIDX .bin/.idx shards and GPT-NeoX's training sample index.

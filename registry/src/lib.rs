@@ -1,0 +1,1 @@
+//! The registry of neox dataset downloaders and the catalog of prepared datasets.

@@ -1,0 +1,8 @@
+//! neox: GPT-NeoX rebuilt in Rust.
+//!
+//! The root package holds the glue that chains the leaf crates together
+//! (read -> tokenize -> write, once, for every command that needs it) and the
+//! implementations of the thin command-line tools `neox-data` and `neox-train`.
+
+pub mod commands;
+pub mod logging;

@@ -1,0 +1,15 @@
+//! Log set-up shared by the binaries: plain `tracing` lines on stderr.
+//!
+//! The level comes from `NEOX_LOG` (e.g. `NEOX_LOG=debug`), default `info`.
+
+use tracing_subscriber::EnvFilter;
+
+/// Install the global subscriber. Calling it twice is harmless.
+pub fn init() {
+    let filter = EnvFilter::try_from_env("NEOX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

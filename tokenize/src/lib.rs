@@ -1,0 +1,1 @@
+//! GPT-NeoX tokenizers and the parallel ordered streaming encoder.

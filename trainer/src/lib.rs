@@ -1,0 +1,1 @@
+//! The GPT-NeoX model and training loop in Burn.
