@@ -13,6 +13,7 @@ use crate::download::{FetchError, Fetched, Fetcher, file_name_of};
 
 /// One file of a corpus.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RemoteFile {
     /// `http(s)://`, `file://` or a local path.
     pub url: String,
@@ -54,6 +55,7 @@ impl RemoteFile {
 
 /// What is known about a whole corpus before preparing it (published figures).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KnownFigures {
     /// Bytes of the files as downloaded.
     #[serde(default)]
@@ -93,6 +95,12 @@ pub trait DataDownloader: Send + Sync {
     /// JSON keys whose values are documents (jsonl formats); GPT-NeoX's default is `text`.
     fn jsonl_keys(&self) -> Vec<String> {
         vec!["text".to_string()]
+    }
+
+    /// Reader format when file names do not say it (e.g. `jsonl.zst`, `tar.gz`);
+    /// `None`: each file's format follows from its name.
+    fn format(&self) -> Option<String> {
+        None
     }
 
     /// Download step: make `file` available at `dest`, verified.
