@@ -1,1 +1,23 @@
 //! The GPT-NeoX model and training loop in Burn.
+//!
+//! - [`config`]: GPT-NeoX YAML configs, merged and typed.
+//! - [`model`]: the GPT-NeoX architecture as a Burn module.
+//! - [`optim`], [`schedule`]: AdamW with GPT-NeoX's parameter groups and
+//!   global-norm clipping; the learning-rate schedule.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod error;
+mod fsutil;
+pub mod hf;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod schedule;
+pub mod train;
+
+pub use config::NeoxArgs;
+pub use error::{CheckpointError, ConfigError, TrainError};
+pub use model::{GptNeox, ModelConfig};

@@ -1,0 +1,633 @@
+//! GPT-NeoX's YAML configuration, typed: the options the trainer acts on, the
+//! GPT-NeoX options it knows but does not act on (reported), and unknown
+//! options (refused, with the closest known name).
+
+pub mod yaml;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+use crate::model::{Activation, InitMethod, ModelConfig, NormKind, PosEmb};
+use crate::optim::OptimConfig;
+use crate::schedule::{DecayStyle, Schedule};
+use yaml::{Options, canonical};
+
+/// Every option name GPT-NeoX defines (from its `neox_arguments.md`).
+const NEOX_OPTIONS: &str = include_str!("neox_keys.txt");
+
+/// Where the training samples come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSource {
+    /// One prefix split into train/valid/test by document weights (`data_path` + `split`).
+    Split { prefix: PathBuf, split: String },
+    /// Separate (weighted) prefixes per split.
+    Paths {
+        train: Vec<(PathBuf, f64)>,
+        valid: Vec<(PathBuf, f64)>,
+        test: Vec<(PathBuf, f64)>,
+    },
+}
+
+/// The loop's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingConfig {
+    pub micro_batch_size: usize,
+    pub gradient_accumulation_steps: usize,
+    pub train_iters: u64,
+    pub eval_interval: u64,
+    pub eval_iters: u64,
+    pub log_interval: u64,
+    pub seed: u64,
+    pub save: Option<PathBuf>,
+    pub load: Option<PathBuf>,
+    pub log_dir: Option<PathBuf>,
+    pub checkpoint_factor: Option<u64>,
+    pub keep_last_n_checkpoints: Option<usize>,
+}
+
+/// A whole configuration, read from one or more YAML files.
+#[derive(Debug, Clone)]
+pub struct NeoxArgs {
+    /// The model; its vocabulary is `None` until known (see [`NeoxArgs::vocab_size`]).
+    pub model: ModelConfig,
+    /// `padded_vocab_size` when set, else `None` (then the tokenizer decides).
+    pub padded_vocab_size: Option<usize>,
+    pub make_vocab_size_divisible_by: usize,
+    /// `tokenizer_type`, `vocab_file` and `merge_file`, for callers that load the tokenizer.
+    pub tokenizer_type: Option<String>,
+    pub vocab_file: Option<PathBuf>,
+    pub merge_file: Option<PathBuf>,
+    pub optim: OptimConfig,
+    pub schedule: Schedule,
+    pub training: TrainingConfig,
+    pub data: Option<DataSource>,
+    /// GPT-NeoX options present in the files that this trainer does not act on.
+    pub not_acted_on: Vec<(String, PathBuf)>,
+}
+
+fn bad(options_file: Option<&Path>, key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::BadValue {
+        file: options_file.map(Path::to_path_buf).unwrap_or_default(),
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Takes a value and checks it, naming the file that set it when the check fails.
+fn take_checked<T: serde::de::DeserializeOwned>(
+    options: &mut Options,
+    key: &str,
+    default: T,
+    check: impl Fn(&T) -> Result<(), String>,
+) -> Result<T, ConfigError> {
+    let file = options.file_of(key).map(Path::to_path_buf);
+    let value = options.take_or(key, default)?;
+    check(&value).map_err(|message| bad(file.as_deref(), key, message))?;
+    Ok(value)
+}
+
+fn positive<T: PartialOrd + Default + Copy>(v: &T) -> Result<(), String> {
+    if *v > T::default() {
+        Ok(())
+    } else {
+        Err("expected a value greater than zero".into())
+    }
+}
+
+fn probability(v: &f64) -> Result<(), String> {
+    if (0.0..1.0).contains(v) {
+        Ok(())
+    } else {
+        Err(format!("expected a probability in [0, 1), found {v}"))
+    }
+}
+
+fn non_negative(v: &f64) -> Result<(), String> {
+    if *v >= 0.0 && v.is_finite() {
+        Ok(())
+    } else {
+        Err(format!("expected a finite value >= 0, found {v}"))
+    }
+}
+
+fn any<T>(_: &T) -> Result<(), String> {
+    Ok(())
+}
+
+/// GPT-NeoX's nested `optimizer: {type, params: {lr, betas, eps}}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OptimizerSection {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    params: OptimizerParams,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OptimizerParams {
+    lr: Option<f64>,
+    betas: Option<[f64; 2]>,
+    eps: Option<f64>,
+}
+
+impl NeoxArgs {
+    /// Reads `paths` in order, merged as GPT-NeoX merges them.
+    pub fn from_files(paths: &[PathBuf]) -> Result<Self, ConfigError> {
+        Self::from_options(Options::read(paths)?)
+    }
+
+    /// Builds the typed configuration from merged options.
+    pub fn from_options(mut o: Options) -> Result<Self, ConfigError> {
+        let mut model = Self::model(&mut o)?;
+        let padded_vocab_size = o.take::<usize>("padded_vocab_size")?;
+        model.vocab_size = padded_vocab_size.unwrap_or(0);
+        let make_vocab_size_divisible_by =
+            take_checked(&mut o, "make_vocab_size_divisible_by", 128usize, positive)?;
+        let tokenizer_type = o.take::<String>("tokenizer_type")?;
+        let vocab_file = o.take::<PathBuf>("vocab_file")?;
+        let merge_file = o.take::<PathBuf>("merge_file")?;
+        let optim = Self::optim(&mut o)?;
+        let training = Self::training(&mut o)?;
+        let schedule = Self::schedule(&mut o, optim.lr, training.train_iters)?;
+        let data = Self::data(&mut o)?;
+        let not_acted_on = Self::leftovers(o)?;
+        Ok(NeoxArgs {
+            model,
+            padded_vocab_size,
+            make_vocab_size_divisible_by,
+            tokenizer_type,
+            vocab_file,
+            merge_file,
+            optim,
+            schedule,
+            training,
+            data,
+            not_acted_on,
+        })
+    }
+
+    /// Sets the model's vocabulary from the tokenizer's (unpadded) size, padded as
+    /// GPT-NeoX pads it; `padded_vocab_size` from the config wins when set.
+    pub fn set_vocab_size(&mut self, tokenizer_vocab: usize) {
+        let m = self.make_vocab_size_divisible_by;
+        self.model.vocab_size = self
+            .padded_vocab_size
+            .unwrap_or(tokenizer_vocab.div_ceil(m) * m);
+    }
+
+    /// The model's vocabulary, or why it is not known yet.
+    pub fn vocab_size(&self) -> Result<usize, ConfigError> {
+        match self.model.vocab_size {
+            0 => Err(ConfigError::Missing {
+                key: "padded_vocab_size".into(),
+                why: "the vocabulary size is unknown: set `padded_vocab_size`, or a \
+                      `tokenizer_type` and `vocab_file` the trainer can load"
+                    .into(),
+            }),
+            v => Ok(v),
+        }
+    }
+
+    fn model(o: &mut Options) -> Result<ModelConfig, ConfigError> {
+        let required = |o: &mut Options, key: &str| -> Result<usize, ConfigError> {
+            let file = o.file_of(key).map(Path::to_path_buf);
+            match o.take::<usize>(key)? {
+                Some(0) => Err(bad(
+                    file.as_deref(),
+                    key,
+                    "expected a value greater than zero",
+                )),
+                Some(v) => Ok(v),
+                None => Err(ConfigError::Missing {
+                    key: key.into(),
+                    why: "the model's shape needs it".into(),
+                }),
+            }
+        };
+        let num_layers = required(o, "num_layers")?;
+        let hidden_file = o.file_of("hidden_size").map(Path::to_path_buf);
+        let hidden_size = required(o, "hidden_size")?;
+        let num_attention_heads = required(o, "num_attention_heads")?;
+        if hidden_size % num_attention_heads != 0 {
+            return Err(bad(
+                hidden_file.as_deref(),
+                "hidden_size",
+                format!(
+                    "{hidden_size} is not divisible by num_attention_heads {num_attention_heads}"
+                ),
+            ));
+        }
+        let seq_length = required(o, "seq_length")?;
+        let max_position_embeddings =
+            take_checked(o, "max_position_embeddings", seq_length, positive)?;
+        let norm = o.take_or("norm", NormKind::LayerNorm)?;
+        let layernorm_epsilon = take_checked(o, "layernorm_epsilon", 1e-5, positive)?;
+        let rms_norm_epsilon = take_checked(o, "rms_norm_epsilon", 1e-8, positive)?;
+        let pos_emb = o.take_or("pos_emb", PosEmb::Learned)?;
+        let head_dim = hidden_size / num_attention_heads;
+        let rotary_pct = take_checked(o, "rotary_pct", 1.0f64, |p| {
+            let dims = (head_dim as f64 * p) as usize;
+            if !(*p > 0.0 && *p <= 1.0) {
+                Err(format!("expected a fraction in (0, 1], found {p}"))
+            } else if dims % 2 != 0 {
+                Err(format!(
+                    "gives {dims} rotary dims of head dim {head_dim}: expected an even number"
+                ))
+            } else {
+                Ok(())
+            }
+        })?;
+        let rotary_emb_base = take_checked(o, "rotary_emb_base", 10000.0f64, positive)?;
+        let no_weight_tying = o.take_or("no_weight_tying", false)?;
+        let gpt_j_residual = o.take_or("gpt_j_residual", false)?;
+        let activation = o.take_or("activation", Activation::Gelu)?;
+        let intermediate_size = take_checked(o, "intermediate_size", None::<usize>, |v| match v {
+            Some(0) => Err("expected a value greater than zero".into()),
+            _ => Ok(()),
+        })?;
+        let init_method = o.take_or("init_method", InitMethod::Normal)?;
+        let output_layer_init_method =
+            o.take_or("output_layer_init_method", InitMethod::ScaledNormal)?;
+        let init_method_std = take_checked(o, "init_method_std", 0.02f64, positive)?;
+        let hidden_dropout = take_checked(o, "hidden_dropout", 0.1f64, probability)?;
+        let attention_dropout = take_checked(o, "attention_dropout", 0.1f64, probability)?;
+        let use_bias_in_attn_linear = o.take_or("use_bias_in_attn_linear", true)?;
+        let use_bias_in_mlp = o.take_or("use_bias_in_mlp", true)?;
+        let use_bias_in_norms = o.take_or("use_bias_in_norms", true)?;
+        let norm_eps = match norm {
+            NormKind::LayerNorm => layernorm_epsilon,
+            NormKind::RmsNorm => rms_norm_epsilon,
+        };
+        Ok(ModelConfig {
+            num_layers,
+            hidden_size,
+            num_attention_heads,
+            seq_length,
+            max_position_embeddings,
+            vocab_size: 0,
+            norm,
+            norm_eps,
+            pos_emb,
+            rotary_pct,
+            rotary_emb_base,
+            gpt_j_residual,
+            tied_embeddings: !no_weight_tying,
+            activation,
+            intermediate_size: ModelConfig::ffn_size(hidden_size, activation, intermediate_size),
+            init_method,
+            output_layer_init_method,
+            init_method_std,
+            hidden_dropout,
+            attention_dropout,
+            use_bias_in_attn_linear,
+            use_bias_in_mlp,
+            use_bias_in_norms,
+        })
+    }
+
+    fn optim(o: &mut Options) -> Result<OptimConfig, ConfigError> {
+        let file = o.file_of("optimizer").map(Path::to_path_buf);
+        let section = o.take::<OptimizerSection>("optimizer")?;
+        let top_lr_file = o.file_of("lr").map(Path::to_path_buf);
+        let top_lr = o.take::<f64>("lr")?;
+        let weight_decay = take_checked(o, "weight_decay", 0.01f64, non_negative)?;
+        let gradient_clipping = take_checked(o, "gradient_clipping", 1.0f64, non_negative)?;
+        let (kind, params) = match section {
+            Some(s) => (s.kind, s.params),
+            None => ("adam".to_string(), OptimizerParams::default()),
+        };
+        if !matches!(kind.to_lowercase().as_str(), "adam" | "adamw") {
+            return Err(bad(
+                file.as_deref(),
+                "optimizer",
+                format!("type `{kind}` is not supported here: expected Adam or AdamW"),
+            ));
+        }
+        let lr = params.lr.or(top_lr).ok_or_else(|| ConfigError::Missing {
+            key: "optimizer.params.lr".into(),
+            why: "the learning rate has no default".into(),
+        })?;
+        let lr_file = if params.lr.is_some() {
+            file.clone()
+        } else {
+            top_lr_file
+        };
+        positive(&lr).map_err(|m| bad(lr_file.as_deref(), "lr", m))?;
+        let [beta1, beta2] = params.betas.unwrap_or([0.9, 0.999]);
+        for beta in [beta1, beta2] {
+            probability(&beta).map_err(|m| bad(file.as_deref(), "optimizer.params.betas", m))?;
+        }
+        let eps = params.eps.unwrap_or(1e-8);
+        positive(&eps).map_err(|m| bad(file.as_deref(), "optimizer.params.eps", m))?;
+        Ok(OptimConfig {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            gradient_clipping,
+        })
+    }
+
+    fn training(o: &mut Options) -> Result<TrainingConfig, ConfigError> {
+        let micro_file = o
+            .file_of("train_micro_batch_size_per_gpu")
+            .map(Path::to_path_buf);
+        let micro = take_checked(o, "train_micro_batch_size_per_gpu", None::<usize>, |v| {
+            v.map_or(Ok(()), |v| positive(&v))
+        })?;
+        let ga = take_checked(o, "gradient_accumulation_steps", None::<usize>, |v| {
+            v.map_or(Ok(()), |v| positive(&v))
+        })?;
+        let batch_file = o.file_of("train_batch_size").map(Path::to_path_buf);
+        let global = o.take::<usize>("train_batch_size")?;
+        // GPT-NeoX (DeepSpeed) derives the missing one of the three (one device here).
+        let (micro_batch_size, gradient_accumulation_steps) = match (micro, ga, global) {
+            (Some(m), Some(g), Some(b)) if m * g != b => {
+                return Err(bad(
+                    batch_file.as_deref(),
+                    "train_batch_size",
+                    format!(
+                        "{b} != train_micro_batch_size_per_gpu {m} x gradient_accumulation_steps {g}"
+                    ),
+                ));
+            }
+            (Some(m), Some(g), _) => (m, g),
+            (Some(m), None, Some(b)) if b % m == 0 && b > 0 => (m, b / m),
+            (Some(m), None, Some(b)) => {
+                return Err(bad(
+                    micro_file.as_deref(),
+                    "train_micro_batch_size_per_gpu",
+                    format!("{m} does not divide train_batch_size {b}"),
+                ));
+            }
+            (Some(m), None, None) => (m, 1),
+            (None, g, Some(b)) => {
+                let g = g.unwrap_or(1);
+                if b % g != 0 {
+                    return Err(bad(
+                        batch_file.as_deref(),
+                        "train_batch_size",
+                        format!("{b} is not divisible by gradient_accumulation_steps {g}"),
+                    ));
+                }
+                (b / g, g)
+            }
+            (None, _, None) => {
+                return Err(ConfigError::Missing {
+                    key: "train_micro_batch_size_per_gpu".into(),
+                    why: "set it or `train_batch_size`".into(),
+                });
+            }
+        };
+        let train_iters = match o.take::<u64>("train_iters")? {
+            Some(v) => v,
+            None => {
+                return Err(ConfigError::Missing {
+                    key: "train_iters".into(),
+                    why: "how long to train has no default".into(),
+                });
+            }
+        };
+        let eval_interval = take_checked(o, "eval_interval", 1000u64, positive)?;
+        let eval_iters = take_checked(o, "eval_iters", 100u64, any)?;
+        let log_interval = take_checked(o, "log_interval", 100u64, positive)?;
+        let seed = o.take_or("seed", 1234u64)?;
+        let save = o.take::<PathBuf>("save")?;
+        let load = o.take::<PathBuf>("load")?;
+        let log_dir = o.take::<PathBuf>("log_dir")?;
+        let checkpoint_factor = take_checked(o, "checkpoint_factor", None::<u64>, |v| {
+            v.map_or(Ok(()), |v| positive(&v))
+        })?;
+        let scale_file = o.file_of("checkpoint_scale").map(Path::to_path_buf);
+        let scale = o.take_or("checkpoint_scale", "linear".to_string())?;
+        if scale != "linear" {
+            return Err(bad(
+                scale_file.as_deref(),
+                "checkpoint_scale",
+                format!("`{scale}` is not supported here: expected `linear`"),
+            ));
+        }
+        let keep_last_n_checkpoints =
+            take_checked(o, "keep_last_n_checkpoints", None::<usize>, |v| {
+                v.map_or(Ok(()), |v| positive(&v))
+            })?;
+        Ok(TrainingConfig {
+            micro_batch_size,
+            gradient_accumulation_steps,
+            train_iters,
+            eval_interval,
+            eval_iters,
+            log_interval,
+            seed,
+            save,
+            load,
+            log_dir,
+            checkpoint_factor,
+            keep_last_n_checkpoints,
+        })
+    }
+
+    fn schedule(o: &mut Options, lr: f64, train_iters: u64) -> Result<Schedule, ConfigError> {
+        let style = o.take_or("lr_decay_style", DecayStyle::Linear)?;
+        let min_lr = take_checked(o, "min_lr", 0.0f64, non_negative)?;
+        let warmup = take_checked(o, "warmup", 0.01f64, |w| {
+            if (0.0..=1.0).contains(w) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "expected a fraction of the decay iterations in [0, 1], found {w}"
+                ))
+            }
+        })?;
+        let decay_iters = o.take::<u64>("lr_decay_iters")?;
+        let fraction_file = o.file_of("lr_decay_fraction").map(Path::to_path_buf);
+        let fraction = o.take::<f64>("lr_decay_fraction")?;
+        let decay_iters = match (decay_iters, fraction) {
+            (Some(d), _) => d,
+            (None, Some(f)) if f > 0.0 && f <= 1.0 => (train_iters as f64 * f).floor() as u64,
+            (None, Some(f)) => {
+                return Err(bad(
+                    fraction_file.as_deref(),
+                    "lr_decay_fraction",
+                    format!("expected a fraction in (0, 1], found {f}"),
+                ));
+            }
+            (None, None) => train_iters,
+        };
+        Ok(Schedule::new(style, lr, min_lr, warmup, decay_iters))
+    }
+
+    fn data(o: &mut Options) -> Result<Option<DataSource>, ConfigError> {
+        let data_path = o.take::<PathBuf>("data_path")?;
+        let split = o.take_or("split", "969, 30, 1".to_string())?;
+        let mut paths = |name: &str| -> Result<Vec<(PathBuf, f64)>, ConfigError> {
+            let key = format!("{name}_data_paths");
+            let wkey = format!("{name}_data_weights");
+            let file = o.file_of(&wkey).map(Path::to_path_buf);
+            let p = o.take::<Vec<PathBuf>>(&key)?.unwrap_or_default();
+            let w = o.take::<Vec<f64>>(&wkey)?;
+            let w = match w {
+                Some(w) if w.len() != p.len() => {
+                    return Err(bad(
+                        file.as_deref(),
+                        &wkey,
+                        format!("{} weights for {} paths in `{key}`", w.len(), p.len()),
+                    ));
+                }
+                Some(w) => w,
+                None => vec![1.0; p.len()],
+            };
+            for v in &w {
+                non_negative(v).map_err(|m| bad(file.as_deref(), &wkey, m))?;
+            }
+            Ok(p.into_iter().zip(w).collect())
+        };
+        let train = paths("train")?;
+        let valid = paths("valid")?;
+        let test = paths("test")?;
+        Ok(match (data_path, train.is_empty()) {
+            (Some(prefix), _) => Some(DataSource::Split { prefix, split }),
+            (None, false) => Some(DataSource::Paths { train, valid, test }),
+            (None, true) => None,
+        })
+    }
+
+    /// Sorts what nobody took into GPT-NeoX options (reported) and unknown ones (refused).
+    fn leftovers(o: Options) -> Result<Vec<(String, PathBuf)>, ConfigError> {
+        let known: Vec<&str> = NEOX_OPTIONS
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let mut not_acted_on = Vec::new();
+        let mut unknown = Vec::new();
+        for (name, entry) in o.into_remaining() {
+            if known.contains(&name.as_str()) {
+                not_acted_on.push((name, entry.file));
+            } else {
+                let hint = closest(&name, &known)
+                    .map(|k| format!(" (did you mean `{k}`?)"))
+                    .unwrap_or_default();
+                unknown.push(format!("`{name}` in {}{hint}", entry.file.display()));
+            }
+        }
+        if unknown.is_empty() {
+            Ok(not_acted_on)
+        } else {
+            Err(ConfigError::Unknown(unknown))
+        }
+    }
+}
+
+/// The known name nearest to `name` by edit distance, when it is close.
+fn closest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    let name = canonical(name);
+    known
+        .iter()
+        .map(|k| (edit_distance(&name, k), *k))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev + usize::from(ca != *cb);
+            prev = row[j + 1];
+            row[j + 1] = sub.min(prev + 1).min(row[j] + 1);
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<NeoxArgs, ConfigError> {
+        let mut o = Options::default();
+        o.merge_str(text, Path::new("t.yml"))?;
+        NeoxArgs::from_options(o)
+    }
+
+    const BASE: &str = "num_layers: 2\nhidden_size: 64\nnum_attention_heads: 4\nseq_length: 32\n\
+                        train_micro_batch_size_per_gpu: 2\ntrain_iters: 10\n\
+                        optimizer: {type: Adam, params: {lr: 0.001}}\n";
+
+    #[test]
+    fn minimal_config_has_gpt_neox_defaults() {
+        let args = parse(BASE).unwrap();
+        assert_eq!(args.model.pos_emb, PosEmb::Learned);
+        assert_eq!(args.model.max_position_embeddings, 32);
+        assert_eq!(args.training.gradient_accumulation_steps, 1);
+        assert_eq!(args.optim.beta2, 0.999);
+        assert!(args.not_acted_on.is_empty());
+    }
+
+    #[test]
+    fn known_but_unused_options_are_reported() {
+        let args = parse(&format!(
+            "{BASE}fp16: {{enabled: true}}\nwall_clock_breakdown: true\n"
+        ))
+        .unwrap();
+        let names: Vec<&str> = args.not_acted_on.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["fp16", "wall_clock_breakdown"]);
+    }
+
+    #[test]
+    fn unknown_options_are_refused_with_a_hint() {
+        let err = parse(&format!("{BASE}train-iter: 5\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train_iter"), "{err}");
+        assert!(err.contains("did you mean `train_iters`"), "{err}");
+        assert!(err.contains("t.yml"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_file() {
+        for (extra, key) in [
+            ("hidden_dropout: 1.5\n", "hidden_dropout"),
+            ("pos_emb: spiral\n", "pos_emb"),
+            ("lr_decay_style: sawtooth\n", "lr_decay_style"),
+            ("norm: [1]\n", "norm"),
+            ("warmup: \"lots\"\n", "warmup"),
+        ] {
+            let err = parse(&format!("{BASE}{extra}")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("t.yml"), "{extra}: {err}");
+        }
+        let err = parse(&BASE.replace("hidden_size: 64", "hidden_size: 66")).unwrap_err();
+        assert!(err.to_string().contains("hidden_size"), "{err}");
+        let err = parse(&BASE.replace("lr: 0.001", "lr: 0.001, momentum: 0.9")).unwrap_err();
+        assert!(err.to_string().contains("momentum"), "{err}");
+    }
+
+    #[test]
+    fn batch_sizes_are_derived_as_deepspeed_does() {
+        let args = parse(&format!("{BASE}train_batch_size: 8\n")).unwrap();
+        assert_eq!(args.training.gradient_accumulation_steps, 4);
+        let err = parse(&format!("{BASE}train_batch_size: 7\n")).unwrap_err();
+        assert!(
+            err.to_string().contains("train_micro_batch_size_per_gpu"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn vocab_is_padded() {
+        let mut args = parse(BASE).unwrap();
+        assert!(args.vocab_size().is_err());
+        args.set_vocab_size(50277);
+        assert_eq!(args.vocab_size().unwrap(), 50304);
+    }
+}

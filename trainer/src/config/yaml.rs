@@ -1,0 +1,188 @@
+//! GPT-NeoX YAML files read as GPT-NeoX reads them: each file a mapping of
+//! options, the files merged in order (a later file overrides an earlier one),
+//! option names with `-` and `_` equivalent.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::Value;
+
+use crate::error::ConfigError;
+
+/// One option's value and the file that set it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub value: Value,
+    pub file: PathBuf,
+}
+
+/// The merged options of several files, taken out one by one as the
+/// trainer reads them; what is left at the end was not acted on.
+#[derive(Debug, Default)]
+pub struct Options {
+    entries: BTreeMap<String, Entry>,
+}
+
+/// The canonical spelling of an option name: `train-iters` is `train_iters`.
+pub fn canonical(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+impl Options {
+    /// Reads and merges `paths` in order.
+    pub fn read(paths: &[PathBuf]) -> Result<Self, ConfigError> {
+        let mut options = Options::default();
+        for path in paths {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            options.merge_str(&text, path)?;
+        }
+        Ok(options)
+    }
+
+    /// Merges one file's text (`path` names it in messages).
+    pub fn merge_str(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let value: Value = serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Yaml {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mapping = match value {
+            Value::Mapping(mapping) => mapping,
+            Value::Null => return Ok(()),
+            _ => {
+                return Err(ConfigError::NotMapping {
+                    path: path.to_path_buf(),
+                });
+            }
+        };
+        for (key, value) in mapping {
+            let Value::String(name) = key else {
+                return Err(ConfigError::BadName {
+                    path: path.to_path_buf(),
+                    found: format!("{key:?}"),
+                });
+            };
+            let entry = Entry {
+                value,
+                file: path.to_path_buf(),
+            };
+            if let Some(previous) = self.entries.insert(canonical(&name), entry) {
+                tracing::debug!(
+                    option = %canonical(&name),
+                    from = %previous.file.display(),
+                    by = %path.display(),
+                    "option overridden by a later file"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes option `name` out, typed; `None` when it is absent or null.
+    pub fn take<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>, ConfigError> {
+        let Some(entry) = self.entries.remove(name) else {
+            return Ok(None);
+        };
+        if entry.value.is_null() {
+            return Ok(None);
+        }
+        let shown = show(&entry.value);
+        serde_yaml_ng::from_value(entry.value)
+            .map(Some)
+            .map_err(|source| ConfigError::BadValue {
+                file: entry.file,
+                key: name.to_string(),
+                message: format!("{source} (found {shown})"),
+            })
+    }
+
+    /// Takes option `name` out, or `default` when it is absent.
+    pub fn take_or<T: DeserializeOwned>(
+        &mut self,
+        name: &str,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        Ok(self.take(name)?.unwrap_or(default))
+    }
+
+    /// The file that set `name` (for messages about values already taken).
+    pub fn file_of(&self, name: &str) -> Option<&Path> {
+        self.entries.get(name).map(|e| e.file.as_path())
+    }
+
+    /// Takes option `name` out with the file that set it.
+    pub fn take_entry(&mut self, name: &str) -> Option<Entry> {
+        self.entries.remove(name)
+    }
+
+    /// The options nobody took, with the files that set them.
+    pub fn into_remaining(self) -> Vec<(String, Entry)> {
+        self.entries.into_iter().collect()
+    }
+}
+
+/// A short rendering of a value for messages.
+pub fn show(value: &Value) -> String {
+    let text = serde_yaml_ng::to_string(value).unwrap_or_default();
+    let text = text.trim().replace('\n', " ");
+    if text.len() > 60 {
+        format!("{}...", &text[..text.floor_char_boundary(57)])
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_files_override_and_dashes_equal_underscores() {
+        let mut options = Options::default();
+        options
+            .merge_str("{\"train-iters\": 10, lr: 0.1}", Path::new("a.yml"))
+            .unwrap();
+        options
+            .merge_str("train_iters: 20\n", Path::new("b.yml"))
+            .unwrap();
+        assert_eq!(options.file_of("train_iters"), Some(Path::new("b.yml")));
+        assert_eq!(options.take::<u64>("train_iters").unwrap(), Some(20));
+        assert_eq!(options.take::<f64>("lr").unwrap(), Some(0.1));
+        assert!(options.into_remaining().is_empty());
+    }
+
+    #[test]
+    fn gpt_neox_flavoured_yaml_parses() {
+        // Comments, Python-style booleans and trailing commas, as GPT-NeoX's configs have.
+        let text = "# c\n{\n  \"a\": True,\n  \"b\": {\"x\": [0.9, 0.95], \"y\": 1.0e-8,},\n}\n";
+        let mut options = Options::default();
+        options.merge_str(text, Path::new("c.yml")).unwrap();
+        assert_eq!(options.take::<bool>("a").unwrap(), Some(true));
+        assert!(options.take::<Value>("b").unwrap().is_some());
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_file() {
+        let mut options = Options::default();
+        options
+            .merge_str("train_iters: many\n", Path::new("bad.yml"))
+            .unwrap();
+        let err = options.take::<u64>("train_iters").unwrap_err().to_string();
+        assert!(err.contains("bad.yml"), "{err}");
+        assert!(err.contains("train_iters"), "{err}");
+        assert!(err.contains("many"), "{err}");
+    }
+
+    #[test]
+    fn not_a_mapping_is_refused() {
+        let mut options = Options::default();
+        let err = options
+            .merge_str("- 1\n- 2\n", Path::new("list.yml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("list.yml"), "{err}");
+    }
+}

@@ -1,0 +1,82 @@
+//! The trainer's typed errors: each names the file and what was expected.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// A configuration that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not valid YAML: {source}")]
+    Yaml {
+        path: PathBuf,
+        source: serde_yaml_ng::Error,
+    },
+    #[error("{path}: expected a mapping of options (`name: value`) at the top level")]
+    NotMapping { path: PathBuf },
+    #[error("{path}: option names must be strings, found {found}")]
+    BadName { path: PathBuf, found: String },
+    #[error("{file}: option `{key}`: {message}")]
+    BadValue {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("unknown option{} {}", if .0.len() > 1 { "s" } else { "" }, .0.join("; "))]
+    Unknown(Vec<String>),
+    #[error("option `{key}` is required: {why}")]
+    Missing { key: String, why: String },
+}
+
+/// A Hugging Face checkpoint that cannot be read or written.
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid Hugging Face GPT-NeoX config.json: {message}")]
+    HfConfig { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Safetensors { path: PathBuf, message: String },
+    #[error("{path}: tensor `{name}`: {message}")]
+    Tensor {
+        path: PathBuf,
+        name: String,
+        message: String,
+    },
+    #[error("{path}: cannot record {what}: {message}")]
+    Record {
+        path: PathBuf,
+        what: &'static str,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    State { path: PathBuf, message: String },
+}
+
+/// Anything that stops a training run.
+#[derive(Debug, Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("data: {0}")]
+    Data(String),
+    #[error("device: {0}")]
+    Device(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("training diverged at iteration {iteration}: loss is {loss}")]
+    Diverged { iteration: u64, loss: f64 },
+}

@@ -1,0 +1,236 @@
+//! The GPT-NeoX model: embeddings, a stack of transformer layers (sequential or
+//! parallel residual), a final norm and the output layer (tied or untied).
+
+pub mod attention;
+pub mod init;
+pub mod mlp;
+pub mod norm;
+pub mod position;
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
+use burn::tensor::{Bool, Int, Tensor, activation, backend::Backend};
+use serde::{Deserialize, Serialize};
+
+pub use attention::{Attention, Context};
+pub use init::InitMethod;
+pub use mlp::{Activation, Mlp};
+pub use norm::{Norm, NormKind};
+pub use position::PosEmb;
+
+/// The model's shape and options, in GPT-NeoX's terms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub num_layers: usize,
+    pub hidden_size: usize,
+    pub num_attention_heads: usize,
+    pub seq_length: usize,
+    pub max_position_embeddings: usize,
+    /// Padded vocabulary (rows of the embedding and output layers).
+    pub vocab_size: usize,
+    pub norm: NormKind,
+    pub norm_eps: f64,
+    pub pos_emb: PosEmb,
+    pub rotary_pct: f64,
+    pub rotary_emb_base: f64,
+    pub gpt_j_residual: bool,
+    pub tied_embeddings: bool,
+    pub activation: Activation,
+    /// Width of the MLP's inner layer (the input of `dense_4h_to_h`).
+    pub intermediate_size: usize,
+    pub init_method: InitMethod,
+    pub output_layer_init_method: InitMethod,
+    pub init_method_std: f64,
+    pub hidden_dropout: f64,
+    pub attention_dropout: f64,
+    pub use_bias_in_attn_linear: bool,
+    pub use_bias_in_mlp: bool,
+    pub use_bias_in_norms: bool,
+}
+
+impl ModelConfig {
+    /// GPT-NeoX's MLP width: `intermediate_size`, else 4 x hidden; gated
+    /// activations take two thirds of it, rounded up to a multiple of 256.
+    pub fn ffn_size(
+        hidden: usize,
+        activation: Activation,
+        intermediate_size: Option<usize>,
+    ) -> usize {
+        let ffn = intermediate_size.unwrap_or(4 * hidden);
+        match activation {
+            Activation::Gelu => ffn,
+            Activation::Swiglu => (ffn * 2 / 3 / 2).div_ceil(256) * 256,
+        }
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Dims of each head that rotary embeddings rotate.
+    pub fn rotary_dims(&self) -> usize {
+        (self.head_dim() as f64 * self.rotary_pct) as usize
+    }
+
+    /// Model FLOPs per trained token (forward + backward, no recomputation):
+    /// `72 L h^2 (1 + s / 6h + V / 12 L h)` over `s` tokens per sample.
+    pub fn train_flops_per_token(&self) -> f64 {
+        let (l, h) = (self.num_layers as f64, self.hidden_size as f64);
+        let (s, v) = (self.seq_length as f64, self.vocab_size as f64);
+        72.0 * l * h * h * (1.0 + s / (6.0 * h) + v / (12.0 * l * h))
+    }
+
+    /// Builds a freshly initialised model (deterministic for a seeded backend).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> GptNeox<B> {
+        let (h, l) = (self.hidden_size, self.num_layers);
+        let std = self.init_method.std(self.init_method_std, l, h);
+        let out_std = self
+            .output_layer_init_method
+            .std(self.init_method_std, l, h);
+        let norm = || Norm::new(self.norm, h, self.norm_eps, self.use_bias_in_norms, device);
+        let ffn_out = match self.activation {
+            Activation::Gelu => self.intermediate_size,
+            Activation::Swiglu => 2 * self.intermediate_size,
+        };
+        let layers = (0..l)
+            .map(|_| Layer {
+                input_layernorm: norm(),
+                post_attention_layernorm: norm(),
+                attention: Attention::new(
+                    init::linear(h, 3 * h, std, self.use_bias_in_attn_linear, device),
+                    init::linear(h, h, out_std, self.use_bias_in_attn_linear, device),
+                    DropoutConfig::new(self.attention_dropout).init(),
+                    self.num_attention_heads,
+                ),
+                mlp: Mlp::new(
+                    init::linear(h, ffn_out, std, self.use_bias_in_mlp, device),
+                    init::linear(
+                        self.intermediate_size,
+                        h,
+                        out_std,
+                        self.use_bias_in_mlp,
+                        device,
+                    ),
+                    self.activation,
+                ),
+                hidden_dropout: DropoutConfig::new(self.hidden_dropout).init(),
+                parallel_residual: self.gpt_j_residual,
+            })
+            .collect();
+        GptNeox {
+            embed_in: init::embedding(self.vocab_size, h, std, device),
+            embed_pos: (self.pos_emb == PosEmb::Learned)
+                .then(|| init::embedding(self.max_position_embeddings, h, std, device)),
+            embed_dropout: DropoutConfig::new(self.hidden_dropout).init(),
+            layers,
+            final_layer_norm: norm(),
+            embed_out: (!self.tied_embeddings)
+                .then(|| init::linear(h, self.vocab_size, std, false, device)),
+            config: self.clone(),
+        }
+    }
+}
+
+/// One transformer layer.
+#[derive(Module, Debug)]
+pub struct Layer<B: Backend> {
+    pub input_layernorm: Norm<B>,
+    pub post_attention_layernorm: Norm<B>,
+    pub attention: Attention<B>,
+    pub mlp: Mlp<B>,
+    pub hidden_dropout: Dropout,
+    #[module(skip)]
+    parallel_residual: bool,
+}
+
+impl<B: Backend> Layer<B> {
+    pub fn forward(&self, x: Tensor<B, 3>, ctx: &Context<B>) -> Tensor<B, 3> {
+        let attend = |x: Tensor<B, 3>| {
+            let normed = self.input_layernorm.forward(x);
+            self.hidden_dropout
+                .forward(self.attention.forward(normed, ctx))
+        };
+        let feed = |x: Tensor<B, 3>| {
+            let normed = self.post_attention_layernorm.forward(x);
+            self.hidden_dropout.forward(self.mlp.forward(normed))
+        };
+        if self.parallel_residual {
+            // GPT-J: x + attn(ln1(x)) + mlp(ln2(x)).
+            x.clone() + attend(x.clone()) + feed(x)
+        } else {
+            let x = x.clone() + attend(x);
+            x.clone() + feed(x)
+        }
+    }
+}
+
+/// The GPT-NeoX language model. Field names follow Hugging Face's `GPTNeoX*`.
+#[derive(Module, Debug)]
+pub struct GptNeox<B: Backend> {
+    pub embed_in: Embedding<B>,
+    /// Learned position embeddings (`pos_emb: learned`).
+    pub embed_pos: Option<Embedding<B>>,
+    pub embed_dropout: Dropout,
+    pub layers: Vec<Layer<B>>,
+    pub final_layer_norm: Norm<B>,
+    /// The output layer; `None` when tied to `embed_in`.
+    pub embed_out: Option<Linear<B>>,
+    #[module(skip)]
+    pub config: ModelConfig,
+}
+
+impl<B: Backend> GptNeox<B> {
+    /// Logits `[b, t, vocab]` for tokens `[b, t]`.
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [_, t] = tokens.dims();
+        let device = tokens.device();
+        let c = &self.config;
+        let mut x = self.embed_in.forward(tokens);
+        match c.pos_emb {
+            PosEmb::Learned => {
+                if let Some(pos) = &self.embed_pos {
+                    let positions =
+                        Tensor::<B, 1, Int>::arange(0..t as i64, &device).unsqueeze::<2>();
+                    x = x + pos.forward(positions);
+                }
+            }
+            PosEmb::Sinusoidal => {
+                x = x + position::sinusoidal_table(t, c.hidden_size, c.rotary_emb_base, &device)
+                    .unsqueeze();
+            }
+            PosEmb::Rotary | PosEmb::Alibi | PosEmb::None => {}
+        }
+        let x = self.embed_dropout.forward(x);
+        let ctx = Context {
+            mask: Tensor::<B, 2, Bool>::tril_mask([t, t], 0, &device),
+            rotary: (c.pos_emb == PosEmb::Rotary)
+                .then(|| position::rotary_tables(t, c.rotary_dims(), c.rotary_emb_base, &device)),
+            alibi: (c.pos_emb == PosEmb::Alibi)
+                .then(|| position::alibi_bias(c.num_attention_heads, t, &device)),
+        };
+        let x = self
+            .layers
+            .iter()
+            .fold(x, |x, layer| layer.forward(x, &ctx));
+        let x = self.final_layer_norm.forward(x);
+        match &self.embed_out {
+            Some(out) => out.forward(x),
+            None => x.matmul(self.embed_in.weight.val().transpose().unsqueeze()),
+        }
+    }
+
+    /// Mean next-token cross-entropy of `inputs` predicting `targets` (both `[b, t]`).
+    pub fn loss(&self, inputs: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+        cross_entropy(self.forward(inputs), targets)
+    }
+}
+
+/// Mean cross-entropy of logits `[b, t, v]` against targets `[b, t]`.
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    let [b, t, v] = logits.dims();
+    let log_probs = activation::log_softmax(logits.reshape([b * t, v]), 1);
+    log_probs
+        .gather(1, targets.reshape([b * t, 1]))
+        .mean()
+        .neg()
+}

@@ -1,0 +1,59 @@
+//! Per-layer normalisation: LayerNorm (torch's, biased variance, eps inside
+//! the root) or GPT-NeoX's RMSNorm (eps added to the RMS, outside the root).
+
+use burn::module::{Module, Param};
+use burn::tensor::{Tensor, backend::Backend};
+use serde::{Deserialize, Serialize};
+
+/// `norm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NormKind {
+    #[serde(rename = "layernorm")]
+    LayerNorm,
+    #[serde(rename = "rmsnorm")]
+    RmsNorm,
+}
+
+/// A normalisation over the last dimension with a learned scale and optional bias.
+#[derive(Module, Debug)]
+pub struct Norm<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    #[module(skip)]
+    kind: NormKind,
+    #[module(skip)]
+    eps: f64,
+}
+
+impl<B: Backend> Norm<B> {
+    /// Scale 1, bias 0 (no bias for RMSNorm or when `bias` is false).
+    pub fn new(kind: NormKind, dim: usize, eps: f64, bias: bool, device: &B::Device) -> Self {
+        let bias = (bias && kind == NormKind::LayerNorm)
+            .then(|| Param::from_tensor(Tensor::zeros([dim], device)));
+        Norm {
+            weight: Param::from_tensor(Tensor::ones([dim], device)),
+            bias,
+            kind,
+            eps,
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let last = D - 1;
+        let normed = match self.kind {
+            NormKind::LayerNorm => {
+                let (var, mean) = x.clone().var_mean_bias(last);
+                (x - mean) / (var + self.eps).sqrt()
+            }
+            NormKind::RmsNorm => {
+                let rms = x.clone().square().mean_dim(last).sqrt();
+                x / (rms + self.eps)
+            }
+        };
+        let scaled = normed * self.weight.val().unsqueeze();
+        match &self.bias {
+            Some(bias) => scaled + bias.val().unsqueeze(),
+            None => scaled,
+        }
+    }
+}

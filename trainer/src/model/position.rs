@@ -1,0 +1,141 @@
+//! Position information: GPT-NeoX's `pos_emb` kinds. Learned embeddings are a
+//! parameter of the model; the others are fixed tables built here per sequence
+//! length.
+
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use serde::{Deserialize, Serialize};
+
+/// `pos_emb`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PosEmb {
+    Learned,
+    Sinusoidal,
+    Rotary,
+    Alibi,
+    None,
+}
+
+/// Rotary tables `[t, dims]`: `cos(p * f)` and `sin(p * f)` with the
+/// frequencies repeated over both halves (GPT-NeoX's rotate-half layout).
+pub fn rotary_tables<B: Backend>(
+    t: usize,
+    dims: usize,
+    base: f64,
+    device: &B::Device,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let half = dims / 2;
+    let inv_freq: Vec<f64> = (0..half)
+        .map(|i| 1.0 / base.powf((2 * i) as f64 / dims as f64))
+        .collect();
+    let mut cos = Vec::with_capacity(t * dims);
+    let mut sin = Vec::with_capacity(t * dims);
+    for p in 0..t {
+        for j in 0..dims {
+            let angle = p as f64 * inv_freq[j % half];
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(cos, [t, dims]), device),
+        Tensor::from_data(TensorData::new(sin, [t, dims]), device),
+    )
+}
+
+/// Applies rotary embeddings to the first `cos.dims()[1]` dims of `x` `[b, h, t, d]`.
+pub fn apply_rotary<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 2>,
+    sin: &Tensor<B, 2>,
+) -> Tensor<B, 4> {
+    let [_, _, _, d] = x.dims();
+    let r = cos.dims()[1];
+    let half = r / 2;
+    let rot = x.clone().narrow(3, 0, r);
+    let x1 = rot.clone().narrow(3, 0, half);
+    let x2 = rot.clone().narrow(3, half, half);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    let out = rot * cos.clone().unsqueeze::<4>() + rotated * sin.clone().unsqueeze::<4>();
+    if r == d {
+        out
+    } else {
+        Tensor::cat(vec![out, x.narrow(3, r, d - r)], 3)
+    }
+}
+
+/// Sinusoidal position embeddings `[t, hidden]`: `[sin(p f), cos(p f)]`.
+pub fn sinusoidal_table<B: Backend>(
+    t: usize,
+    hidden: usize,
+    base: f64,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let half = hidden / 2;
+    let mut table = Vec::with_capacity(t * hidden);
+    for p in 0..t {
+        let angles = (0..half).map(|i| p as f64 / base.powf((2 * i) as f64 / hidden as f64));
+        let angles: Vec<f64> = angles.collect();
+        table.extend(angles.iter().map(|a| a.sin() as f32));
+        table.extend(angles.iter().map(|a| a.cos() as f32));
+        table.extend(std::iter::repeat_n(0.0, hidden - 2 * half));
+    }
+    Tensor::from_data(TensorData::new(table, [t, hidden]), device)
+}
+
+/// ALiBi head slopes as GPT-NeoX computes them (geometric, interleaved for
+/// head counts that are not powers of two).
+pub fn alibi_slopes(heads: usize) -> Vec<f64> {
+    fn power_of_two(n: usize) -> Vec<f64> {
+        let start = 2f64.powf(-(2f64.powf(-((n as f64).log2() - 3.0))));
+        (0..n).map(|i| start * start.powi(i as i32)).collect()
+    }
+    if heads.is_power_of_two() {
+        power_of_two(heads)
+    } else {
+        let closest = 1 << heads.ilog2();
+        let mut slopes = power_of_two(closest);
+        slopes.extend(
+            alibi_slopes(2 * closest)
+                .into_iter()
+                .step_by(2)
+                .take(heads - closest),
+        );
+        slopes
+    }
+}
+
+/// ALiBi bias `[1, heads, t, t]`: `-slope * (i - j)` (the causal mask hides `j > i`).
+pub fn alibi_bias<B: Backend>(heads: usize, t: usize, device: &B::Device) -> Tensor<B, 4> {
+    let mut bias = Vec::with_capacity(heads * t * t);
+    for slope in alibi_slopes(heads) {
+        for i in 0..t {
+            for j in 0..t {
+                bias.push((-slope * i.saturating_sub(j) as f64) as f32);
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(bias, [1, heads, t, t]), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alibi_slopes_match_gpt_neox() {
+        // 8 heads: 2^-1 .. 2^-8.
+        let s = alibi_slopes(8);
+        for (i, v) in s.iter().enumerate() {
+            assert!((v - 2f64.powi(-(i as i32 + 1))).abs() < 1e-12);
+        }
+        // 6 heads: the 4-head slopes (2^-2, 2^-4, ...), then every other one
+        // of the 8-head slopes (2^-1, 2^-3).
+        let s = alibi_slopes(6);
+        let expected = [-2, -4, -6, -8, -1, -3].map(|e| 2f64.powi(e));
+        assert_eq!(s.len(), 6);
+        for (a, b) in s.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-12, "{s:?}");
+        }
+    }
+}

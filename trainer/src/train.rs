@@ -1,0 +1,286 @@
+//! The training loop. [`train_step`] is a pure function of (model, optimizer,
+//! micro batches, learning rate), so that data or tensor parallelism can wrap it
+//! later; [`run`] drives it: data positions, schedule, logging, evaluation and
+//! checkpoints.
+
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::ElementConversion;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::checkpoint::{self, TrainState};
+use crate::config::NeoxArgs;
+use crate::data::{Batch, SampleSource, Splits};
+use crate::error::TrainError;
+use crate::metrics::{MetricsLog, Record};
+use crate::model::GptNeox;
+use crate::optim::NeoxOptimizer;
+
+/// What one optimizer step measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepStats {
+    /// Mean loss over the micro batches.
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// One optimizer step over `micro_batches` (gradients accumulated, averaged).
+pub fn train_step<B: AutodiffBackend>(
+    model: GptNeox<B>,
+    optim: &mut NeoxOptimizer<B, GptNeox<B>>,
+    micro_batches: Vec<Batch<B>>,
+    lr: f64,
+) -> (GptNeox<B>, StepStats) {
+    let n = micro_batches.len().max(1);
+    let mut accumulator = GradientsAccumulator::<GptNeox<B>>::new();
+    let mut loss_sum = 0.0;
+    for batch in micro_batches {
+        let loss = model.loss(batch.inputs, batch.targets) / n as f64;
+        loss_sum += loss.clone().into_scalar().elem::<f64>();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        accumulator.accumulate(&model, grads);
+    }
+    let (model, grad_norm) = optim.step(lr, model, accumulator.grads());
+    (
+        model,
+        StepStats {
+            loss: loss_sum,
+            grad_norm,
+        },
+    )
+}
+
+/// Mean loss of `model` over `iters` global batches of `source` from `first`.
+pub fn evaluate<B: Backend>(
+    model: &GptNeox<B>,
+    source: &dyn SampleSource,
+    first: u64,
+    iters: u64,
+    batch: usize,
+    device: &B::Device,
+) -> Result<f64, TrainError> {
+    let seq = model.config.seq_length;
+    let vocab = model.config.vocab_size;
+    let mut sum = 0.0;
+    for k in 0..iters {
+        let b = Batch::<B>::read(source, first + k * batch as u64, batch, seq, vocab, device)?;
+        sum += model.loss(b.inputs, b.targets).into_scalar().elem::<f64>();
+    }
+    Ok(sum / iters.max(1) as f64)
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub iterations: u64,
+    pub resumed_from: Option<u64>,
+    pub last_valid_loss: Option<f64>,
+    pub test_loss: Option<f64>,
+    pub metrics_path: Option<std::path::PathBuf>,
+}
+
+/// The backend RNG's seed for the step at `iteration`: every step starts from a
+/// seed derived from the run seed, so resuming needs no RNG snapshot.
+fn step_seed(seed: u64, iteration: u64) -> u64 {
+    // SplitMix64 finaliser over the pair.
+    let mut z = seed ^ iteration.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Trains the configured model on `data` on `device`.
+pub fn run<B: AutodiffBackend>(
+    args: &NeoxArgs,
+    data: &Splits,
+    device: &B::Device,
+) -> Result<Summary, TrainError> {
+    let mut config = args.model.clone();
+    config.vocab_size = args.vocab_size()?;
+    let t = &args.training;
+    let global_batch = t.micro_batch_size * t.gradient_accumulation_steps;
+    let seq = config.seq_length;
+
+    B::seed(device, t.seed);
+    let mut model = config.init::<B>(device);
+    let mut optim = NeoxOptimizer::<B, GptNeox<B>>::new(&args.optim);
+    let mut state = TrainState {
+        iteration: 0,
+        consumed_train_samples: 0,
+        seed: t.seed,
+        schedule: args.schedule.clone(),
+        model: config.clone(),
+    };
+    let mut resumed_from = None;
+    if let Some(load) = &t.load
+        && let Some(dir) = checkpoint::latest(load)?
+    {
+        let (m, o, s) = checkpoint::load(&dir, model, optim, device)?;
+        (model, optim, state) = (m, o, s);
+        tracing::info!(iteration = state.iteration, checkpoint = %dir.display(), "resumed");
+        resumed_from = Some(state.iteration);
+    }
+
+    let run_dir = t.log_dir.clone().or_else(|| t.save.clone());
+    let mut metrics = match &run_dir {
+        Some(dir) => Some(MetricsLog::open(dir, state.iteration)?),
+        None => None,
+    };
+    let mut log = |record: Record| -> Result<(), TrainError> {
+        match metrics.as_mut() {
+            Some(m) => m.write(&record),
+            None => Ok(()),
+        }
+    };
+
+    let progress = if std::io::stderr().is_terminal() {
+        ProgressBar::new(t.train_iters)
+    } else {
+        ProgressBar::with_draw_target(Some(t.train_iters), ProgressDrawTarget::hidden())
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} iters  {msg}  [{elapsed} < {eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    progress.set_position(state.iteration);
+
+    let flops_per_token = config.train_flops_per_token();
+    let tokens_per_iter = (global_batch * seq) as f64;
+    let (mut interval_loss, mut interval_iters, mut interval_start) = (0.0, 0u64, Instant::now());
+    let mut last_valid_loss = None;
+
+    while state.iteration < t.train_iters {
+        let it = state.iteration;
+        B::seed(device, step_seed(t.seed, it));
+        let lr = state.schedule.lr_at(it);
+        let micro_batches = (0..t.gradient_accumulation_steps)
+            .map(|j| {
+                let first = state.consumed_train_samples + (j * t.micro_batch_size) as u64;
+                Batch::read(
+                    data.train.as_ref(),
+                    first,
+                    t.micro_batch_size,
+                    seq,
+                    config.vocab_size,
+                    device,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let stats;
+        (model, stats) = train_step(model, &mut optim, micro_batches, lr);
+        if !stats.loss.is_finite() {
+            return Err(TrainError::Diverged {
+                iteration: it + 1,
+                loss: stats.loss,
+            });
+        }
+        state.iteration += 1;
+        state.consumed_train_samples += global_batch as u64;
+        interval_loss += stats.loss;
+        interval_iters += 1;
+        progress.set_position(state.iteration);
+        progress.set_message(format!("loss {:.4}  lr {lr:.3e}", stats.loss));
+
+        if state.iteration % t.log_interval == 0 || state.iteration == t.train_iters {
+            let seconds = interval_start.elapsed().as_secs_f64() / interval_iters as f64;
+            let record = Record::Train {
+                iteration: state.iteration,
+                loss: interval_loss / interval_iters as f64,
+                lr,
+                grad_norm: stats.grad_norm,
+                step_ms: seconds * 1e3,
+                tokens_per_s: tokens_per_iter / seconds,
+                flops_per_s: flops_per_token * tokens_per_iter / seconds,
+                consumed_samples: state.consumed_train_samples,
+            };
+            tracing::info!(?record, "train");
+            log(record)?;
+            (interval_loss, interval_iters) = (0.0, 0);
+        }
+        if let Some(valid) = &data.valid
+            && t.eval_iters > 0
+            && state.iteration % t.eval_interval == 0
+        {
+            // Each evaluation reads the next `eval_iters` batches of the split,
+            // as GPT-NeoX's valid iterator does; the position follows from the
+            // iteration, so a resumed run reads the same ones.
+            let first =
+                (state.iteration / t.eval_interval - 1) * t.eval_iters * global_batch as u64;
+            let loss = evaluate(
+                &model.valid(),
+                valid.as_ref(),
+                first,
+                t.eval_iters,
+                global_batch,
+                device,
+            )?;
+            last_valid_loss = Some(loss);
+            progress.println(format!(
+                "iteration {}: valid loss {loss:.4}",
+                state.iteration
+            ));
+            log(Record::Valid {
+                iteration: state.iteration,
+                loss,
+                ppl: loss.exp(),
+            })?;
+        }
+        let checkpoint_due = t
+            .checkpoint_factor
+            .is_some_and(|f| state.iteration % f == 0);
+        if let Some(save) = &t.save
+            && (checkpoint_due || state.iteration == t.train_iters)
+        {
+            let dir = checkpoint::save(save, &model, &optim, &state, t.keep_last_n_checkpoints)?;
+            tracing::info!(checkpoint = %dir.display(), "saved");
+        }
+        if interval_iters == 0 {
+            interval_start = Instant::now();
+        }
+    }
+    progress.finish_and_clear();
+
+    let mut test_loss = None;
+    if let Some(test) = &data.test
+        && t.eval_iters > 0
+    {
+        let loss = evaluate(
+            &model.valid(),
+            test.as_ref(),
+            0,
+            t.eval_iters,
+            global_batch,
+            device,
+        )?;
+        test_loss = Some(loss);
+        log(Record::Test {
+            iteration: state.iteration,
+            loss,
+            ppl: loss.exp(),
+        })?;
+    }
+    Ok(Summary {
+        iterations: state.iteration,
+        resumed_from,
+        last_valid_loss,
+        test_loss,
+        metrics_path: run_dir.map(|d| d.join("metrics.jsonl")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_seeds_differ_per_iteration() {
+        assert_ne!(step_seed(1234, 0), step_seed(1234, 1));
+        assert_ne!(step_seed(1234, 0), step_seed(1235, 0));
+        assert_eq!(step_seed(7, 9), step_seed(7, 9));
+    }
+}
