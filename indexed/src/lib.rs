@@ -15,6 +15,7 @@ mod format;
 mod merge;
 mod output;
 mod reader;
+pub mod samples;
 mod stats;
 mod tokens;
 mod writer;
