@@ -93,3 +93,7 @@ fn write_idx(datasets: &[IndexedDataset], header: Header, out: &mut impl Write) 
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "merge_tests.rs"]
+mod tests;
