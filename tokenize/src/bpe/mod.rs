@@ -87,11 +87,17 @@ impl FastBpe {
         let ids: HashMap<&str, u32> = spec.vocab.iter().map(|(t, id)| (t.as_str(), *id)).collect();
         let mut byte_ids = [0u32; 256];
         for (b, c) in byte_chars().into_iter().enumerate() {
-            byte_ids[b] = *ids.get(c.to_string().as_str()).ok_or_else(|| {
-                FastBpeError::Unsupported(format!(
-                    "the vocabulary has no token {c:?} for byte {b:#04x} (unknown or byte-fallback tokens)"
-                ))
-            })?;
+            // 0xC0, 0xC1 and 0xF5..=0xFF never occur in UTF-8 text.
+            let in_utf8 = !matches!(b, 0xC0 | 0xC1 | 0xF5..=0xFF);
+            byte_ids[b] = match ids.get(c.to_string().as_str()) {
+                Some(&id) => id,
+                None if !in_utf8 => u32::MAX,
+                None => {
+                    return Err(FastBpeError::Unsupported(format!(
+                        "the vocabulary has no token {c:?} for byte {b:#04x} (unknown or byte-fallback tokens)"
+                    )));
+                }
+            };
         }
         let id_of = |token: &str, rank: usize| {
             ids.get(token).copied().ok_or_else(|| {

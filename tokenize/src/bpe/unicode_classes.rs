@@ -894,3 +894,35 @@ pub(crate) static RANGES: &[(u32, u32, CharClass)] = &[
     (0x30000, 0x3134A, L),
     (0x31350, 0x323AF, L),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::{CharClass, class_of};
+
+    /// Every code point gets the class Oniguruma gives it. When `tokenizers`
+    /// moves to a newer Oniguruma, this fails: regenerate `RANGES` from the
+    /// ranges this test prints.
+    #[test]
+    fn every_code_point_matches_oniguruma() {
+        let regex = onig::Regex::new(r"\A(?:(\p{L})|(\p{N})|(\s))\z").expect("regex");
+        let mut mismatches = Vec::new();
+        let mut buf = [0u8; 4];
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            let expected = match regex.captures(c.encode_utf8(&mut buf)) {
+                None => CharClass::Other,
+                Some(caps) if caps.pos(1).is_some() => CharClass::Letter,
+                Some(caps) if caps.pos(2).is_some() => CharClass::Number,
+                Some(_) => CharClass::Space,
+            };
+            if class_of(c) != expected {
+                mismatches.push(format!("U+{:04X}: {expected:?}", c as u32));
+            }
+        }
+        assert!(
+            mismatches.is_empty(),
+            "{} code points differ from Oniguruma, e.g. {:?}",
+            mismatches.len(),
+            &mismatches[..mismatches.len().min(20)]
+        );
+    }
+}
