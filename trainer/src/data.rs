@@ -4,6 +4,10 @@
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
+use neox_indexed::samples;
+
+use crate::NeoxArgs;
+use crate::config::DataSource;
 use crate::error::TrainError;
 
 /// Samples of `seq_length + 1` tokens, addressed by index.
@@ -26,10 +30,70 @@ pub struct Splits {
     pub test: Option<Box<dyn SampleSource>>,
 }
 
-/// Opens the configured data as train/valid/test sample sources.
-pub fn open_splits(args: &crate::NeoxArgs) -> Result<Splits, TrainError> {
-    let _ = args;
-    Err(TrainError::Data("reading shards is not wired yet".into()))
+/// Opens the configured shards as GPT-NeoX's train/valid/test samples
+/// (building or reusing GPT-NeoX's index caches next to the data), sized for
+/// the run as GPT-NeoX sizes them.
+pub fn open_splits(args: &NeoxArgs) -> Result<Splits, TrainError> {
+    let Some(source) = &args.data else {
+        return Err(TrainError::Config(crate::ConfigError::Missing {
+            key: "data_path".into(),
+            why: "no data: set `data_path` (with `split`) or `train_data_paths`".into(),
+        }));
+    };
+    let source = match source.clone() {
+        DataSource::Split { prefix, split } => samples::DataSource::Split { prefix, split },
+        DataSource::Paths { train, valid, test } => {
+            samples::DataSource::Weighted { train, valid, test }
+        }
+    };
+    let t = &args.training;
+    let seed = u32::try_from(t.seed).map_err(|_| {
+        TrainError::Data(format!(
+            "seed {} does not fit numpy's 32-bit RandomState",
+            t.seed
+        ))
+    })?;
+    let seq_length = u32::try_from(args.model.seq_length).map_err(|_| {
+        TrainError::Data(format!("seq_length {} is too large", args.model.seq_length))
+    })?;
+    let config = samples::DataConfig {
+        source,
+        seq_length,
+        seed,
+        cache_dir: None,
+    };
+    let global_batch = (t.micro_batch_size * t.gradient_accumulation_steps) as u64;
+    let counts =
+        samples::SplitSamples::for_run(t.train_iters, t.eval_interval, t.eval_iters, global_batch)
+            .map_err(|e| TrainError::Data(e.to_string()))?;
+    let splits = samples::build_train_valid_test(&config, counts)
+        .map_err(|e| TrainError::Data(e.to_string()))?;
+    let boxed = |s: Option<samples::Samples>| s.map(|s| Box::new(s) as Box<dyn SampleSource>);
+    Ok(Splits {
+        train: boxed(splits.train)
+            .ok_or_else(|| TrainError::Data("the train split has no documents".into()))?,
+        valid: boxed(splits.valid),
+        test: boxed(splits.test),
+    })
+}
+
+/// GPT-NeoX's samples from `neox-indexed`.
+impl SampleSource for samples::Samples {
+    fn len(&self) -> u64 {
+        samples::Samples::len(self) as u64
+    }
+
+    fn sample(&self, i: u64) -> Result<Vec<u32>, TrainError> {
+        let ids = self
+            .get(i as usize)
+            .map_err(|e| TrainError::Data(e.to_string()))?;
+        ids.into_iter()
+            .map(|id| {
+                u32::try_from(id)
+                    .map_err(|_| TrainError::Data(format!("sample {i} holds token id {id}")))
+            })
+            .collect()
+    }
 }
 
 /// A token stream cut into consecutive windows of `seq_length + 1` tokens that
