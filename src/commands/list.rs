@@ -1,12 +1,171 @@
-//! `neox-data list`.
+//! `neox-data list`: every registered corpus with its sizes, documents and
+//! tokens — measured for the prepared ones, published figures for the rest.
 
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::Args;
+use neox_registry::Registry;
+use neox_registry::table::{self, Figures, Row};
 
 /// Arguments of `neox-data list`.
 #[derive(Debug, Args)]
-pub struct ListArgs {}
+pub struct ListArgs {
+    /// Folder of prepared datasets (one sub-folder per corpus).
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
 
-/// Run `neox-data list`.
-pub fn run(_args: ListArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`neox-data list` is not built yet")
+    /// A catalog file (TOML, or JSON by extension) declaring more corpora.
+    #[arg(long, env = "NEOX_CATALOG")]
+    pub catalog: Option<PathBuf>,
+
+    /// Print JSON (one array of objects, exact numbers) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run `neox-data list` over the built-in corpora (and `--catalog`).
+pub fn run(args: ListArgs) -> anyhow::Result<()> {
+    run_with(args, Registry::with_builtins())
+}
+
+/// Run `neox-data list` over `registry` (and `--catalog`).
+pub fn run_with(args: ListArgs, mut registry: Registry) -> anyhow::Result<()> {
+    if let Some(catalog) = &args.catalog {
+        registry.load_catalog(catalog)?;
+    }
+    let rows = table::rows(&registry, &args.data_dir);
+    if args.json {
+        let json = serde_json::to_string_pretty(&rows).context("cannot print the table as JSON")?;
+        println!("{json}");
+    } else {
+        print!("{}", render(&rows));
+    }
+    Ok(())
+}
+
+/// The table as text: measured figures plain, published ones marked `(published)`.
+fn render(rows: &[Row]) -> String {
+    let header = [
+        "corpus",
+        "files",
+        "compressed",
+        "text",
+        "documents",
+        "tokens",
+        "figures",
+    ];
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            let figures = match r.figures {
+                Figures::Measured => "measured".to_string(),
+                Figures::Shards { done, count } => format!("measured, {done} of {count} shards"),
+                Figures::Known
+                    if r.compressed_bytes
+                        .or(r.text_bytes)
+                        .or(r.documents)
+                        .or(r.tokens)
+                        .is_some() =>
+                {
+                    "published".to_string()
+                }
+                Figures::Known => "none published".to_string(),
+            };
+            let figures = if r.registered {
+                figures
+            } else {
+                format!("{figures} (not registered)")
+            };
+            [
+                r.name.clone(),
+                r.files.to_string(),
+                r.compressed_bytes.map_or("-".into(), bytes),
+                r.text_bytes.map_or("-".into(), bytes),
+                r.documents.map_or("-".into(), grouped),
+                r.tokens.map_or("-".into(), grouped),
+                figures,
+            ]
+        })
+        .collect();
+    let width = |i: usize| {
+        cells
+            .iter()
+            .map(|c| c[i].chars().count())
+            .chain([header[i].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..header.len()).map(width).collect();
+    let line = |c: &[String]| {
+        let mut s = format!("{:<w$}", c[0], w = widths[0]);
+        for i in 1..6 {
+            s.push_str(&format!("  {:>w$}", c[i], w = widths[i]));
+        }
+        s.push_str(&format!("  {}\n", c[6]));
+        s
+    };
+    let mut out = line(&header.map(str::to_string));
+    for c in &cells {
+        out.push_str(&line(c));
+    }
+    out
+}
+
+/// `945212874` -> `945.2 MB` (decimal units).
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `517401` -> `517,401`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_easily() {
+        assert_eq!(grouped(517_401), "517,401");
+        assert_eq!(grouped(12), "12");
+        assert_eq!(grouped(1_000), "1,000");
+        assert_eq!(bytes(945_212_874), "945.2 MB");
+        assert_eq!(bytes(999), "999 B");
+    }
+
+    #[test]
+    fn published_figures_are_marked() {
+        let rows = table::rows(
+            &Registry::with_builtins(),
+            std::path::Path::new("/nonexistent"),
+        );
+        let text = render(&rows);
+        let enron = text.lines().find(|l| l.starts_with("enron ")).unwrap();
+        assert!(
+            enron.contains("517,401") && enron.ends_with("published"),
+            "{enron}"
+        );
+        assert!(text.lines().next().unwrap().starts_with("corpus"));
+    }
 }

@@ -1,4 +1,6 @@
-//! A lock file in a dataset folder, so that two runs on one corpus never interleave.
+//! A lock per dataset folder, so that two runs on one corpus never interleave.
+//! The lock file sits beside the folder (`{data_dir}/.{name}.lock`), so a run
+//! that fails before writing anything leaves the folder absent.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -14,10 +16,16 @@ pub struct FolderLock {
 }
 
 impl FolderLock {
-    /// Lock `dir` (created if missing), waiting for another holder to finish.
+    /// Lock the folder `dir` (which need not exist yet), waiting for another
+    /// holder to finish.
     pub fn acquire(dir: &Path) -> Result<FolderLock, FetchError> {
-        std::fs::create_dir_all(dir).map_err(FetchError::io(dir))?;
-        let path = dir.join(".lock");
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(FetchError::io(&parent))?;
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        let path = parent.join(format!(".{name}.lock"));
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -50,7 +58,8 @@ mod tests {
 
     #[test]
     fn second_holder_waits_for_the_first() {
-        let dir = std::env::temp_dir().join(format!("neox-lock-{}", std::process::id()));
+        let base = std::env::temp_dir().join(format!("neox-lock-{}", std::process::id()));
+        let dir = base.join("corpus");
         let first = FolderLock::acquire(&dir).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let d = dir.clone();
@@ -66,6 +75,8 @@ mod tests {
         drop(first);
         rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
         waiter.join().unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(!dir.exists(), "locking must not create the folder");
+        assert!(base.join(".corpus.lock").exists());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }
