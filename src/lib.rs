@@ -6,3 +6,5 @@
 
 pub mod commands;
 pub mod logging;
+pub mod pipeline;
+pub mod progress;

@@ -2,5 +2,7 @@
 
 pub mod download;
 pub mod downloader;
+pub mod read;
 
 pub use downloader::{DataDownloader, KnownFigures, RemoteFile};
+pub use read::{Document, Documents, Location, ReadError, ReadOptions, documents};

@@ -1,0 +1,81 @@
+//! What can go wrong while reading a corpus.
+
+use std::path::PathBuf;
+
+use super::Location;
+
+/// An error while reading documents.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// One line or row is not what was expected; reading goes on after it.
+    #[error("{location}: malformed: {reason}")]
+    Malformed {
+        /// Where.
+        location: Location,
+        /// What was expected, and what was found.
+        reason: String,
+    },
+    /// A file could not be opened or listed.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file's name says nothing this reader knows how to read.
+    #[error(
+        "{path}: unknown input format; expected a name ending in {}",
+        super::Format::EXTENSIONS.join(", ")
+    )]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Reading or decompressing failed (e.g. a corrupt or truncated
+    /// compressed stream).
+    #[error("{file}{}: read error at compressed byte offset {offset}: {source}", member_suffix(.member))]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// The archive member, if any.
+        member: Option<String>,
+        /// How far into the file (its bytes on disk) reading had got.
+        offset: u64,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Text that is not UTF-8.
+    #[error("{location}: invalid UTF-8 at byte offset {offset} of the {what}")]
+    InvalidUtf8 {
+        /// Where.
+        location: Location,
+        /// Byte offset of the first invalid byte, in the decompressed file
+        /// or member.
+        offset: u64,
+        /// "file" or "member".
+        what: &'static str,
+    },
+    /// A Parquet file could not be read.
+    #[error("{path}: Parquet: {reason}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn member_suffix(member: &Option<String>) -> String {
+    member
+        .as_ref()
+        .map(|m| format!(" member {m}"))
+        .unwrap_or_default()
+}
+
+impl ReadError {
+    /// Whether reading goes on after this error (only a malformed line or row).
+    pub fn is_malformed(&self) -> bool {
+        matches!(self, ReadError::Malformed { .. })
+    }
+}

@@ -1,0 +1,152 @@
+//! What every format reader shares: the consumer end ([`Sink`]), the way a
+//! reader stops ([`Halt`]), where it is ([`Origin`]), and byte counting for
+//! progress ([`Counting`]).
+
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+
+use super::{Document, Location, Position, ReadError};
+
+/// Why a reader stopped before the end of its input.
+pub(crate) enum Halt {
+    /// An error that ends the stream (it is passed on to the consumer).
+    Fatal(ReadError),
+    /// The consumer has gone: stop quietly.
+    Closed,
+}
+
+impl From<ReadError> for Halt {
+    fn from(e: ReadError) -> Self {
+        Halt::Fatal(e)
+    }
+}
+
+/// Where documents go: the consumer's end of a bounded channel.
+pub(crate) struct Sink(pub(crate) SyncSender<Result<Document, ReadError>>);
+
+impl Sink {
+    /// Hand over a document or a malformed-line report.
+    pub(crate) fn emit(&self, item: Result<Document, ReadError>) -> Result<(), Halt> {
+        self.0.send(item).map_err(|_| Halt::Closed)
+    }
+}
+
+/// The file (and archive member) a reader is reading, with the keys wanted
+/// and the file's compressed-bytes counter for error offsets.
+#[derive(Clone)]
+pub(crate) struct Origin<'a> {
+    pub(crate) file: Arc<Path>,
+    pub(crate) member: Option<Arc<str>>,
+    pub(crate) keys: &'a [String],
+    /// Bytes of the file read from disk so far.
+    pub(crate) meter: Arc<Meter>,
+}
+
+impl Origin<'_> {
+    pub(crate) fn location(&self, position: Position) -> Location {
+        Location {
+            file: Arc::clone(&self.file),
+            member: self.member.clone(),
+            position,
+        }
+    }
+
+    /// A read or decompression error, at the current compressed offset.
+    pub(crate) fn io_error(&self, source: io::Error) -> ReadError {
+        ReadError::Io {
+            file: self.file.to_path_buf(),
+            member: self.member.as_deref().map(str::to_string),
+            offset: self.meter.file_bytes(),
+            source,
+        }
+    }
+
+    /// The same file, inside member `name`.
+    pub(crate) fn member(&self, name: &str) -> Self {
+        Self {
+            member: Some(name.into()),
+            ..self.clone()
+        }
+    }
+
+    /// A whole file or member as one document, checked to be UTF-8.
+    pub(crate) fn raw_document(&self, bytes: Vec<u8>) -> Result<Document, ReadError> {
+        let text = String::from_utf8(bytes).map_err(|e| ReadError::InvalidUtf8 {
+            location: self.location(Position::Whole),
+            offset: e.utf8_error().valid_up_to() as u64,
+            what: if self.member.is_some() {
+                "member"
+            } else {
+                "file"
+            },
+        })?;
+        Ok(self.document(text, Position::Whole))
+    }
+
+    /// One text for every key.
+    pub(crate) fn document(&self, text: String, position: Position) -> Document {
+        let mut texts = vec![text.clone(); self.keys.len().saturating_sub(1)];
+        texts.push(text);
+        Document {
+            texts,
+            location: self.location(position),
+        }
+    }
+}
+
+/// Bytes of one file read from disk, also added to a total over all files.
+pub(crate) struct Meter {
+    file: AtomicU64,
+    total: Arc<AtomicU64>,
+}
+
+impl Meter {
+    pub(crate) fn new(total: Arc<AtomicU64>) -> Self {
+        Self {
+            file: AtomicU64::new(0),
+            total,
+        }
+    }
+
+    /// Bytes of this file read so far.
+    pub(crate) fn file_bytes(&self) -> u64 {
+        self.file.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, n: u64) {
+        self.file.fetch_add(n, Ordering::Relaxed);
+        self.total.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Record that reading has got to byte `position` of this file (for
+    /// readers that seek, where counting reads says little).
+    pub(crate) fn advance_to(&self, position: u64) {
+        let before = self.file.fetch_max(position, Ordering::Relaxed);
+        if position > before {
+            self.total.fetch_add(position - before, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A reader that counts the bytes it reads on a [`Meter`].
+pub(crate) struct Counting<R> {
+    inner: R,
+    meter: Arc<Meter>,
+}
+
+impl<R> Counting<R> {
+    pub(crate) fn new(inner: R, meter: Arc<Meter>) -> Self {
+        Self { inner, meter }
+    }
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.meter.add(n as u64);
+        Ok(n)
+    }
+}
