@@ -7,4 +7,5 @@
 pub mod commands;
 pub mod logging;
 pub mod pipeline;
+pub mod prepare;
 pub mod progress;

@@ -1,0 +1,456 @@
+//! `prepare`: a registered corpus, from its URLs to finished shards and a
+//! manifest — download -> (unpack) -> read -> tokenize -> write -> record, the
+//! one chain every corpus goes through. Reading, tokenizing and writing are
+//! the shared pipeline's ([`crate::pipeline`]); this module fetches, plans
+//! parts, resumes, merges and records.
+//!
+//! Layout in `{data_dir}/{name}/`:
+//! - the downloaded files under their own names (and `.part` files while unfinished);
+//! - `{name}_text_document.{bin,idx}` (or `{name}-shard-K-of-N_text_document.*`
+//!   for one of N parts) and `….manifest.json` beside them;
+//! - `parts/`: per-file results of a multi-file corpus, kept until merged,
+//!   so that an interrupted run skips the files already done.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use neox_datasets::download::{Fetched, Fetcher, FolderLock, beside, measure, mirrored};
+use neox_datasets::{DataDownloader, RemoteFile};
+use neox_registry::manifest::{Manifest, OutputRecord, ShardOf, SourceRecord};
+use neox_tokenize::{Tokenizer, TokenizerSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::{self, PipelineConfig};
+use crate::progress::ProgressReporter;
+
+/// How to prepare: where, from where, which part, with which tokenizer.
+#[derive(Debug, Clone)]
+pub struct PrepareOptions {
+    /// The data folder; the corpus goes to `{data_dir}/{name}/`.
+    pub data_dir: PathBuf,
+    /// Replace the corpus's URLs with these (checksums and sizes then unknown unless pinned).
+    pub urls: Vec<String>,
+    /// A mirror (URL or folder) holding the corpus's files under their own names.
+    pub mirror: Option<String>,
+    /// `(file name, sha256)`: the checksum a file must have (replaces the declared one,
+    /// and the declared size, which described another file).
+    pub pins: Vec<(String, String)>,
+    /// Prepare only part K of N (1-based).
+    pub shard: Option<ShardOf>,
+    /// Download and prepare again even if done.
+    pub force: bool,
+    /// How text becomes tokens.
+    pub tokenize: TokenizeSettings,
+    /// Files downloaded at once.
+    pub parallel_downloads: usize,
+}
+
+/// The tokenizer and the encoding threads; every document gets the EOD id
+/// appended, as GPT-NeoX's `prepare_data.py` does.
+#[derive(Debug, Clone)]
+pub struct TokenizeSettings {
+    /// The loaded tokenizer.
+    pub tokenizer: Arc<Tokenizer>,
+    /// Encoding threads.
+    pub workers: usize,
+}
+
+impl TokenizeSettings {
+    /// Load the tokenizer `spec` names.
+    pub fn load(spec: &TokenizerSpec, workers: usize) -> anyhow::Result<TokenizeSettings> {
+        let tokenizer = Tokenizer::load(spec).context("cannot load the tokenizer")?;
+        Ok(TokenizeSettings {
+            tokenizer: Arc::new(tokenizer),
+            workers: workers.max(1),
+        })
+    }
+
+    /// The tokenizer as recorded in manifests.
+    pub fn describe(&self) -> String {
+        self.tokenizer.description().to_string()
+    }
+}
+
+/// What `prepare` did.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Already prepared with these settings: nothing was done.
+    AlreadyPrepared {
+        /// The manifest found.
+        manifest: Manifest,
+        /// Its path.
+        path: PathBuf,
+    },
+    /// Prepared now.
+    Prepared {
+        /// The manifest written.
+        manifest: Manifest,
+        /// Its path.
+        path: PathBuf,
+    },
+}
+
+/// The output prefix name (without key) for a corpus or one shard of it.
+pub fn base_name(corpus: &str, shard: Option<ShardOf>) -> String {
+    match shard {
+        None => corpus.to_string(),
+        Some(s) => format!("{corpus}-shard-{}-of-{}", s.index, s.count),
+    }
+}
+
+/// The files to fetch after `--url`, `--mirror` and pins, and `--shard`'s selection.
+pub fn plan_files(
+    corpus: &dyn DataDownloader,
+    opts: &PrepareOptions,
+) -> anyhow::Result<Vec<RemoteFile>> {
+    let mut files = if opts.urls.is_empty() {
+        corpus.files()
+    } else {
+        opts.urls.iter().map(RemoteFile::new).collect()
+    };
+    if files.is_empty() {
+        bail!(
+            "corpus `{}` lists no files to download; give them with --url (repeatable) or declare the corpus in a catalog (--catalog)",
+            corpus.name()
+        );
+    }
+    if let Some(base) = &opts.mirror {
+        for f in &mut files {
+            f.url = mirrored(base, &f.url);
+        }
+    }
+    for (name, sum) in &opts.pins {
+        let Some(f) = files.iter_mut().find(|f| f.file_name() == name) else {
+            bail!(
+                "--sha256 {name}=…: corpus `{}` has no file named {name} (its files: {})",
+                corpus.name(),
+                files
+                    .iter()
+                    .map(|f| f.file_name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        f.sha256 = Some(sum.clone());
+        f.size = None;
+    }
+    if let Some(s) = opts.shard {
+        if s.index == 0 || s.index > s.count {
+            bail!("--shard {}/{}: K must be between 1 and N", s.index, s.count);
+        }
+        let n = files.len();
+        if s.count as usize > n {
+            bail!(
+                "--shard {}/{}: corpus `{}` has {n} file(s), so at most {n} shards (parts are made of whole files)",
+                s.index,
+                s.count,
+                corpus.name()
+            );
+        }
+        files = files
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % s.count as usize == (s.index - 1) as usize)
+            .map(|(_, f)| f)
+            .collect();
+    }
+    Ok(files)
+}
+
+/// Prepare `corpus` as `opts` says.
+pub fn prepare(
+    corpus: &dyn DataDownloader,
+    opts: &PrepareOptions,
+    fetcher: &Fetcher,
+) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let name = corpus.name();
+    if !neox_registry::catalog::valid_name(name) {
+        bail!("corpus name `{name}` cannot name a folder (letters, digits, `-`, `_`, `.` only)");
+    }
+    let files = plan_files(corpus, opts)?;
+    let folder = opts.data_dir.join(name);
+    let _lock = FolderLock::acquire(&folder)?;
+    let keys = corpus.jsonl_keys();
+    let base = base_name(name, opts.shard);
+    let prefixes: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{base}_{k}_document"))
+        .collect();
+    let tokenizer_name = opts.tokenize.describe();
+
+    if !opts.force
+        && let Some((manifest, path)) = finished(&folder, &prefixes[0], &files, &tokenizer_name)
+    {
+        return Ok(Outcome::AlreadyPrepared { manifest, path });
+    }
+    if opts.force {
+        for f in &files {
+            let dest = folder.join(local_name(f, corpus));
+            for p in [beside(&dest, ".download.json"), dest] {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+
+    let parts_dir = folder.join("parts");
+    let multi = files.len() > 1;
+    let fetched = std::sync::Mutex::new(vec![None::<Fetched>; files.len()]);
+    let made = fetch_and_tokenize(corpus, opts, fetcher, &files, &folder, |i, got, inputs| {
+        let out_base = if multi {
+            std::fs::create_dir_all(&parts_dir)
+                .with_context(|| format!("cannot create {}", parts_dir.display()))?;
+            parts_dir.join(format!(
+                "{:05}-{}",
+                i,
+                got.path.file_name().unwrap_or_default().to_string_lossy()
+            ))
+        } else {
+            folder.join(&base)
+        };
+        if let Ok(mut all) = fetched.lock() {
+            all[i] = Some(got.clone());
+        }
+        part(inputs, &keys, &out_base, &got.sha256, opts)
+    })?;
+    let fetched: Vec<Fetched> = fetched
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect();
+
+    // One output per key: merge the parts (multi-file) or take the single result.
+    let mut manifests = Vec::new();
+    for (k, prefix) in prefixes.iter().enumerate() {
+        let target = folder.join(prefix);
+        let pieces: Vec<&PartDone> = made.iter().map(|per_key| &per_key[k]).collect();
+        if multi {
+            let inputs: Vec<PathBuf> = pieces.iter().map(|p| PathBuf::from(&p.prefix)).collect();
+            neox_indexed::merge(&inputs, &target).with_context(|| {
+                format!("cannot merge the parts of {name} into {}", target.display())
+            })?;
+        }
+        let outputs = [".bin", ".idx"]
+            .iter()
+            .map(|ext| {
+                let file = format!("{prefix}{ext}");
+                let (bytes, sha256) = measure(&folder.join(&file))
+                    .with_context(|| format!("cannot read {}", folder.join(&file).display()))?;
+                Ok(OutputRecord {
+                    file,
+                    bytes,
+                    sha256,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let manifest = Manifest {
+            corpus: name.to_string(),
+            prefix: prefix.clone(),
+            shard: opts.shard,
+            sources: fetched
+                .iter()
+                .map(|f| SourceRecord {
+                    url: f.url.clone(),
+                    bytes: f.size,
+                    sha256: f.sha256.clone(),
+                })
+                .collect(),
+            compressed_bytes: fetched.iter().map(|f| f.size).sum(),
+            downloaded_bytes: fetched.iter().map(|f| f.transferred).sum(),
+            text_bytes: pieces.iter().map(|p| p.text_bytes).sum(),
+            documents: pieces.iter().map(|p| p.documents).sum(),
+            tokens: pieces.iter().map(|p| p.tokens).sum(),
+            tokenizer: tokenizer_name.clone(),
+            dtype: pieces.first().map(|p| p.dtype.clone()).unwrap_or_default(),
+            outputs,
+            seconds: started.elapsed().as_secs_f64(),
+            finished_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            neox_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let path = Manifest::path_for(&folder, prefix);
+        manifest.write(&path)?;
+        manifests.push((manifest, path));
+    }
+    if !multi {
+        // The single piece's record served resumption only; the manifest now says it all.
+        let _ = std::fs::remove_file(beside(&folder.join(&base), ".done.json"));
+    }
+    if multi {
+        std::fs::remove_dir_all(&parts_dir).with_context(|| {
+            format!("cannot remove the merged parts in {}", parts_dir.display())
+        })?;
+    }
+    let (manifest, path) = manifests.swap_remove(0);
+    Ok(Outcome::Prepared { manifest, path })
+}
+
+/// The finished manifest for `prefix`, if it matches these files and tokenizer
+/// and its outputs are intact.
+fn finished(
+    folder: &Path,
+    prefix: &str,
+    files: &[RemoteFile],
+    tokenizer: &str,
+) -> Option<(Manifest, PathBuf)> {
+    let path = Manifest::path_for(folder, prefix);
+    let manifest = Manifest::read(&path).ok()?;
+    let same_sources = manifest.sources.len() == files.len()
+        && manifest.sources.iter().zip(files).all(|(s, f)| {
+            s.url == f.url
+                && f.sha256
+                    .as_deref()
+                    .is_none_or(|want| want.eq_ignore_ascii_case(&s.sha256))
+        });
+    (same_sources && manifest.tokenizer == tokenizer && manifest.outputs_present(folder))
+        .then_some((manifest, path))
+}
+
+/// The name a file is stored under: its own, plus the corpus's format as an
+/// extension when the name does not already end with it (readers go by name).
+fn local_name(file: &RemoteFile, corpus: &dyn DataDownloader) -> String {
+    let name = file.file_name().to_string();
+    match corpus.format() {
+        Some(fmt) if !name.ends_with(&format!(".{fmt}")) => format!("{name}.{fmt}"),
+        _ => name,
+    }
+}
+
+/// One tokenized piece: a file's (or the whole single-file corpus's) output for one key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PartDone {
+    /// Output prefix (path, without `.bin`/`.idx`).
+    prefix: String,
+    /// SHA-256 of the source it was made from.
+    source_sha256: String,
+    /// Tokenizer it was made with.
+    tokenizer: String,
+    documents: u64,
+    tokens: u64,
+    text_bytes: u64,
+    dtype: String,
+}
+
+/// Tokenize `inputs` into `{out_base}_{key}_document` for each key, unless a
+/// record shows that this was already done from the same source and tokenizer.
+fn part(
+    inputs: &[PathBuf],
+    keys: &[String],
+    out_base: &Path,
+    source_sha256: &str,
+    opts: &PrepareOptions,
+) -> anyhow::Result<Vec<PartDone>> {
+    let record = beside(out_base, ".done.json");
+    let tokenizer = opts.tokenize.describe();
+    if let Some(done) = std::fs::read(&record)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<PartDone>>(&b).ok())
+        .filter(|done| {
+            done.len() == keys.len()
+                && done.iter().all(|d| {
+                    d.source_sha256 == source_sha256
+                        && d.tokenizer == tokenizer
+                        && Path::new(&format!("{}.bin", d.prefix)).exists()
+                        && Path::new(&format!("{}.idx", d.prefix)).exists()
+                })
+        })
+    {
+        tracing::info!("{}: already tokenized, skipping", out_base.display());
+        return Ok(done);
+    }
+    let mut config = PipelineConfig::new(inputs.to_vec(), out_base);
+    config.keys = keys.to_vec();
+    config.append_eod = true;
+    config.workers = opts.tokenize.workers;
+    let mut reporter = ProgressReporter::new(None);
+    let result = pipeline::run(&config, &opts.tokenize.tokenizer, &mut reporter);
+    reporter.finish();
+    let summary = result?;
+    if summary.malformed > 0 {
+        tracing::warn!(
+            "{}: {} malformed line(s) skipped",
+            out_base.display(),
+            summary.malformed
+        );
+    }
+    let done: Vec<PartDone> = summary
+        .outputs
+        .iter()
+        .map(|o| PartDone {
+            prefix: o.prefix.to_string_lossy().into_owned(),
+            source_sha256: source_sha256.to_string(),
+            tokenizer: tokenizer.clone(),
+            documents: o.written.documents,
+            tokens: o.written.tokens,
+            // Text is counted over all keys together; with one key (the usual case) it is exact.
+            text_bytes: summary.text_bytes,
+            dtype: o.written.dtype.to_string(),
+        })
+        .collect();
+    let json = serde_json::to_vec_pretty(&done)?;
+    neox_datasets::download::write_atomically(&record, &json)
+        .with_context(|| format!("cannot write {}", record.display()))?;
+    Ok(done)
+}
+
+/// Download the files with up to `parallel_downloads` at once while the
+/// calling thread tokenizes those that have arrived; results in file order.
+fn fetch_and_tokenize(
+    corpus: &dyn DataDownloader,
+    opts: &PrepareOptions,
+    fetcher: &Fetcher,
+    files: &[RemoteFile],
+    folder: &Path,
+    mut tokenize: impl FnMut(usize, &Fetched, &[PathBuf]) -> anyhow::Result<Vec<PartDone>>,
+) -> anyhow::Result<Vec<Vec<PartDone>>> {
+    let next = AtomicUsize::new(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut results: Vec<Option<Vec<PartDone>>> = vec![None; files.len()];
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let (tx, rx) = mpsc::channel::<(usize, anyhow::Result<(Fetched, Vec<PathBuf>)>)>();
+        for _ in 0..opts.parallel_downloads.clamp(1, files.len()) {
+            let tx = tx.clone();
+            let (next, stop) = (&next, Arc::clone(&stop));
+            scope.spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(file) = files.get(i) else { break };
+                    let dest = folder.join(local_name(file, corpus));
+                    let got = corpus
+                        .download(file, &dest, fetcher)
+                        .with_context(|| format!("cannot download {}", file.url))
+                        .and_then(|f| {
+                            let inputs = corpus
+                                .unpack(&f, folder)
+                                .with_context(|| format!("cannot unpack {}", f.path.display()))?;
+                            Ok((f, inputs))
+                        });
+                    if tx.send((i, got)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let outcome = (|| {
+            for (i, got) in rx.iter() {
+                let (fetched, inputs) = got?;
+                results[i] = Some(tokenize(i, &fetched, &inputs)?);
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::SeqCst);
+        outcome
+    })?;
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.with_context(|| format!("file {} was never prepared", files[i].url)))
+        .collect()
+}
