@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod fixtures;
+
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -19,6 +21,8 @@ pub enum Fault {
     DropAfter(usize),
     /// Answer with this status and no body.
     Status(u16),
+    /// Send the body in pieces of `chunk` bytes with `pause_ms` between them.
+    Slow { chunk: usize, pause_ms: u64 },
 }
 
 /// One request as the server saw it.
@@ -161,11 +165,11 @@ fn handle(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     let mut out = stream;
     let (status, body_bytes) = match (file, fault) {
         (_, Some(Fault::Status(code))) => {
-            respond(&mut out, code, &[], &[], None)?;
+            respond(&mut out, code, &[], &[], None, None)?;
             (code, 0)
         }
         (None, _) => {
-            respond(&mut out, 404, &[], b"not found\n", None)?;
+            respond(&mut out, 404, &[], b"not found\n", None, None)?;
             (404, 10)
         }
         (Some(bytes), fault) => {
@@ -177,9 +181,10 @@ fn handle(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
                 .and_then(|r| r.strip_prefix("bytes="))
                 .and_then(|r| r.strip_suffix('-'))
                 .and_then(|n| n.parse::<usize>().ok());
-            let limit = match fault {
-                Some(Fault::DropAfter(n)) => Some(n),
-                _ => None,
+            let (limit, pace) = match fault {
+                Some(Fault::DropAfter(n)) => (Some(n), None),
+                Some(Fault::Slow { chunk, pause_ms }) => (None, Some((chunk.max(1), pause_ms))),
+                _ => (None, None),
             };
             let common = [
                 ("ETag".to_string(), etag.clone()),
@@ -191,7 +196,7 @@ fn handle(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             ];
             match start {
                 Some(s) if s >= bytes.len() => {
-                    respond(&mut out, 416, &common, &[], None)?;
+                    respond(&mut out, 416, &common, &[], None, None)?;
                     (416, 0)
                 }
                 Some(s) => {
@@ -200,12 +205,12 @@ fn handle(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
                         "Content-Range".to_string(),
                         format!("bytes {s}-{}/{}", bytes.len() - 1, bytes.len()),
                     ));
-                    let sent = respond(&mut out, 206, &h, &bytes[s..], limit)?;
+                    let sent = respond(&mut out, 206, &h, &bytes[s..], limit, pace)?;
                     (206, sent)
                 }
                 None => {
                     let body: &[u8] = if method == "HEAD" { &[] } else { &bytes };
-                    let sent = respond(&mut out, 200, &common, body, limit)?;
+                    let sent = respond(&mut out, 200, &common, body, limit, pace)?;
                     (200, sent)
                 }
             }
@@ -225,13 +230,15 @@ fn handle(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Write an answer; with `limit`, only that many body bytes, then close. Returns body bytes sent.
+/// Write an answer; with `limit`, only that many body bytes, then close; with
+/// `pace`, in (chunk, pause) steps. Returns body bytes sent.
 fn respond(
     out: &mut TcpStream,
     status: u16,
     headers: &[(String, String)],
     body: &[u8],
     limit: Option<usize>,
+    pace: Option<(usize, u64)>,
 ) -> std::io::Result<usize> {
     let mut head = format!(
         "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -243,7 +250,16 @@ fn respond(
     head.push_str("\r\n");
     out.write_all(head.as_bytes())?;
     let n = limit.unwrap_or(body.len()).min(body.len());
-    out.write_all(&body[..n])?;
+    match pace {
+        None => out.write_all(&body[..n])?,
+        Some((chunk, pause)) => {
+            for piece in body[..n].chunks(chunk) {
+                out.write_all(piece)?;
+                out.flush()?;
+                std::thread::sleep(std::time::Duration::from_millis(pause));
+            }
+        }
+    }
     out.flush()?;
     let _ = out.shutdown(Shutdown::Both);
     Ok(n)
