@@ -174,6 +174,24 @@ pub fn prepare(
     let files = plan_files(corpus, opts)?;
     let folder = opts.data_dir.join(name);
     let _lock = FolderLock::acquire(&folder)?;
+    let result = prepare_locked(corpus, opts, fetcher, files, &folder, started);
+    if result.is_err() {
+        // A run that failed before writing anything leaves no empty folder behind.
+        let _ = std::fs::remove_dir(&folder);
+    }
+    result
+}
+
+fn prepare_locked(
+    corpus: &dyn DataDownloader,
+    opts: &PrepareOptions,
+    fetcher: &Fetcher,
+    files: Vec<RemoteFile>,
+    folder: &Path,
+    started: Instant,
+) -> anyhow::Result<Outcome> {
+    let name = corpus.name();
+    let folder = folder.to_path_buf();
     let keys = corpus.jsonl_keys();
     let base = base_name(name, opts.shard);
     let prefixes: Vec<String> = keys

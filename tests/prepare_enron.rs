@@ -16,21 +16,34 @@ fn prepare_enron_from_a_mirror_equals_tokenize_and_records_a_manifest() {
     let server = Server::start();
     server.put(FILE, corpus.clone());
 
-    let out = run_ok(prepare("enron", &data).arg("--mirror").arg(server.base_url()));
+    let out = run_ok(
+        prepare("enron", &data)
+            .arg("--mirror")
+            .arg(server.base_url()),
+    );
     let said = text(&out);
     assert!(said.contains("enron: prepared"), "{said}");
     // The registry's published figure is for the real Enron file: the difference is reported.
-    assert!(said.contains("not the files the registry describes"), "{said}");
+    assert!(
+        said.contains("not the files the registry describes"),
+        "{said}"
+    );
 
     let folder = data.join("enron");
     let source = tmp.path().join(FILE);
     std::fs::write(&source, &corpus).unwrap();
     let (bin, idx) = tokenized(&source, tmp.path());
-    assert_eq!(read_pair(&folder.join("enron_text_document")), (bin.clone(), idx));
+    assert_eq!(
+        read_pair(&folder.join("enron_text_document")),
+        (bin.clone(), idx)
+    );
 
     let m = manifest(&folder, "enron_text_document");
     assert_eq!(m["corpus"], "enron");
-    assert_eq!(m["sources"][0]["url"], format!("{}{FILE}", server.base_url()));
+    assert_eq!(
+        m["sources"][0]["url"],
+        format!("{}{FILE}", server.base_url())
+    );
     assert_eq!(m["sources"][0]["sha256"], sha256(&corpus));
     assert_eq!(m["compressed_bytes"], corpus.len() as u64);
     assert_eq!(m["downloaded_bytes"], corpus.len() as u64);
@@ -42,23 +55,46 @@ fn prepare_enron_from_a_mirror_equals_tokenize_and_records_a_manifest() {
     let text_bytes: usize = jsonl
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().len())
+        .map(|l| {
+            serde_json::from_slice::<serde_json::Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .len()
+        })
         .sum();
     assert_eq!(m["text_bytes"], text_bytes as u64);
     assert_eq!(m["outputs"][0]["sha256"], sha256(&bin));
-    assert!(m["tokenizer"].as_str().unwrap().contains("GPT2BPETokenizer"));
+    assert!(
+        m["tokenizer"]
+            .as_str()
+            .unwrap()
+            .contains("GPT2BPETokenizer")
+    );
     // Nothing half-made is left next to the result.
     let files = listing(&folder);
-    assert!(!files.iter().any(|f| f.ends_with(".part") || f.contains(".tmp")), "{files:?}");
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.ends_with(".part") || f.contains(".tmp")),
+        "{files:?}"
+    );
 
     // A second run does nothing and says so; the server is not asked again.
     let requests = server.requests().len();
-    let again = text(&run_ok(prepare("enron", &data).arg("--mirror").arg(server.base_url())));
+    let again = text(&run_ok(
+        prepare("enron", &data)
+            .arg("--mirror")
+            .arg(server.base_url()),
+    ));
     assert!(again.contains("already prepared"), "{again}");
     assert_eq!(server.requests().len(), requests);
 
     // `list` shows measured figures for enron, published ones for the rest.
-    let listed = run_ok(neox_data().args(["list", "--json", "--data-dir"]).arg(&data));
+    let listed = run_ok(
+        neox_data()
+            .args(["list", "--json", "--data-dir"])
+            .arg(&data),
+    );
     let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     let rows = rows.as_array().unwrap();
     let enron = rows.iter().find(|r| r["name"] == "enron").unwrap();
@@ -80,7 +116,13 @@ fn two_prepares_at_once_do_not_corrupt_each_other() {
     let corpus = enron_zst(60);
     let server = Server::start();
     server.put(FILE, corpus.clone());
-    server.fault(FILE, &[common_http::Fault::Slow { chunk: corpus.len() / 8 + 1, pause_ms: 50 }]);
+    server.fault(
+        FILE,
+        &[common_http::Fault::Slow {
+            chunk: corpus.len() / 8 + 1,
+            pause_ms: 50,
+        }],
+    );
     let spawn = || {
         prepare("enron", &data)
             .arg("--mirror")
@@ -92,7 +134,12 @@ fn two_prepares_at_once_do_not_corrupt_each_other() {
     };
     let (a, b) = (spawn(), spawn());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    assert!(a.status.success() && b.status.success(), "{}\n{}", text(&a), text(&b));
+    assert!(
+        a.status.success() && b.status.success(),
+        "{}\n{}",
+        text(&a),
+        text(&b)
+    );
     let said = format!("{}{}", text(&a), text(&b));
     // One did the work; the other waited for the lock and found it done.
     assert_eq!(said.matches("enron: prepared").count(), 1, "{said}");
@@ -112,11 +159,18 @@ fn unknown_corpus_and_bad_arguments_are_refused_clearly() {
     let out = run(&mut prepare("enronn", tmp.path()));
     assert!(!out.status.success());
     let said = text(&out);
-    assert!(said.contains("no corpus named `enronn`") && said.contains("enron"), "{said}");
+    assert!(
+        said.contains("no corpus named `enronn`") && said.contains("enron"),
+        "{said}"
+    );
 
     let out = run(prepare("enron", tmp.path()).args(["--mirror", "ftp://example.org/"]));
     assert!(!out.status.success());
-    assert!(text(&out).contains("unsupported scheme `ftp`"), "{}", text(&out));
+    assert!(
+        text(&out).contains("unsupported scheme `ftp`"),
+        "{}",
+        text(&out)
+    );
 
     let out = run(prepare("pile", tmp.path()).args(["--shard", "31/31"]));
     assert!(!out.status.success());
@@ -125,5 +179,9 @@ fn unknown_corpus_and_bad_arguments_are_refused_clearly() {
     let out = run(&mut prepare("c4", tmp.path()));
     assert!(!out.status.success());
     assert!(text(&out).contains("lists no files"), "{}", text(&out));
-    assert!(listing(tmp.path()).iter().all(|f| f.ends_with(".lock")), "{:?}", listing(tmp.path()));
+    assert!(
+        listing(tmp.path()).iter().all(|f| f.ends_with(".lock")),
+        "{:?}",
+        listing(tmp.path())
+    );
 }

@@ -45,8 +45,16 @@ pub fn text(out: &Output) -> String {
 /// `prepare NAME` into `data` with quick retries.
 pub fn prepare(name: &str, data: &Path) -> Command {
     let mut cmd = neox_data();
-    cmd.args(["prepare", name, "--retry-wait", "0.05", "--workers", "2", "--data-dir"])
-        .arg(data);
+    cmd.args([
+        "prepare",
+        name,
+        "--retry-wait",
+        "0.05",
+        "--workers",
+        "2",
+        "--data-dir",
+    ])
+    .arg(data);
     cmd
 }
 
@@ -87,7 +95,10 @@ pub fn enron_zst(n: usize) -> Vec<u8> {
 
 /// Lower-case hex SHA-256.
 pub fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// What `neox-data tokenize --append-eod` (GPT-NeoX's preprocess_data.py flags that
@@ -96,7 +107,13 @@ pub fn tokenized(input: &Path, work: &Path) -> (Vec<u8>, Vec<u8>) {
     let prefix = work.join("reference");
     run_ok(
         neox_data()
-            .args(["tokenize", "--tokenizer-type", "GPT2BPETokenizer", "--append-eod", "--input"])
+            .args([
+                "tokenize",
+                "--tokenizer-type",
+                "GPT2BPETokenizer",
+                "--append-eod",
+                "--input",
+            ])
             .arg(input)
             .arg("--output-prefix")
             .arg(&prefix),
