@@ -258,6 +258,10 @@ fn text(r: &Report, name: &str) -> String {
             sh.row,
             ids.join(" ")
         );
+        let more = (r.seq_length as usize + 1).saturating_sub(sh.tokens.len());
+        if more > 0 {
+            s.insert_str(s.len() - 1, &format!(" ... ({more} more)"));
+        }
     }
     s
 }

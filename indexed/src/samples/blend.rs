@@ -55,7 +55,7 @@ pub fn build_blending_indices(
 /// that the quotients equal `BlendableDataset`'s to the last bit.
 pub fn normalize_like_numpy(weights: &[f64]) -> Result<Vec<f64>, SampleError> {
     let total = pairwise_sum(weights);
-    if !(total > 0.0) || weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
+    if total.is_nan() || total <= 0.0 || weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
         return Err(SampleError::Config(format!(
             "blending weights {weights:?} must be finite, >= 0 and not all 0"
         )));
@@ -98,7 +98,7 @@ pub fn weighted_num_samples(
     num_samples: u64,
 ) -> Result<(Vec<f64>, Vec<u64>), SampleError> {
     let total = weights.iter().fold(0.0, |a, b| a + b);
-    if !(total > 0.0) || weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
+    if total.is_nan() || total <= 0.0 || weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
         return Err(SampleError::Config(format!(
             "data weights {weights:?} must be finite, >= 0 and not all 0"
         )));

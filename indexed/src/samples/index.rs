@@ -460,7 +460,9 @@ mod tests {
         assert!(sample_idx_is_int64(1, t_int32 + 1, s));
         assert!(sample_idx_is_int64(1, t_int32 + 2, s));
         // The same count from more epochs.
-        assert!(sample_idx_is_int64(2, (t_int32 + 1) / 2 + 1, s));
+        // Two epochs of 2^30 tokens: count = (2^31 - 1) / 2 = 2^30 - 0.5.
+        assert!(sample_idx_is_int64(2, 1 << 30, s));
+        assert!(!sample_idx_is_int64(2, (1 << 30) - 2, s));
         assert!(!sample_idx_is_int64(1_000, 10_000, 2048));
     }
 
@@ -600,7 +602,7 @@ mod tests {
                     (1, (token - first) as i64)
                 };
                 if k == 0
-                    || (k as u64) % 4099 == 0
+                    || (k as u64).is_multiple_of(4099)
                     || k as u64 >= samples - 2
                     || token.abs_diff(first) < 4
                 {
