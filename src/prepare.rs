@@ -150,12 +150,10 @@ pub fn plan_files(
                 corpus.name()
             );
         }
-        files = files
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| i % s.count as usize == (s.index - 1) as usize)
-            .map(|(_, f)| f)
-            .collect();
+        // Contiguous runs of files: merging parts 1..N in order gives the whole corpus's bytes.
+        let (k, n_parts) = (s.index as usize, s.count as usize);
+        let (from, to) = ((k - 1) * n / n_parts, k * n / n_parts);
+        files = files.drain(from..to).collect();
     }
     Ok(files)
 }

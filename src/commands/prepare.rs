@@ -48,8 +48,9 @@ pub struct PrepareArgs {
     #[arg(long = "sha256", value_name = "FILE=HEX", value_parser = parse_pin)]
     pub pins: Vec<(String, String)>,
 
-    /// Prepare only part K of N (1-based; parts are whole files, dealt round-robin),
-    /// as `{name}-shard-K-of-N_text_document`; join the parts with `neox-data merge`.
+    /// Prepare only part K of N (1-based; parts are runs of whole files, in order),
+    /// as `{name}-shard-K-of-N_text_document`; `neox-data merge` of parts 1..N in
+    /// order gives exactly what preparing the whole corpus gives.
     #[arg(long, value_name = "K/N", value_parser = parse_shard)]
     pub shard: Option<ShardOf>,
 
