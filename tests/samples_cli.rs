@@ -274,7 +274,8 @@ fn bad_requests_fail_with_the_reason() {
 
 #[test]
 fn a_read_only_data_folder_is_served_from_a_cache_dir() {
-    let cache = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let cache = scratch.path().join("made/on/demand");
     let data = reference().join(STEM);
     let out = samples(&[
         "--data-path",
@@ -284,7 +285,7 @@ fn a_read_only_data_folder_is_served_from_a_cache_dir() {
         "--num-samples",
         "64",
         "--cache-dir",
-        cache.path().to_str().unwrap(),
+        cache.to_str().unwrap(),
         "--json",
     ]);
     let report = json(&out);
@@ -292,9 +293,9 @@ fn a_read_only_data_folder_is_served_from_a_cache_dir() {
         report["cache_files"][0]
             .as_str()
             .unwrap()
-            .starts_with(cache.path().to_str().unwrap())
+            .starts_with(cache.to_str().unwrap())
     );
-    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 3);
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 3);
 }
 
 #[test]

@@ -65,6 +65,13 @@ impl CachePaths {
 
     /// Write `index` as GPT-NeoX does (doc, sample, then shuffle), each atomically.
     pub fn write(&self, index: &SampleIndex) -> Result<(), SampleError> {
+        if let Some(dir) = self.doc_idx.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| SampleError::Io {
+                path: dir.to_path_buf(),
+                action: "create the folder",
+                source,
+            })?;
+        }
         write_npy(&self.doc_idx, &[index.doc_idx.len()], &index.doc_idx)?;
         let rows = index.sample_idx.rows();
         match &index.sample_idx {
