@@ -217,3 +217,137 @@ fn blending_indices_equal_gpt_neox_s() {
         fixture("blend_w0.25-0.6-0.15_n1000_dataset_sample_index.npy")
     );
 }
+
+#[test]
+fn split_source_opens_the_three_splits_under_gpt_neox_s_names() {
+    let cache = tempfile::tempdir().unwrap();
+    let config = DataConfig {
+        source: DataSource::Split {
+            prefix: reference().join(STEM),
+            split: "949,50,1".into(),
+        },
+        seq_length: 512,
+        seed: 4321,
+        cache_dir: Some(cache.path().to_path_buf()),
+    };
+    let counts = SplitSamples {
+        train: 2000,
+        valid: 30,
+        test: 10,
+    };
+    let splits = build_train_valid_test(&config, counts).unwrap();
+    let train = splits.train.expect("a train split");
+    // The same dataset as the reference fixture: same samples.
+    let first8 = NpyFile::read(&reference().join("index").join(format!(
+        "{STEM}_train_indexmap_2000ns_512sl_4321s_first8_samples.npy"
+    )))
+    .unwrap()
+    .to_vec::<i64>()
+    .unwrap();
+    assert_eq!(train.get(7).unwrap(), first8[7 * 513..8 * 513]);
+    assert_eq!(train.len(), 2401);
+    // 949,50,1 of 300 documents: valid is 285..300, test is empty.
+    let valid = splits.valid.expect("a valid split");
+    assert_eq!(valid.datasets()[0].index().doc_idx.iter().min(), Some(&285));
+    assert!(valid.len() as u64 >= counts.valid);
+    assert!(splits.test.is_none(), "0 test documents: no test split");
+    for name in ["train", "valid"] {
+        let file = cache.path().join(format!(
+            "{STEM}_{name}_indexmap_{}ns_512sl_4321s_packedpi_ac_doc_idx.npy",
+            if name == "train" { 2000 } else { 30 }
+        ));
+        assert!(file.is_file(), "{}", file.display());
+    }
+}
+
+#[test]
+fn weighted_source_blends_components_asked_for_half_a_percent_more() {
+    let cache = tempfile::tempdir().unwrap();
+    let neox = reference().join(STEM);
+    let gpt2 = reference().join("small_gpt2_text_document");
+    let config = DataConfig {
+        source: DataSource::Weighted {
+            train: vec![(neox.clone(), 3.0), (gpt2.clone(), 1.0)],
+            valid: vec![(gpt2, 1.0)],
+            test: vec![],
+        },
+        seq_length: 256,
+        seed: 7,
+        cache_dir: Some(cache.path().to_path_buf()),
+    };
+    let counts = SplitSamples::for_run(100, 50, 2, 8).unwrap();
+    assert_eq!(
+        counts,
+        SplitSamples {
+            train: 800,
+            valid: 48,
+            test: 16
+        }
+    );
+    let splits = build_train_valid_test(&config, counts).unwrap();
+    assert!(splits.test.is_none());
+    let Some(Samples::Blended(train)) = &splits.train else {
+        panic!("a blended train split")
+    };
+    // ceil(800 * 0.75 * 1.005) = 603 and ceil(800 * 0.25 * 1.005) = 201 asked,
+    // under GPT-NeoX's names train_0 and train_1.
+    for (k, asked) in [(0, 603), (1, 201)] {
+        let ds = &train.datasets()[k];
+        assert_eq!(ds.name(), format!("train_{k}"));
+        assert!(
+            ds.cache_paths()
+                .doc_idx
+                .to_string_lossy()
+                .contains(&format!("_train_{k}_indexmap_{asked}ns_256sl_7s_"))
+        );
+        assert!(ds.index().total_samples() >= asked);
+    }
+    // The blend holds every part's len() and follows the greedy indices.
+    let total: usize = train.datasets().iter().map(GptDataset::len).sum();
+    assert_eq!(train.len(), total);
+    let expected =
+        build_blending_indices(&normalize_like_numpy(&[0.75, 0.25]).unwrap(), total).unwrap();
+    assert_eq!(train.indices(), &expected);
+    for i in [0, 1, 2, 3, 500, total - 1] {
+        let part = usize::from(expected.dataset_index[i]);
+        let sample = expected.dataset_sample_index[i] as usize;
+        assert_eq!(
+            train.get(i).unwrap(),
+            train.datasets()[part].get(sample).unwrap(),
+            "blended sample {i}"
+        );
+    }
+    assert_eq!(
+        train.get(total).unwrap(),
+        train.get(0).unwrap(),
+        "wraps like GPT-NeoX"
+    );
+    assert_eq!(splits.valid.unwrap().datasets()[0].name(), "valid_0");
+}
+
+#[test]
+fn missing_data_is_an_error_naming_the_file() {
+    let config = DataConfig {
+        source: DataSource::Split {
+            prefix: PathBuf::from("/nonexistent/corpus_text_document"),
+            split: "1".into(),
+        },
+        seq_length: 8,
+        seed: 1,
+        cache_dir: None,
+    };
+    let err = build_train_valid_test(
+        &config,
+        SplitSamples {
+            train: 1,
+            valid: 1,
+            test: 1,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("/nonexistent/corpus_text_document"),
+        "{err}"
+    );
+}
