@@ -16,6 +16,7 @@
 //! assert_eq!(gpt2.eod(), Some(50256));
 //! ```
 
+pub mod bpe;
 mod builtin;
 mod char_level;
 mod error;

@@ -11,7 +11,9 @@ pub(crate) struct Matcher {
 
 impl Matcher {
     /// A matcher for `(content, id)` pairs; `None` when there are none.
-    pub(crate) fn new(tokens: Vec<(String, u32)>) -> Option<Result<Self, aho_corasick::BuildError>> {
+    pub(crate) fn new(
+        tokens: Vec<(String, u32)>,
+    ) -> Option<Result<Self, aho_corasick::BuildError>> {
         if tokens.is_empty() {
             return None;
         }
@@ -58,17 +60,17 @@ impl<'t> Iterator for Split<'_, 't> {
         if let Some(id) = self.pending.take() {
             return Some(Segment::Token(id));
         }
-        if let Some((matches, ids)) = &mut self.found {
-            if let Some(m) = matches.next() {
-                let id = ids[m.pattern().as_usize()];
-                let start = self.pos;
-                self.pos = m.end();
-                if m.start() > start {
-                    self.pending = Some(id);
-                    return Some(Segment::Text(&self.text[start..m.start()]));
-                }
-                return Some(Segment::Token(id));
+        if let Some((matches, ids)) = &mut self.found
+            && let Some(m) = matches.next()
+        {
+            let id = ids[m.pattern().as_usize()];
+            let start = self.pos;
+            self.pos = m.end();
+            if m.start() > start {
+                self.pending = Some(id);
+                return Some(Segment::Text(&self.text[start..m.start()]));
             }
+            return Some(Segment::Token(id));
         }
         if self.pos < self.text.len() {
             let start = self.pos;

@@ -53,7 +53,9 @@ fn flag(value: &Value, key: &str, default: bool) -> Result<bool, FastBpeError> {
     match value.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(invalid(format!("`{key}` should be true or false, found {other}"))),
+        Some(other) => Err(invalid(format!(
+            "`{key}` should be true or false, found {other}"
+        ))),
     }
 }
 
@@ -110,7 +112,11 @@ fn read_pre_tokenizer(value: Option<&Value>) -> Result<bool, FastBpeError> {
                 "pre-tokenizer `{other}` (only ByteLevel is supported)"
             )));
         }
-        None => return Err(unsupported("no pre-tokenizer (only ByteLevel is supported)")),
+        None => {
+            return Err(unsupported(
+                "no pre-tokenizer (only ByteLevel is supported)",
+            ));
+        }
     };
     let Some(byte_level) = byte_level else {
         return Err(unsupported("no pre-tokenizer"));
@@ -132,7 +138,9 @@ fn read_vocab(value: Option<&Value>, what: &str) -> Result<Vec<(String, u32)>, F
                 .and_then(|id| u32::try_from(id).ok())
                 .map(|id| (token.clone(), id))
                 .ok_or_else(|| {
-                    invalid(format!("{what}: token {token:?} has id {id}, expected a u32"))
+                    invalid(format!(
+                        "{what}: token {token:?} has id {id}, expected a u32"
+                    ))
                 })
         })
         .collect()
@@ -169,11 +177,18 @@ fn read_merges(value: Option<&Value>) -> Result<Vec<(String, String)>, FastBpeEr
         .collect()
 }
 
+/// A BPE model: vocabulary, merges, `ignore_merges`.
+type Model = (Vec<(String, u32)>, Vec<(String, String)>, bool);
+
 /// Reads the model of `tokenizer.json` and refuses what the engine cannot do.
-fn read_model(model: &Value) -> Result<(Vec<(String, u32)>, Vec<(String, String)>, bool), FastBpeError> {
+fn read_model(model: &Value) -> Result<Model, FastBpeError> {
     match model.get("type").and_then(Value::as_str) {
         Some("BPE") | None => {}
-        Some(other) => return Err(unsupported(format!("model `{other}` (only BPE is supported)"))),
+        Some(other) => {
+            return Err(unsupported(format!(
+                "model `{other}` (only BPE is supported)"
+            )));
+        }
     }
     match model.get("dropout") {
         None | Some(Value::Null) => {}
@@ -218,7 +233,9 @@ fn read_added_tokens(
             .ok_or_else(|| invalid(format!("added token {} has no string `content`", i + 1)))?;
         for key in ["single_word", "lstrip", "rstrip"] {
             if flag(token, key, false)? {
-                return Err(unsupported(format!("added token {content:?} with {key} true")));
+                return Err(unsupported(format!(
+                    "added token {content:?} with {key} true"
+                )));
             }
         }
         if content.is_empty() {
@@ -241,7 +258,11 @@ fn read_added_tokens(
         } else {
             content.to_owned()
         };
-        added.push(AddedToken { content, id, normalized });
+        added.push(AddedToken {
+            content,
+            id,
+            normalized,
+        });
     }
     Ok(added)
 }

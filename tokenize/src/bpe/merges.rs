@@ -46,7 +46,10 @@ impl MergeTable {
         let mut pairs = FxHashMap::default();
         for (rank, (left, right, merged)) in merges.into_iter().enumerate() {
             let rank = u32::try_from(rank).unwrap_or(NO_MERGE - 1);
-            pairs.insert(pair_key(left, right), (u64::from(rank) << 32) | u64::from(merged));
+            pairs.insert(
+                pair_key(left, right),
+                (u64::from(rank) << 32) | u64::from(merged),
+            );
         }
         let mut table = Self {
             byte_ids,
@@ -242,7 +245,13 @@ mod tests {
     fn long_and_short_pieces_agree() {
         let a = u32::from(b'a');
         let b = u32::from(b' ');
-        let t = table(&[(b, b, 256), (256, 256, 257), (a, b, 258), (257, b, 259), (258, 256, 260)]);
+        let t = table(&[
+            (b, b, 256),
+            (256, 256, 257),
+            (a, b, 258),
+            (257, b, 259),
+            (258, 256, 260),
+        ]);
         let mut seed = 7u32;
         for len in 2..200 {
             let piece: Vec<u8> = (0..len)

@@ -15,6 +15,7 @@
 mod added;
 mod byte_level;
 mod config;
+mod engine;
 mod merges;
 mod normalize;
 mod pretokenize;
@@ -27,6 +28,8 @@ use added::{Matcher, Segment, split};
 use byte_level::{ByteDecoder, byte_chars};
 use merges::MergeTable;
 use pretokenize::Pieces;
+
+pub use engine::{EngineChoice, choose};
 
 /// Why the fast engine cannot be built for a tokenizer.
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +129,8 @@ impl FastBpe {
             .filter_map(|(token, id)| decoder.decode(token).map(|bytes| (bytes, *id)));
         let merges = MergeTable::new(byte_ids, merges, tokens, spec.ignore_merges);
 
-        let (normalized, raw): (Vec<_>, Vec<_>) = spec.added.into_iter().partition(|t| t.normalized);
+        let (normalized, raw): (Vec<_>, Vec<_>) =
+            spec.added.into_iter().partition(|t| t.normalized);
         let matcher = |tokens: Vec<config::AddedToken>| {
             Matcher::new(tokens.into_iter().map(|t| (t.content, t.id)).collect())
                 .transpose()

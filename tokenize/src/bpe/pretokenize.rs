@@ -83,10 +83,10 @@ impl<'a> Pieces<'a> {
     fn piece_end(&self, start: usize) -> usize {
         let bytes = self.text.as_bytes();
         let first = bytes[start];
-        if first == b'\'' {
-            if let Some(len) = contraction_len(&bytes[start + 1..]) {
-                return start + 1 + len;
-            }
+        if first == b'\''
+            && let Some(len) = contraction_len(&bytes[start + 1..])
+        {
+            return start + 1 + len;
         }
         if first == b' ' && start + 1 < bytes.len() {
             let (class, len) = self.class_at(start + 1);
