@@ -319,10 +319,11 @@ fn finished(
     let manifest = Manifest::read(&path).ok()?;
     let same_sources = manifest.sources.len() == files.len()
         && manifest.sources.iter().zip(files).all(|(s, f)| {
-            s.url == f.url
-                && f.sha256
-                    .as_deref()
-                    .is_none_or(|want| want.eq_ignore_ascii_case(&s.sha256))
+            // A pinned or declared checksum identifies the file wherever it is served from.
+            match f.sha256.as_deref() {
+                Some(want) => want.eq_ignore_ascii_case(&s.sha256),
+                None => s.url == f.url,
+            }
         });
     (same_sources && manifest.tokenizer == tokenizer && manifest.outputs_present(folder))
         .then_some((manifest, path))
