@@ -1,7 +1,113 @@
 //! `neox-train`: train a GPT-NeoX model over prepared shards.
 
-fn main() -> std::process::ExitCode {
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use neox_trainer::NeoxArgs;
+use neox_trainer::device::Device;
+
+/// Train a GPT-NeoX model on token shards made by `neox-data`.
+///
+/// Configuration is GPT-NeoX's YAML: give one or more files; they are merged in
+/// order (later files override earlier ones) and option names may use `-` or
+/// `_`. Typically a model file and a data file:
+///
+///   neox-train --config configs/cpu-tiny.yml configs/enron.yml
+///
+/// GPT-NeoX options that this trainer does not act on (DeepSpeed, fusion
+/// kernels, fp16, ...) are listed at start; unknown options and bad values are
+/// refused with the file and option named. Metrics go to `log_dir` (else
+/// `save`) as `metrics.jsonl`; checkpoints to `save`, resumed from `load`.
+#[derive(Debug, Parser)]
+#[command(name = "neox-train", version, verbatim_doc_comment)]
+struct Args {
+    /// GPT-NeoX YAML config files, merged in order.
+    #[arg(long, short, required = true, num_args = 1..)]
+    config: Vec<PathBuf>,
+
+    /// Where to train: `cpu`, or `cuda:N` in a build with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    device: Device,
+
+    /// Read the configs, print what would be trained and what is not acted on, and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
     neox::logging::init();
-    eprintln!("error: neox-train is not built yet");
-    std::process::ExitCode::FAILURE
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let mut neox = NeoxArgs::from_files(&args.config).context("reading the configuration")?;
+    for (name, file) in &neox.not_acted_on {
+        tracing::warn!(option = %name, file = %file.display(), "GPT-NeoX option not acted on by neox-train");
+    }
+    if neox.padded_vocab_size.is_none() {
+        let vocab = tokenizer_vocab(&neox)?;
+        neox.set_vocab_size(vocab);
+    }
+    let vocab = neox.vocab_size()?;
+    let model = &neox.model;
+    tracing::info!(
+        layers = model.num_layers,
+        hidden = model.hidden_size,
+        heads = model.num_attention_heads,
+        seq = model.seq_length,
+        vocab,
+        pos_emb = ?model.pos_emb,
+        device = %args.device,
+        "model"
+    );
+    if args.check {
+        println!("{:#?}", neox);
+        return Ok(());
+    }
+    let data = neox_trainer::data::open_splits(&neox).context("opening the training data")?;
+    let summary = neox_trainer::device::train(&neox, &data, args.device).context("training")?;
+    println!(
+        "trained {} iterations{}; last valid loss {}; test loss {}",
+        summary.iterations,
+        summary
+            .resumed_from
+            .map(|i| format!(" (resumed at {i})"))
+            .unwrap_or_default(),
+        summary
+            .last_valid_loss
+            .map_or("-".into(), |l| format!("{l:.4}")),
+        summary.test_loss.map_or("-".into(), |l| format!("{l:.4}")),
+    );
+    if let Some(path) = summary.metrics_path {
+        println!("metrics: {}", path.display());
+    }
+    Ok(())
+}
+
+/// The unpadded vocabulary of the configured tokenizer, as GPT-NeoX takes it.
+fn tokenizer_vocab(neox: &NeoxArgs) -> Result<usize> {
+    let Some(kind) = &neox.tokenizer_type else {
+        bail!(
+            "the vocabulary size is unknown: set `padded_vocab_size` or `tokenizer_type` (with `vocab_file`)"
+        );
+    };
+    let kind: neox_tokenize::TokenizerKind = kind
+        .parse()
+        .map_err(|e| anyhow::anyhow!("option `tokenizer_type`: {e}"))?;
+    let spec = neox_tokenize::TokenizerSpec {
+        kind,
+        vocab_file: neox.vocab_file.clone(),
+        merge_file: neox.merge_file.clone(),
+    };
+    let tokenizer = neox_tokenize::Tokenizer::load(&spec)
+        .context("loading the tokenizer for its vocabulary size")?;
+    Ok(tokenizer.vocab_size())
 }

@@ -56,7 +56,9 @@ pub fn train(args: &NeoxArgs, data: &Splits, device: Device) -> Result<Summary, 
     match device {
         Device::Cpu => train::run::<Cpu>(args, data, &Default::default()),
         #[cfg(feature = "cuda")]
-        Device::Cuda(n) => train::run::<Cuda>(args, data, &burn::backend::cuda::CudaDevice::new(n)),
+        Device::Cuda(n) => {
+            train::run::<Cuda>(args, data, &burn::backend::cuda::CudaDevice { index: n })
+        }
         #[cfg(not(feature = "cuda"))]
         Device::Cuda(_) => Err(TrainError::Device(format!(
             "{device}: this neox-train was built without CUDA; rebuild with `--features cuda`"

@@ -198,7 +198,7 @@ pub fn run<B: AutodiffBackend>(
                 flops_per_s: flops_per_token * tokens_per_iter / seconds,
                 consumed_samples: state.consumed_train_samples,
             };
-            tracing::info!(?record, "train");
+            progress.suspend(|| tracing::info!(?record, "train"));
             log(record)?;
             (interval_loss, interval_iters) = (0.0, 0);
         }
@@ -220,10 +220,9 @@ pub fn run<B: AutodiffBackend>(
                 device,
             )?;
             last_valid_loss = Some(loss);
-            progress.println(format!(
-                "iteration {}: valid loss {loss:.4}",
-                state.iteration
-            ));
+            progress.suspend(|| {
+                tracing::info!(iteration = state.iteration, loss, ppl = loss.exp(), "valid")
+            });
             log(Record::Valid {
                 iteration: state.iteration,
                 loss,
@@ -258,6 +257,7 @@ pub fn run<B: AutodiffBackend>(
             device,
         )?;
         test_loss = Some(loss);
+        tracing::info!(iteration = state.iteration, loss, ppl = loss.exp(), "test");
         log(Record::Test {
             iteration: state.iteration,
             loss,
