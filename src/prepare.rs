@@ -17,7 +17,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use neox_datasets::download::{Fetched, Fetcher, FolderLock, beside, measure, mirrored};
+use neox_datasets::download::{Fetched, Fetcher, FolderLock, Source, beside, measure, mirrored};
 use neox_datasets::{DataDownloader, RemoteFile};
 use neox_registry::manifest::{Manifest, OutputRecord, ShardOf, SourceRecord};
 use neox_tokenize::{Tokenizer, TokenizerSpec};
@@ -204,12 +204,22 @@ fn prepare_locked(
         return Ok(Outcome::AlreadyPrepared { manifest, path });
     }
     if opts.force {
-        for f in &files {
+        // Forget earlier downloads and tokenized parts (the sources are not touched).
+        let downloaded = files
+            .iter()
+            .filter(|f| matches!(Source::parse(&f.url), Ok(Source::Http(_))));
+        for f in downloaded {
             let dest = folder.join(local_name(f, corpus));
-            for p in [beside(&dest, ".download.json"), dest] {
+            for p in [
+                beside(&dest, ".download.json"),
+                beside(&dest, ".part"),
+                dest,
+            ] {
                 let _ = std::fs::remove_file(p);
             }
         }
+        let _ = std::fs::remove_dir_all(folder.join("parts"));
+        let _ = std::fs::remove_file(beside(&folder.join(&base), ".done.json"));
     }
 
     let parts_dir = folder.join("parts");
@@ -470,4 +480,63 @@ fn fetch_and_tokenize(
         .enumerate()
         .map(|(i, r)| r.with_context(|| format!("file {} was never prepared", files[i].url)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use neox_registry::{Corpus, Registry};
+    use neox_tokenize::TokenizerKind;
+
+    fn opts() -> PrepareOptions {
+        PrepareOptions {
+            data_dir: PathBuf::from("data"),
+            urls: vec![],
+            mirror: None,
+            pins: vec![],
+            shard: None,
+            force: false,
+            tokenize: TokenizeSettings::load(&TokenizerSpec::new(TokenizerKind::CharLevel), 1)
+                .unwrap(),
+            parallel_downloads: 1,
+        }
+    }
+
+    #[test]
+    fn mirrors_pins_and_contiguous_shards() {
+        let pile = Registry::with_builtins().get("pile").unwrap();
+        let mut o = opts();
+        o.mirror = Some("http://127.0.0.1:9/pile/".into());
+        o.pins = vec![("07.jsonl.zst".into(), "ab".repeat(32))];
+        let files = plan_files(pile.as_ref(), &o).unwrap();
+        assert_eq!(files[7].url, "http://127.0.0.1:9/pile/07.jsonl.zst");
+        assert_eq!(files[7].sha256.as_deref(), Some("ab".repeat(32).as_str()));
+
+        // 30 files in 4 parts: runs of 7, 8, 7, 8 files that cover all, in order.
+        let mut seen = Vec::new();
+        for k in 1..=4 {
+            o.shard = Some(ShardOf { index: k, count: 4 });
+            seen.extend(plan_files(pile.as_ref(), &o).unwrap());
+        }
+        o.shard = None;
+        assert_eq!(seen, plan_files(pile.as_ref(), &o).unwrap());
+
+        o.pins = vec![("nope.zst".into(), "ab".repeat(32))];
+        let e = plan_files(pile.as_ref(), &o).unwrap_err().to_string();
+        assert!(e.contains("no file named nope.zst"), "{e}");
+    }
+
+    #[test]
+    fn urls_replace_the_declared_files() {
+        let c = Corpus::new("x", "", ["https://h/a.jsonl".to_string()]);
+        let mut o = opts();
+        o.urls = vec!["/tmp/b.jsonl".into(), "/tmp/c.jsonl".into()];
+        let files = plan_files(&c, &o).unwrap();
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[1].url, "/tmp/c.jsonl");
+        assert_eq!(
+            base_name("x", Some(ShardOf { index: 2, count: 3 })),
+            "x-shard-2-of-3"
+        );
+    }
 }
