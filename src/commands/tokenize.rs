@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use neox_tokenize::{Tokenizer, TokenizerKind, TokenizerSpec};
+use neox_tokenize::{EngineChoice, Tokenizer, TokenizerKind, TokenizerSpec};
 
 use crate::pipeline::{self, PipelineConfig, Summary};
 use crate::progress::ProgressReporter;
@@ -65,6 +65,15 @@ pub struct TokenizeArgs {
     #[arg(long)]
     pub merge_file: Option<PathBuf>,
 
+    /// Which implementation encodes the byte-level BPE tokenizers
+    /// (GPT2BPETokenizer, HFTokenizer, HFGPT2Tokenizer): `auto` uses the fast
+    /// built-in BPE engine when it reproduces the tokenizer exactly (GPT-2,
+    /// GPT-NeoX-20B and most tokenizer.json files of that family) and the
+    /// Hugging Face `tokenizers` library otherwise; `fast` insists on the fast
+    /// engine; `tokenizers` always uses the library. The ids are the same.
+    #[arg(long, default_value = "auto", value_parser = parse_engine)]
+    pub engine: EngineChoice,
+
     /// Append the end-of-document token to every document.
     #[arg(long)]
     pub append_eod: bool,
@@ -96,6 +105,11 @@ pub struct TokenizeArgs {
     pub strict: bool,
 }
 
+fn parse_engine(s: &str) -> Result<EngineChoice, String> {
+    s.parse()
+        .map_err(|e: neox_tokenize::TokenizerError| e.to_string())
+}
+
 fn parse_kind(s: &str) -> Result<TokenizerKind, String> {
     s.parse()
         .map_err(|e: neox_tokenize::TokenizerError| e.to_string())
@@ -121,10 +135,12 @@ pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
         vocab_file: args.vocab_file,
         merge_file: args.merge_file,
     };
-    let tokenizer = Tokenizer::load(&spec).context("cannot load the tokenizer")?;
+    let tokenizer =
+        Tokenizer::load_with_engine(&spec, args.engine).context("cannot load the tokenizer")?;
     tracing::info!(
-        "tokenizer {}: vocab size {}, EOD {}",
+        "tokenizer {} on the {}: vocab size {}, EOD {}",
         tokenizer.description(),
+        tokenizer.engine_name(),
         tokenizer.vocab_size(),
         tokenizer
             .eod()

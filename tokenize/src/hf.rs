@@ -13,14 +13,15 @@ use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer as HfTokenizer};
 
-use crate::{Engine, Tokenizer, TokenizerError, TokenizerKind, builtin};
+use crate::{Engine, EngineChoice, Tokenizer, TokenizerError, TokenizerKind, bpe, builtin};
 
 /// GPT-NeoX's end-of-document token for every `tokenizers`-based kind.
 const ENDOFTEXT: &str = "<|endoftext|>";
 /// The padding token HFGPT2Tokenizer adds.
 const PADDING: &str = "<|padding|>";
 
-struct Hf(HfTokenizer);
+/// The library, with why it was chosen.
+struct Hf(HfTokenizer, String);
 
 impl Engine for Hf {
     fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
@@ -32,6 +33,10 @@ impl Engine for Hf {
         out.extend_from_slice(encoding.get_ids());
         Ok(())
     }
+
+    fn name(&self) -> String {
+        format!("tokenizers library ({})", self.1)
+    }
 }
 
 /// Wrap a `tokenizers` tokenizer: vocabulary size with added tokens (as
@@ -40,13 +45,18 @@ pub(crate) fn tokenizer(
     kind: TokenizerKind,
     origin: String,
     tok: HfTokenizer,
+    engine: EngineChoice,
 ) -> Result<Tokenizer, TokenizerError> {
     let vocab_size = tok.get_vocab_size(true);
     let eod = tok.token_to_id(ENDOFTEXT);
+    let engine: Box<dyn Engine> = match bpe::choose(engine, &tok)? {
+        Ok(fast) => Box::new(fast),
+        Err(why) => Box::new(Hf(tok, why)),
+    };
     Ok(Tokenizer::from_engine(
         kind,
         format!("{kind} ({origin})"),
-        Box::new(Hf(tok)),
+        engine,
         vocab_size,
         eod,
     ))

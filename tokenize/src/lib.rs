@@ -26,6 +26,7 @@ mod ordered;
 mod tiktoken;
 mod tokenizer;
 
+pub use bpe::EngineChoice;
 pub use error::TokenizerError;
 pub use kind::{TiktokenEncoding, TokenizerKind};
 pub use ordered::ordered_map;

@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{TiktokenEncoding, TokenizerError, TokenizerKind, char_level, hf, tiktoken};
+use crate::{
+    EngineChoice, TiktokenEncoding, TokenizerError, TokenizerKind, char_level, hf, tiktoken,
+};
 
 /// Something that turns text into token ids. Each tokenizer implementation
 /// (Hugging Face `tokenizers`, tiktoken, char-level, ...) is one `Engine`;
@@ -11,6 +13,11 @@ use crate::{TiktokenEncoding, TokenizerError, TokenizerKind, char_level, hf, tik
 pub trait Engine: Send + Sync {
     /// Append the ids of `text` to `out` (nothing else: no end-of-document id).
     fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError>;
+
+    /// Which implementation this is, in words (for logs).
+    fn name(&self) -> String {
+        "built-in encoder".to_string()
+    }
 }
 
 /// Which tokenizer to load: GPT-NeoX's `--tokenizer-type`, `--vocab-file`
@@ -62,8 +69,19 @@ impl std::fmt::Debug for Tokenizer {
 }
 
 impl Tokenizer {
-    /// Load the tokenizer a spec names, exactly as GPT-NeoX's `build_tokenizer` would.
+    /// Load the tokenizer a spec names, exactly as GPT-NeoX's `build_tokenizer` would,
+    /// on the fast BPE engine where it supports the tokenizer ([`EngineChoice::Auto`]).
     pub fn load(spec: &TokenizerSpec) -> Result<Self, TokenizerError> {
+        Self::load_with_engine(spec, EngineChoice::Auto)
+    }
+
+    /// [`Tokenizer::load`] with the choice of engine for the byte-level BPE
+    /// kinds (GPT2BPETokenizer, HFTokenizer, HFGPT2Tokenizer): the ids are
+    /// the same, the speed is not. Other kinds ignore it.
+    pub fn load_with_engine(
+        spec: &TokenizerSpec,
+        engine: EngineChoice,
+    ) -> Result<Self, TokenizerError> {
         let vocab = spec.vocab_file.as_deref();
         match spec.kind {
             TokenizerKind::Gpt2Bpe => {
@@ -83,7 +101,7 @@ impl Tokenizer {
                         });
                     }
                 };
-                hf::tokenizer(spec.kind, origin, tok)
+                hf::tokenizer(spec.kind, origin, tok, engine)
             }
             TokenizerKind::HfTokenizer => {
                 no_merges(spec)?;
@@ -91,7 +109,7 @@ impl Tokenizer {
                     None => (hf::builtin_neox20b()?, "built-in GPT-NeoX-20B".to_string()),
                     Some(v) => (hf::from_tokenizer_json(v)?, files(&[v])),
                 };
-                hf::tokenizer(spec.kind, origin, tok)
+                hf::tokenizer(spec.kind, origin, tok, engine)
             }
             TokenizerKind::HfGpt2 => {
                 no_merges(spec)?;
@@ -99,7 +117,7 @@ impl Tokenizer {
                     None => (hf::builtin_gpt2()?, "built-in GPT-2".to_string()),
                     Some(v) => (hf::gpt2_from_pretrained(v)?, files(&[v])),
                 };
-                hf::tokenizer(spec.kind, origin, hf::with_padding_token(tok))
+                hf::tokenizer(spec.kind, origin, hf::with_padding_token(tok), engine)
             }
             TokenizerKind::CharLevel => Ok(char_level::tokenizer()),
             TokenizerKind::Tiktoken => {
@@ -130,6 +148,11 @@ impl Tokenizer {
             vocab_size,
             eod,
         }
+    }
+
+    /// Which engine encodes, in words (e.g. "fast BPE engine").
+    pub fn engine_name(&self) -> String {
+        self.engine.name()
     }
 
     /// Append the ids of `text` to `out`.

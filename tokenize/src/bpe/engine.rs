@@ -56,6 +56,10 @@ impl Engine for FastBpe {
         self.encode_into(text, out);
         Ok(())
     }
+
+    fn name(&self) -> String {
+        "fast BPE engine".to_string()
+    }
 }
 
 /// The fast engine for a loaded `tokenizers` tokenizer when `choice` allows
