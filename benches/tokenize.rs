@@ -1,0 +1,247 @@
+//! Tokenization throughput on the shared e-mail corpus
+//! (`../shared/data/mail.jsonl.zst`, 32.5 MB of text).
+//!
+//! `cargo bench --no-default-features --bench tokenize`
+//!
+//! For each tokenizer and thread count it prints the raw encode throughput
+//! of the tokenizer alone (texts in memory, split over the threads) and the
+//! end-to-end throughput of the pipeline `neox-data tokenize` runs (read,
+//! decompress, parse, encode, write), in MB of text per second and tokens
+//! per second, with the peak RSS of each run. Then the corpus is
+//! concatenated ten times to show that the pipeline's peak RSS does not
+//! grow with the input.
+//!
+//! Each measurement runs in a child process of its own (this program,
+//! re-run with `NEOX_BENCH_CHILD` set) so that peak RSS is its own.
+//! `NEOX_BENCH_ONLY=gpt2` keeps the rows whose tokenizer name contains
+//! `gpt2`. To add a tokenizer: one more arm in `tokenizer` and one more
+//! name in `TOKENIZERS`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use neox::pipeline::{self, PipelineConfig, Silent};
+use neox_datasets::read::{ReadOptions, documents};
+use neox_tokenize::{Tokenizer, TokenizerKind, TokenizerSpec};
+
+/// The tokenizers measured, by bench name.
+const TOKENIZERS: [&str; 3] = [
+    "gpt2 (tokenizers)",
+    "neox20b (tokenizers)",
+    "r50k (tiktoken)",
+];
+/// The tokenizer the ten-times-larger input is run with (the fastest, to
+/// keep the run short: memory does not depend on the tokenizer's speed).
+const SCALE_TOKENIZER: &str = "r50k (tiktoken)";
+const THREADS: [usize; 2] = [1, 2];
+
+fn tokenizer(name: &str) -> Tokenizer {
+    let spec = match name {
+        "gpt2 (tokenizers)" => TokenizerSpec::new(TokenizerKind::Gpt2Bpe),
+        "neox20b (tokenizers)" => TokenizerSpec::new(TokenizerKind::HfTokenizer),
+        "r50k (tiktoken)" => TokenizerSpec {
+            vocab_file: Some("r50k_base".into()),
+            ..TokenizerSpec::new(TokenizerKind::Tiktoken)
+        },
+        other => panic!("unknown bench tokenizer {other:?}"),
+    };
+    Tokenizer::load(&spec).expect("load tokenizer")
+}
+
+fn corpus() -> PathBuf {
+    let shared = std::env::var_os("NEOX_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")));
+    let path = shared.join("data/mail.jsonl.zst");
+    assert!(
+        path.is_file(),
+        "{} is missing (set NEOX_SHARED)",
+        path.display()
+    );
+    path
+}
+
+/// One measurement: text bytes, tokens, seconds, peak RSS in bytes.
+struct Measured {
+    bytes: u64,
+    tokens: u64,
+    secs: f64,
+    peak_rss: u64,
+}
+
+impl Measured {
+    fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.secs
+    }
+    fn tokens_per_s(&self) -> f64 {
+        self.tokens as f64 / self.secs
+    }
+}
+
+fn main() {
+    if let Ok(job) = std::env::var("NEOX_BENCH_CHILD") {
+        child(&job);
+        return;
+    }
+    let only = std::env::var("NEOX_BENCH_ONLY").unwrap_or_default();
+    let input = corpus();
+    println!(
+        "machine: {} cores; input {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        input.display()
+    );
+    println!();
+    println!(
+        "| tokenizer | threads | raw MB/s | raw tokens/s | end-to-end MB/s | end-to-end tokens/s | end-to-end / raw | raw peak RSS | end-to-end peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for name in TOKENIZERS.iter().filter(|n| n.contains(&only)) {
+        for threads in THREADS {
+            let raw = run_child("raw", name, threads, &input);
+            let e2e = run_child("e2e", name, threads, &input);
+            println!(
+                "| {name} | {threads} | {:.2} | {:.0} | {:.2} | {:.0} | {:.0}% | {} | {} |",
+                raw.mb_per_s(),
+                raw.tokens_per_s(),
+                e2e.mb_per_s(),
+                e2e.tokens_per_s(),
+                100.0 * e2e.mb_per_s() / raw.mb_per_s(),
+                mib(raw.peak_rss),
+                mib(e2e.peak_rss)
+            );
+        }
+    }
+
+    if !SCALE_TOKENIZER.contains(&only) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tenfold = dir.path().join("mail-x10.jsonl.zst");
+    let bytes = std::fs::read(&input).expect("read corpus");
+    // Ten zstd frames one after the other are one valid zstd stream.
+    std::fs::write(&tenfold, bytes.repeat(10)).expect("write tenfold corpus");
+    println!();
+    println!("| input | tokenizer | threads | text | MB/s | tokens | peak RSS |");
+    println!("|---|---|---|---|---|---|---|");
+    let threads = *THREADS.last().unwrap_or(&1);
+    for (label, path) in [("corpus", &input), ("corpus x10", &tenfold)] {
+        let m = run_child("e2e", SCALE_TOKENIZER, threads, path);
+        println!(
+            "| {label} | {SCALE_TOKENIZER} | {threads} | {:.0} MB | {:.2} | {} | {} |",
+            m.bytes as f64 / 1e6,
+            m.mb_per_s(),
+            m.tokens,
+            mib(m.peak_rss)
+        );
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    if bytes == 0 {
+        "n/a".to_string()
+    } else {
+        format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+    }
+}
+
+fn run_child(mode: &str, name: &str, threads: usize, input: &Path) -> Measured {
+    let exe = std::env::current_exe().expect("own path");
+    let out = Command::new(exe)
+        .env(
+            "NEOX_BENCH_CHILD",
+            format!("{mode}\t{name}\t{threads}\t{}", input.display()),
+        )
+        .output()
+        .expect("run bench child");
+    assert!(
+        out.status.success(),
+        "bench child {mode} {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<f64> = text
+        .split_whitespace()
+        .map(|f| f.parse().expect("child prints numbers"))
+        .collect();
+    Measured {
+        bytes: fields[0] as u64,
+        tokens: fields[1] as u64,
+        secs: fields[2],
+        peak_rss: fields[3] as u64,
+    }
+}
+
+/// In the child: one measurement, printed as "bytes tokens seconds peak_rss".
+fn child(job: &str) {
+    let parts: Vec<&str> = job.split('\t').collect();
+    let [mode, name, threads, input] = parts[..] else {
+        panic!("bad NEOX_BENCH_CHILD {job:?}");
+    };
+    let threads: usize = threads.parse().expect("threads");
+    let tokenizer = tokenizer(name);
+    let input = PathBuf::from(input);
+    let (bytes, tokens, secs) = match mode {
+        "raw" => raw(&tokenizer, threads, &input),
+        _ => end_to_end(&tokenizer, threads, &input),
+    };
+    println!("{bytes} {tokens} {secs} {}", peak_rss());
+}
+
+/// The tokenizer alone: every text in memory first, then encoded on
+/// `threads` threads taking documents one at a time.
+fn raw(tokenizer: &Tokenizer, threads: usize, input: &Path) -> (u64, u64, f64) {
+    let texts: Vec<String> = documents(&[input.to_path_buf()], &ReadOptions::default())
+        .expect("open corpus")
+        .map(|d| d.expect("read corpus").texts.swap_remove(0))
+        .filter(|t| !t.is_empty())
+        .collect();
+    let bytes: u64 = texts.iter().map(|t| t.len() as u64).sum();
+    let next = AtomicUsize::new(0);
+    let start = Instant::now();
+    let tokens: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut ids = Vec::new();
+                    let mut count = 0u64;
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(text) = texts.get(i) else { break };
+                        ids.clear();
+                        tokenizer.encode(text, &mut ids).expect("encode");
+                        count += ids.len() as u64;
+                    }
+                    count
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).sum()
+    });
+    (bytes, tokens, start.elapsed().as_secs_f64())
+}
+
+/// The whole pipeline, as `neox-data tokenize --workers threads` runs it
+/// (without --append-eod, so the token counts compare with the raw run).
+fn end_to_end(tokenizer: &Tokenizer, threads: usize, input: &Path) -> (u64, u64, f64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = PipelineConfig::new(vec![input.to_path_buf()], dir.path().join("bench"));
+    config.workers = threads;
+    let start = Instant::now();
+    let summary = pipeline::run(&config, tokenizer, &mut Silent).expect("pipeline");
+    let secs = start.elapsed().as_secs_f64();
+    (summary.text_bytes, summary.tokens, secs)
+}
+
+/// Peak resident set size of this process (Linux), 0 if unknown.
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(0)
+}
