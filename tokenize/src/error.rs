@@ -50,4 +50,8 @@ pub enum TokenizerError {
     /// The tokenizer failed on a text.
     #[error("encoding failed: {0}")]
     Encode(String),
+    /// `--engine fast` was asked for a tokenizer the fast BPE engine does not
+    /// reproduce exactly (the reason says what).
+    #[error("--engine fast: {0}")]
+    FastEngine(String),
 }

@@ -74,7 +74,7 @@ pub fn choose(
         EngineChoice::Auto => Ok(FastBpe::from_hf_tokenizer(tokenizer).map_err(|e| e.to_string())),
         EngineChoice::Fast => FastBpe::from_hf_tokenizer(tokenizer)
             .map(Ok)
-            .map_err(|e| TokenizerError::Encode(format!("--engine fast: {e}"))),
+            .map_err(|e| TokenizerError::FastEngine(e.to_string())),
     }
 }
 
