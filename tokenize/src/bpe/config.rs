@@ -330,3 +330,116 @@ pub(crate) fn from_vocab_merges(
         ignore_merges: false,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::{FastBpeError, from_tokenizer_json, from_vocab_merges};
+
+    /// A tiny byte-level BPE tokenizer.json: "a", "b", "ab" and the merge "a b".
+    fn tiny() -> Value {
+        json!({
+            "version": "1.0", "truncation": null, "padding": null,
+            "added_tokens": [{"id": 3, "content": "<|endoftext|>", "single_word": false,
+                "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
+            "normalizer": {"type": "NFC"},
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+            "post_processor": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+            "decoder": {"type": "ByteLevel"},
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}
+        })
+    }
+
+    fn refused(edit: impl FnOnce(&mut Value)) -> String {
+        let mut value = tiny();
+        edit(&mut value);
+        match from_tokenizer_json(&value) {
+            Err(FastBpeError::Unsupported(reason)) => reason,
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+    }
+
+    fn invalid(edit: impl FnOnce(&mut Value)) -> String {
+        let mut value = tiny();
+        edit(&mut value);
+        match from_tokenizer_json(&value) {
+            Err(FastBpeError::Invalid(reason)) => reason,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_a_supported_tokenizer() {
+        let spec = from_tokenizer_json(&tiny()).expect("supported");
+        assert!(spec.nfc && !spec.add_prefix_space && !spec.ignore_merges);
+        assert_eq!(spec.merges, [("a".to_owned(), "b".to_owned())]);
+        // Not in the model's vocabulary: the next id after it, as `tokenizers` assigns.
+        assert_eq!(spec.added[0].id, 3);
+        let mut pairs = tiny();
+        pairs["model"]["merges"] = json!([["a", "b"]]);
+        pairs["normalizer"] = Value::Null;
+        pairs["model"]["ignore_merges"] = true.into();
+        let spec = from_tokenizer_json(&pairs).expect("supported");
+        assert!(!spec.nfc && spec.ignore_merges);
+        assert_eq!(spec.merges.len(), 1);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_reproduce_with_a_reason() {
+        assert!(refused(|v| v["model"]["dropout"] = json!(0.1)).contains("dropout"));
+        assert!(refused(|v| v["model"]["type"] = json!("WordPiece")).contains("WordPiece"));
+        assert!(
+            refused(|v| v["model"]["continuing_subword_prefix"] = json!("##"))
+                .contains("continuing_subword_prefix")
+        );
+        assert!(refused(|v| v["normalizer"] = json!({"type": "NFKC"})).contains("NFKC"));
+        assert!(
+            refused(|v| v["pre_tokenizer"] = json!({"type": "Metaspace"})).contains("Metaspace")
+        );
+        assert!(refused(|v| v["pre_tokenizer"]["use_regex"] = false.into()).contains("use_regex"));
+        assert!(refused(|v| v["pre_tokenizer"] = Value::Null).contains("pre-tokenizer"));
+        assert!(
+            refused(|v| v["post_processor"] = json!({"type": "TemplateProcessing"}))
+                .contains("TemplateProcessing")
+        );
+        assert!(refused(|v| v["truncation"] = json!({"max_length": 8})).contains("truncation"));
+        assert!(refused(|v| v["added_tokens"][0]["rstrip"] = true.into()).contains("rstrip"));
+        assert!(
+            refused(|v| v["added_tokens"][0]["single_word"] = true.into()).contains("single_word")
+        );
+    }
+
+    #[test]
+    fn malformed_files_say_what_was_expected() {
+        assert!(invalid(|v| v["model"]["merges"] = json!(["a b c"])).contains("merge 1"));
+        assert!(invalid(|v| v["model"]["merges"] = json!([7])).contains("merge 1"));
+        assert!(invalid(|v| v["model"]["vocab"] = json!(["a"])).contains("object"));
+        assert!(invalid(|v| v["model"]["vocab"]["a"] = json!(-1)).contains("\"a\""));
+        assert!(invalid(|v| v["normalizer"] = json!({"kind": "NFC"})).contains("type"));
+        assert!(
+            invalid(|v| v["pre_tokenizer"]["add_prefix_space"] = json!("yes"))
+                .contains("add_prefix_space")
+        );
+        assert!(invalid(|v| v["added_tokens"] = json!([{"id": 9}])).contains("content"));
+        assert!(
+            invalid(|v| {
+                v.as_object_mut().map(|o| o.remove("model"));
+            })
+            .contains("model")
+        );
+    }
+
+    #[test]
+    fn vocab_and_merges_files() {
+        let vocab = json!({"a": 0, "b": 1, "ab": 2, "<|endoftext|>": 3});
+        let spec =
+            from_vocab_merges(&vocab, "#version: 0.2\na b\n", &["<|endoftext|>"]).expect("valid");
+        assert_eq!(spec.merges.len(), 1);
+        assert_eq!(spec.added[0].id, 3);
+        let err = from_vocab_merges(&vocab, "#version: 0.2\na b\nab\n", &[]).expect_err("bad line");
+        assert!(err.to_string().contains("merge 2"), "{err}");
+    }
+}

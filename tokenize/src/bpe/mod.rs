@@ -190,3 +190,22 @@ impl FastBpe {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{FastBpe, FastBpeError};
+
+    #[test]
+    fn missing_byte_tokens_and_merge_tokens_are_reported() {
+        // No tokens for the single bytes: not byte-level BPE as the engine knows it.
+        let err = FastBpe::from_vocab_merges(r#"{"a": 0}"#, "", &[]).err();
+        assert!(
+            matches!(err, Some(FastBpeError::Unsupported(ref r)) if r.contains("byte")),
+            "{err:?}"
+        );
+        let err = FastBpe::from_vocab_merges("[1, 2]", "", &[]).err();
+        assert!(matches!(err, Some(FastBpeError::Invalid(_))), "{err:?}");
+        let err = FastBpe::from_vocab_merges("{", "", &[]).err();
+        assert!(matches!(err, Some(FastBpeError::Json(_))), "{err:?}");
+    }
+}
