@@ -29,7 +29,7 @@ fn the_example_registers_a_rust_corpus_that_lists_and_prepares() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let listed = run_ok(
-        Command::new(example())
+        isolated(Command::new(example()))
             .args(["list", "--json", "--data-dir"])
             .arg(&data),
     );
@@ -50,7 +50,7 @@ fn the_example_registers_a_rust_corpus_that_lists_and_prepares() {
     let server = Server::start();
     server.put("input.txt", play.as_bytes().to_vec());
     let out = run_ok(
-        Command::new(example())
+        isolated(Command::new(example()))
             .args([
                 "prepare",
                 "tiny_shakespeare",

@@ -7,11 +7,26 @@ use sha2::{Digest, Sha256};
 
 /// The `neox-data` binary under test.
 pub fn neox_data() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_neox-data"));
-    cmd.env_remove("DATA_DIR")
-        .env_remove("NEOX_CATALOG")
-        .env_remove("NEOX_DATA_MIRROR")
-        .env("NEOX_LOG", "info");
+    isolated(Command::new(env!("CARGO_BIN_EXE_neox-data")))
+}
+
+/// `cmd` without the caller's data settings and proxies (the test server is
+/// on loopback: never reach it through a proxy).
+pub fn isolated(mut cmd: Command) -> Command {
+    for var in [
+        "DATA_DIR",
+        "NEOX_CATALOG",
+        "NEOX_DATA_MIRROR",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("NEOX_LOG", "info");
     cmd
 }
 
