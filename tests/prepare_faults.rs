@@ -266,3 +266,35 @@ fn a_tar_member_named_dot_dot_escape_never_writes_outside_the_data_folder() {
     let files = listing(&data.join("evil"));
     assert!(files.iter().all(|f| f.starts_with("evil")), "{files:?}");
 }
+
+#[test]
+fn a_partial_download_of_a_file_that_changed_on_the_server_starts_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (server, old, _) = serve(tmp.path(), 60);
+    server.fault(FILE, &[Fault::DropAfter(old.len() / 2)]);
+    let out = run(prepare_enron(&data, &server).args(["--retries", "0"]));
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(data.join("enron").join(format!("{FILE}.part")).exists());
+
+    // The file changes; the stale half must not be glued to the new bytes.
+    let new = enron_zst(70);
+    server.put(FILE, new.clone());
+    run_ok(&mut prepare_enron(&data, &server));
+    let last = server.requests().pop().unwrap();
+    assert_eq!(last.range, Some(format!("bytes={}-", old.len() / 2)));
+    assert!(last.if_range.is_some());
+    assert_eq!(
+        last.status, 200,
+        "If-Range did not match: the whole new file is sent"
+    );
+    let source = tmp.path().join("new.jsonl.zst");
+    std::fs::write(&source, &new).unwrap();
+    let work = tmp.path().join("new");
+    std::fs::create_dir_all(&work).unwrap();
+    assert_eq!(
+        read_pair(&data.join("enron/enron_text_document")),
+        tokenized(&source, &work)
+    );
+    assert_eq!(std::fs::read(data.join("enron").join(FILE)).unwrap(), new);
+}
