@@ -10,6 +10,13 @@ use neox_registry::table::{self, Figures, Row};
 
 /// Arguments of `neox-data list`.
 #[derive(Debug, Args)]
+#[command(
+    long_about = "List every registered corpus (built-in, or from --catalog) with its \
+    files, compressed size, text size, documents and tokens: measured for the corpora \
+    prepared in --data-dir (from their manifests), the published figures, marked \
+    `published`, for the rest. Prepared datasets the registry does not know are listed \
+    too. --json prints exact numbers for scripts."
+)]
 pub struct ListArgs {
     /// Folder of prepared datasets (one sub-folder per corpus).
     #[arg(long, env = "DATA_DIR", default_value = "./data")]

@@ -23,6 +23,19 @@ use crate::prepare::{Outcome, PrepareOptions, TokenizeSettings, prepare};
 /// `data/enron/enron_text_document.{bin,idx}` and a manifest beside them.
 /// Many original hosts are gone: `--mirror URL` fetches the same file names from elsewhere.
 #[derive(Debug, Args)]
+#[command(
+    long_about = "Download, verify, tokenize and write a registered corpus, as GPT-NeoX's \
+    prepare_data.py does: {data-dir}/{name}/{name}_text_document.{bin,idx} (GPT-2 BPE, EOD \
+    appended), with a manifest beside it ({prefix}.manifest.json).\n\n\
+    Examples:\n  \
+    neox-data prepare enron\n  \
+    neox-data prepare enron --mirror http://my.mirror/data/\n  \
+    neox-data prepare pile --mirror /mnt/pile/train --shard 3/30\n  \
+    neox-data prepare my_corpus --catalog corpora.toml\n\n\
+    Downloads resume (HTTP range requests), retry connection errors and 5xx, and are \
+    refused when their size or SHA-256 differs from the declared one. A finished \
+    prepare is not redone (unless --force); an interrupted one resumes."
+)]
 pub struct PrepareArgs {
     /// The corpus (see `neox-data list`).
     pub name: String,
