@@ -102,63 +102,56 @@ impl CachePaths {
                 ));
             }
         };
+        // Each file is decoded and checked before the next is read, so at
+        // most one file's raw bytes are held besides the arrays.
         let read = |path: &Path| match NpyFile::read(path) {
             Ok(f) => Ok(Ok(f)),
             Err(e @ SampleError::BadNpy { .. }) => Ok(Err(e.to_string())),
             Err(e) => Err(e),
         };
-        let doc_file = match read(&self.doc_idx)? {
-            Ok(f) => f,
+        let samples = total_samples(epochs, tokens, spec.seq_length);
+        let doc_idx = match read(&self.doc_idx)?.and_then(|f| check_doc_idx(f, spec, epochs)) {
+            Ok(v) => v,
             Err(reason) => return Ok(Err(reason)),
         };
-        let sample_file = match read(&self.sample_idx)? {
-            Ok(f) => f,
+        let sample_idx = match read(&self.sample_idx)?
+            .and_then(|f| check_sample_idx(f, sizes, &doc_idx, spec, epochs, tokens))
+        {
+            Ok(v) => v,
             Err(reason) => return Ok(Err(reason)),
         };
-        let shuffle_file = match read(&self.shuffle_idx)? {
-            Ok(f) => f,
+        let shuffle_idx = match read(&self.shuffle_idx)?.and_then(|f| check_shuffle_idx(f, samples))
+        {
+            Ok(v) => v,
             Err(reason) => return Ok(Err(reason)),
         };
-        Ok(check(
-            sizes,
-            spec,
-            epochs,
-            tokens,
-            &doc_file,
-            &sample_file,
-            &shuffle_file,
+        Ok(Ok(SampleIndex {
+            num_epochs: epochs,
+            tokens_per_epoch: tokens,
+            doc_idx,
+            sample_idx,
+            shuffle_idx,
+        }))
+    }
+}
+
+fn expect_shape(f: &NpyFile, shape: &[usize]) -> Result<(), String> {
+    if f.header.shape == shape {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: shape {:?}, expected {shape:?}",
+            f.path.display(),
+            f.header.shape
         ))
     }
 }
 
-/// Decode the three files and check them against the data; `Err(reason)` if they disagree.
-fn check(
-    sizes: &[i32],
-    spec: &IndexSpec,
-    epochs: u32,
-    tokens: u64,
-    doc_file: &NpyFile,
-    sample_file: &NpyFile,
-    shuffle_file: &NpyFile,
-) -> Result<SampleIndex, String> {
+/// doc_idx: int32, every document of the range exactly `epochs` times.
+fn check_doc_idx(file: NpyFile, spec: &IndexSpec, epochs: u32) -> Result<Vec<i32>, String> {
     let docs = &spec.documents;
-    let samples = total_samples(epochs, tokens, spec.seq_length);
-    let name = |f: &NpyFile| f.path.display().to_string();
-    let expect_shape = |f: &NpyFile, shape: &[usize]| {
-        if f.header.shape == shape {
-            Ok(())
-        } else {
-            Err(format!(
-                "{}: shape {:?}, expected {shape:?}",
-                name(f),
-                f.header.shape
-            ))
-        }
-    };
-
-    // doc_idx: every document exactly `epochs` times.
-    let doc_idx: Vec<i32> = doc_file.to_vec().map_err(|e| e.to_string())?;
-    expect_shape(doc_file, &[docs.len() * epochs as usize])?;
+    let doc_idx: Vec<i32> = file.to_vec().map_err(|e| e.to_string())?;
+    expect_shape(&file, &[docs.len() * epochs as usize])?;
     let mut seen = vec![0u32; docs.len()];
     for (i, &d) in doc_idx.iter().enumerate() {
         let slot = usize::try_from(d)
@@ -170,7 +163,7 @@ fn check(
             None => {
                 return Err(format!(
                     "{}: entry {i} is document {d}, outside {docs:?}",
-                    name(doc_file)
+                    file.path.display()
                 ));
             }
         }
@@ -178,25 +171,38 @@ fn check(
     if let Some(d) = seen.iter().position(|&n| n != epochs) {
         return Err(format!(
             "{}: document {} appears {} times, expected {epochs}",
-            name(doc_file),
+            file.path.display(),
             docs.start + d,
             seen[d]
         ));
     }
+    Ok(doc_idx)
+}
 
-    // sample_idx: GPT-NeoX's width, ordered boundaries, the last one where the tokens put it.
+/// sample_idx: GPT-NeoX's width, ordered boundaries inside their documents,
+/// the last one where the token count puts it.
+fn check_sample_idx(
+    file: NpyFile,
+    sizes: &[i32],
+    doc_idx: &[i32],
+    spec: &IndexSpec,
+    epochs: u32,
+    tokens: u64,
+) -> Result<SampleIdx, String> {
+    let samples = total_samples(epochs, tokens, spec.seq_length);
     let rows = samples as usize + 1;
-    expect_shape(sample_file, &[rows, 2])?;
+    expect_shape(&file, &[rows, 2])?;
     let sample_idx = if sample_idx_is_int64(epochs, tokens, spec.seq_length) {
-        SampleIdx::I64(sample_file.to_vec().map_err(|e| e.to_string())?)
+        SampleIdx::I64(file.to_vec().map_err(|e| e.to_string())?)
     } else {
-        SampleIdx::I32(sample_file.to_vec().map_err(|e| e.to_string())?)
+        SampleIdx::I32(file.to_vec().map_err(|e| e.to_string())?)
     };
     let size_at = |p: i64| {
         usize::try_from(p)
             .ok()
             .and_then(|p| doc_idx.get(p))
-            .map(|&d| sizes[d as usize])
+            .and_then(|&d| sizes.get(usize::try_from(d).ok()?))
+            .copied()
     };
     let mut previous = (0i64, 0i64);
     for r in 0..rows {
@@ -205,26 +211,29 @@ fn check(
         if (r == 0 && (p, o) != (0, 0)) || !in_doc || (p, o) < previous {
             return Err(format!(
                 "{}: row {r} ({p}, {o}) is not a valid sample boundary",
-                name(sample_file)
+                file.path.display()
             ));
         }
         previous = (p, o);
     }
-    let expected_last = locate(sizes, &doc_idx, samples * u64::from(spec.seq_length));
+    let last_token = samples * u64::from(spec.seq_length);
+    let expected_last = locate(sizes, doc_idx, last_token);
     if samples > 0 && Some(previous) != expected_last {
         return Err(format!(
-            "{}: last row {previous:?} is not where token {} falls ({expected_last:?})",
-            name(sample_file),
-            samples * u64::from(spec.seq_length)
+            "{}: last row {previous:?} is not where token {last_token} falls ({expected_last:?})",
+            file.path.display(),
         ));
     }
+    Ok(sample_idx)
+}
 
-    // shuffle_idx: a permutation of 0..samples in GPT-NeoX's width.
-    expect_shape(shuffle_file, &[samples as usize])?;
+/// shuffle_idx: a permutation of `0..samples` in GPT-NeoX's width.
+fn check_shuffle_idx(file: NpyFile, samples: u64) -> Result<ShuffleIdx, String> {
+    expect_shape(&file, &[samples as usize])?;
     let shuffle_idx = if shuffle_idx_is_int64(samples) {
-        ShuffleIdx::I64(shuffle_file.to_vec().map_err(|e| e.to_string())?)
+        ShuffleIdx::I64(file.to_vec().map_err(|e| e.to_string())?)
     } else {
-        ShuffleIdx::U32(shuffle_file.to_vec().map_err(|e| e.to_string())?)
+        ShuffleIdx::U32(file.to_vec().map_err(|e| e.to_string())?)
     };
     let mut hit = vec![false; samples as usize];
     for i in 0..shuffle_idx.len() {
@@ -234,18 +243,12 @@ fn check(
             _ => {
                 return Err(format!(
                     "{}: entry {i} repeats or exceeds {samples}",
-                    name(shuffle_file)
+                    file.path.display()
                 ));
             }
         }
     }
-    Ok(SampleIndex {
-        num_epochs: epochs,
-        tokens_per_epoch: tokens,
-        doc_idx,
-        sample_idx,
-        shuffle_idx,
-    })
+    Ok(shuffle_idx)
 }
 
 /// (position in `doc_idx`, offset) of token `token` of the concatenated documents.

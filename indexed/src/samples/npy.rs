@@ -198,7 +198,9 @@ pub struct NpyFile {
     pub path: PathBuf,
     /// Its header.
     pub header: NpyHeader,
-    data: Vec<u8>,
+    /// The whole file; the data starts at `data_start`.
+    bytes: Vec<u8>,
+    data_start: usize,
 }
 
 impl NpyFile {
@@ -259,11 +261,11 @@ impl NpyFile {
                 ),
             ));
         }
-        bytes.drain(..data_start);
         Ok(NpyFile {
             path: path.to_path_buf(),
             header,
-            data: bytes,
+            bytes,
+            data_start,
         })
     }
 
@@ -284,7 +286,10 @@ impl NpyFile {
                 problem: "array is in Fortran order, expected C order".into(),
             });
         }
-        Ok(self.data.chunks_exact(T::SIZE).map(T::take).collect())
+        Ok(self.bytes[self.data_start..]
+            .chunks_exact(T::SIZE)
+            .map(T::take)
+            .collect())
     }
 }
 
