@@ -54,7 +54,9 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 }
 
 fn num(args: &[String], name: &str, default: u64) -> u64 {
-    arg(args, name).and_then(|v| v.parse().ok()).unwrap_or(default)
+    arg(args, name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
@@ -63,7 +65,11 @@ fn main() {
         Some(phase) => {
             let line = run_phase(&phase, &args);
             // One line for the parent: the phase's figures and its peak memory.
-            println!("{line} hwm_kib={} anon_kib={}", status_kib("VmHWM:"), status_kib("RssAnon:"));
+            println!(
+                "{line} hwm_kib={} anon_kib={}",
+                status_kib("VmHWM:"),
+                status_kib("RssAnon:")
+            );
         }
         None => orchestrate(&args),
     }
@@ -215,16 +221,38 @@ fn orchestrate(args: &[String]) {
         dir.path().display()
     );
 
-    let disk = child("disk", &dir.path().join("disk"), &["--bytes".into(), (2 * tokens).to_string()]);
-    let disk_mibs = mib(disk.get("bytes") as u64) / disk.get("secs");
-    println!("\nplain sequential write + fsync of {:.0} MiB: {disk_mibs:.0} MiB/s (the disk)", mib(2 * tokens));
+    let disk = || {
+        let f = child(
+            "disk",
+            &dir.path().join("disk"),
+            &["--bytes".into(), (2 * tokens).to_string()],
+        );
+        mib(f.get("bytes") as u64) / f.get("secs")
+    };
+    println!(
+        "\nplain sequential write + fsync of {:.0} MiB (the disk): {:.0} MiB/s",
+        mib(2 * tokens),
+        disk()
+    );
 
     println!("\nwrite (IndexedWriter, u16, finish incl. fsync):");
-    println!("{:>10} {:>10} {:>10} {:>12} {:>10} {:>12}", "documents", "tokens", "seconds", "M tokens/s", "MiB/s", "peak RSS MiB");
+    println!(
+        "{:>10} {:>10} {:>10} {:>12} {:>10} {:>12}",
+        "documents", "tokens", "seconds", "M tokens/s", "MiB/s", "peak RSS MiB"
+    );
     let mut prefixes = Vec::new();
     for docs in [1_000_000u64, 10_000_000] {
         let prefix = dir.path().join(format!("docs{docs}"));
-        let f = child("write", &prefix, &["--docs".into(), docs.to_string(), "--tokens".into(), tokens.to_string()]);
+        let f = child(
+            "write",
+            &prefix,
+            &[
+                "--docs".into(),
+                docs.to_string(),
+                "--tokens".into(),
+                tokens.to_string(),
+            ],
+        );
         println!(
             "{:>10} {:>10} {:>10.2} {:>12.1} {:>10.0} {:>12.1}",
             f.get("docs"),
@@ -238,23 +266,42 @@ fn orchestrate(args: &[String]) {
     }
 
     println!("\nread (IndexedDataset::get, summing every token; files in the page cache):");
-    println!("{:>10} {:>11} {:>10} {:>10} {:>12} {:>12} {:>14}", "documents", "access", "gets", "seconds", "M gets/s", "M tokens/s", "anon RSS MiB");
+    println!(
+        "{:>10} {:>11} {:>10} {:>10} {:>10} {:>12} {:>13} {:>14}",
+        "documents",
+        "access",
+        "gets",
+        "seconds",
+        "M gets/s",
+        "M tokens/s",
+        "anon RSS MiB",
+        "peak RSS MiB*"
+    );
     for prefix in &prefixes {
         let docs = IndexedDataset::open(prefix).expect("open").len();
         for phase in ["sequential", "random"] {
             let f = child(phase, prefix, &["--gets".into(), "2000000".into()]);
             println!(
-                "{:>10} {:>11} {:>10} {:>10.2} {:>12.2} {:>12.1} {:>14.1}",
+                "{:>10} {:>11} {:>10} {:>10.2} {:>10.2} {:>12.1} {:>13.1} {:>14.1}",
                 docs,
                 phase,
                 f.get("gets"),
                 f.get("secs"),
                 f.get("gets") / f.get("secs") / 1e6,
                 f.get("tokens") / f.get("secs") / 1e6,
-                f.get("anon_kib") / 1024.0
+                f.get("anon_kib") / 1024.0,
+                f.get("hwm_kib") / 1024.0
             );
         }
     }
+    println!(
+        "* resident pages of the mapped files count in the peak; they are page cache, not heap"
+    );
+
+    println!(
+        "plain sequential write + fsync again, after the reads: {:.0} MiB/s",
+        disk()
+    );
 
     let merged = dir.path().join("merged");
     let list = prefixes
@@ -264,11 +311,13 @@ fn orchestrate(args: &[String]) {
         .join(",");
     let f = child("merge", &merged, &["--inputs".into(), list]);
     println!(
-        "\nmerge of both shards ({} documents, {:.0} MiB): {:.2} s, {:.0} MiB/s, peak RSS {:.1} MiB",
+        "\nmerge of both shards ({} documents, {:.0} MiB): {:.2} s, {:.0} MiB/s, \
+         anon RSS {:.1} MiB (peak RSS incl. the mapped inputs' pages: {:.1} MiB)",
         f.get("docs"),
         mib(f.get("bytes") as u64),
         f.get("secs"),
         mib(f.get("bytes") as u64) / f.get("secs"),
+        f.get("anon_kib") / 1024.0,
         f.get("hwm_kib") / 1024.0
     );
     for p in prefixes.iter().chain([&merged]) {
