@@ -48,6 +48,35 @@ macro_rules! view {
     }};
 }
 
+/// A token element type: exact as `i64`, as `as u32` to `u32`.
+trait Element: Copy {
+    fn to_i64(self) -> i64;
+    fn to_u32(self) -> u32;
+}
+
+macro_rules! element {
+    ($($t:ty),*) => {$(
+        impl Element for $t {
+            fn to_i64(self) -> i64 {
+                self as i64
+            }
+            fn to_u32(self) -> u32 {
+                self as u32
+            }
+        }
+    )*};
+}
+element!(u8, i8, i16, i32, u16);
+
+impl Element for i64 {
+    fn to_i64(self) -> i64 {
+        self
+    }
+    fn to_u32(self) -> u32 {
+        self as u32
+    }
+}
+
 /// Apply `$f` to the slice inside whichever variant `$tokens` is.
 macro_rules! each {
     ($tokens:expr, $s:ident => $f:expr) => {
@@ -104,27 +133,27 @@ impl<'a> Tokens<'a> {
 
     /// Token `j`, exact.
     pub fn get(&self, j: usize) -> Option<i64> {
-        each!(self, s => s.get(j).map(|&t| t as i64))
+        each!(self, s => s.get(j).map(|&t| t.to_i64()))
     }
 
     /// The tokens as `u32` ids, in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = u32> + '_ {
-        (0..self.len()).map(move |j| each!(self, s => s[j] as u32))
+        (0..self.len()).map(move |j| each!(self, s => s[j].to_u32()))
     }
 
     /// The tokens as `u32` ids.
     pub fn to_vec_u32(&self) -> Vec<u32> {
-        each!(self, s => s.iter().map(|&t| t as u32).collect())
+        each!(self, s => s.iter().map(|&t| t.to_u32()).collect())
     }
 
     /// The tokens as `i64` (exact for every dtype; what GPT-NeoX's samples hold).
     pub fn to_vec_i64(&self) -> Vec<i64> {
-        each!(self, s => s.iter().map(|&t| t as i64).collect())
+        each!(self, s => s.iter().map(|&t| t.to_i64()).collect())
     }
 
     /// Append the tokens to `out` as `i64`.
     pub fn extend_i64(&self, out: &mut Vec<i64>) {
-        each!(self, s => out.extend(s.iter().map(|&t| t as i64)))
+        each!(self, s => out.extend(s.iter().map(|&t| t.to_i64())))
     }
 }
 
@@ -136,7 +165,7 @@ mod tests {
     fn aligned_bytes_are_borrowed_unaligned_are_copied() {
         let values = [1u16, 500, 65_535];
         let mut bytes = vec![0u8; 8];
-        let aligned_at = if (bytes.as_ptr() as usize) % 2 == 0 {
+        let aligned_at = if (bytes.as_ptr() as usize).is_multiple_of(2) {
             0
         } else {
             1
