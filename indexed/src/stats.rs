@@ -52,16 +52,12 @@ impl Stats {
         let mut histogram = Histogram::default();
         let doc_idx = ds.doc_idx();
         let token_offset = |seq: i64| ds.token_offset(seq as usize).unwrap_or(0);
-        let mut starts = doc_idx.iter();
-        if let Some(mut start) = starts.next() {
-            let mut start_token = token_offset(start);
-            for end in starts {
-                let end_token = token_offset(end);
-                histogram.add(end_token - start_token);
+        let mut boundaries = doc_idx.iter().map(token_offset);
+        if let Some(mut start) = boundaries.next() {
+            for end in boundaries {
+                histogram.add(end - start);
                 start = end;
-                start_token = end_token;
             }
-            let _ = start;
         }
         let last = doc_idx.get(doc_idx.len().saturating_sub(1)).unwrap_or(0);
         Stats {
@@ -148,6 +144,36 @@ mod tests {
         assert_eq!(s.p50, sorted_nearest_rank(&mut values, 50.0));
         assert_eq!(s.p90, sorted_nearest_rank(&mut values, 90.0));
         assert_eq!(s.p99, sorted_nearest_rank(&mut values, 99.0));
+    }
+
+    #[test]
+    fn document_lengths_sum_their_sequences_and_stray_sequences_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("s");
+        let mut w = crate::IndexedWriter::create(&prefix, DType::I32).unwrap();
+        for doc in [&[&[1u32, 2][..], &[3]][..], &[&[4]], &[&[5, 6, 7], &[8]]] {
+            for seq in doc {
+                w.add_tokens(seq).unwrap();
+                w.end_sequence().unwrap();
+            }
+            w.end_document().unwrap();
+        }
+        w.finish().unwrap();
+        let stats = Stats::of(&IndexedDataset::open(&prefix).unwrap());
+        assert_eq!((stats.sequences, stats.documents, stats.tokens), (5, 3, 8));
+        assert_eq!(stats.sequences_outside_documents, 0);
+        let d = stats.document_tokens.unwrap();
+        assert_eq!((d.min, d.p50, d.max), (1, 3, 4));
+
+        // As GPT-NeoX's merge tool leaves it: doc_idx = [0], every sequence outside.
+        let idx = crate::idx_path(&prefix);
+        let mut b = std::fs::read(&idx).unwrap();
+        b[26..34].copy_from_slice(&1u64.to_le_bytes());
+        b.truncate(34 + 12 * 5 + 8);
+        std::fs::write(&idx, b).unwrap();
+        let stats = Stats::of(&IndexedDataset::open(&prefix).unwrap());
+        assert_eq!((stats.documents, stats.sequences_outside_documents), (0, 5));
+        assert_eq!(stats.document_tokens, None);
     }
 
     #[test]
