@@ -147,19 +147,20 @@ fn expect_shape(f: &NpyFile, shape: &[usize]) -> Result<(), String> {
     }
 }
 
-/// doc_idx: int32, every document of the range exactly `epochs` times.
+/// doc_idx: int32, entries inside the document range, and the same count,
+/// sum and sum of squares as every document taken `epochs` times (a cheap,
+/// sequential stand-in for comparing the multisets).
 fn check_doc_idx(file: NpyFile, spec: &IndexSpec, epochs: u32) -> Result<Vec<i32>, String> {
     let docs = &spec.documents;
     let doc_idx: Vec<i32> = file.to_vec().map_err(|e| e.to_string())?;
     expect_shape(&file, &[docs.len() * epochs as usize])?;
-    let mut seen = vec![0u32; docs.len()];
+    let (mut sum, mut squares) = (0u128, 0u128);
     for (i, &d) in doc_idx.iter().enumerate() {
-        let slot = usize::try_from(d)
-            .ok()
-            .and_then(|d| d.checked_sub(docs.start))
-            .filter(|&s| s < docs.len());
-        match slot {
-            Some(s) => seen[s] += 1,
+        match usize::try_from(d).ok().filter(|d| docs.contains(d)) {
+            Some(d) => {
+                sum += d as u128;
+                squares += (d as u128) * (d as u128);
+            }
             None => {
                 return Err(format!(
                     "{}: entry {i} is document {d}, outside {docs:?}",
@@ -168,19 +169,22 @@ fn check_doc_idx(file: NpyFile, spec: &IndexSpec, epochs: u32) -> Result<Vec<i32
             }
         }
     }
-    if let Some(d) = seen.iter().position(|&n| n != epochs) {
+    let (want_sum, want_squares) = docs.clone().fold((0u128, 0u128), |(s, q), d| {
+        (s + d as u128, q + (d as u128) * (d as u128))
+    });
+    let e = u128::from(epochs);
+    if (sum, squares) != (want_sum * e, want_squares * e) {
         return Err(format!(
-            "{}: document {} appears {} times, expected {epochs}",
-            file.path.display(),
-            docs.start + d,
-            seen[d]
+            "{}: the documents do not each appear {epochs} times",
+            file.path.display()
         ));
     }
     Ok(doc_idx)
 }
 
-/// sample_idx: GPT-NeoX's width, ordered boundaries inside their documents,
-/// the last one where the token count puts it.
+/// sample_idx: GPT-NeoX's width, rows in order inside doc_idx, and the last
+/// boundary exactly `samples * seq_length` tokens in (checked from the end,
+/// which is a few documents away).
 fn check_sample_idx(
     file: NpyFile,
     sizes: &[i32],
@@ -197,30 +201,37 @@ fn check_sample_idx(
     } else {
         SampleIdx::I32(file.to_vec().map_err(|e| e.to_string())?)
     };
-    let size_at = |p: i64| {
-        usize::try_from(p)
-            .ok()
-            .and_then(|p| doc_idx.get(p))
-            .and_then(|&d| sizes.get(usize::try_from(d).ok()?))
-            .copied()
+    let bad_row = |r: usize, (p, o): (i64, i64)| {
+        format!(
+            "{}: row {r} ({p}, {o}) is not a valid sample boundary",
+            file.path.display()
+        )
     };
     let mut previous = (0i64, 0i64);
     for r in 0..rows {
-        let (p, o) = sample_idx.row(r).unwrap_or_default();
-        let in_doc = size_at(p).is_some_and(|s| o >= 0 && (o < i64::from(s) || (r == 0 && o == 0)));
-        if (r == 0 && (p, o) != (0, 0)) || !in_doc || (p, o) < previous {
-            return Err(format!(
-                "{}: row {r} ({p}, {o}) is not a valid sample boundary",
-                file.path.display()
-            ));
+        let row = sample_idx.row(r).unwrap_or_default();
+        let (p, o) = row;
+        let inside = p >= 0 && (p as u64) < doc_idx.len() as u64 && o >= 0;
+        if (r == 0 && row != (0, 0)) || !inside || row < previous {
+            return Err(bad_row(r, row));
         }
-        previous = (p, o);
+        previous = row;
     }
-    let last_token = samples * u64::from(spec.seq_length);
-    let expected_last = locate(sizes, doc_idx, last_token);
-    if samples > 0 && Some(previous) != expected_last {
+    // Tokens before the last boundary = all tokens - those from its document on + its offset.
+    let (p, o) = previous;
+    let size = |d: i32| {
+        usize::try_from(d)
+            .ok()
+            .and_then(|d| sizes.get(d))
+            .map(|&s| s as u64)
+    };
+    let tail: Option<u64> = doc_idx[p as usize..].iter().map(|&d| size(d)).sum();
+    let first_size = size(doc_idx[p as usize]).unwrap_or(0);
+    let before = tail.and_then(|t| (u64::from(epochs) * tokens).checked_sub(t));
+    let want = samples * u64::from(spec.seq_length);
+    if samples > 0 && ((o as u64) >= first_size || before.map(|b| b + o as u64) != Some(want)) {
         return Err(format!(
-            "{}: last row {previous:?} is not where token {last_token} falls ({expected_last:?})",
+            "{}: the last row ({p}, {o}) is not where token {want} falls",
             file.path.display(),
         ));
     }
@@ -249,16 +260,4 @@ fn check_shuffle_idx(file: NpyFile, samples: u64) -> Result<ShuffleIdx, String> 
         }
     }
     Ok(shuffle_idx)
-}
-
-/// (position in `doc_idx`, offset) of token `token` of the concatenated documents.
-fn locate(sizes: &[i32], doc_idx: &[i32], mut token: u64) -> Option<(i64, i64)> {
-    for (p, &d) in doc_idx.iter().enumerate() {
-        let size = u64::try_from(*sizes.get(usize::try_from(d).ok()?)?).ok()?;
-        if token < size {
-            return Some((p as i64, token as i64));
-        }
-        token -= size;
-    }
-    None
 }

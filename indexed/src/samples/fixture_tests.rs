@@ -153,6 +153,15 @@ fn a_cache_that_does_not_match_is_rebuilt_with_the_reason() {
         let other = train_spec(&data, "949,50,1", seq, samples, seed);
         build_sample_index(&data.sizes().to_vec(), &other).unwrap()
     };
+    let swapped_rows = {
+        let good = build_sample_index(&data.sizes().to_vec(), &spec).unwrap();
+        let SampleIdx::I32(mut rows) = good.sample_idx else {
+            panic!("int32 expected")
+        };
+        rows.swap(10, 12);
+        rows.swap(11, 13);
+        to_npy_bytes(&[205, 2], &rows)
+    };
     let damages: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "doc_idx",
@@ -164,7 +173,17 @@ fn a_cache_that_does_not_match_is_rebuilt_with_the_reason() {
             to_npy_bytes(&[291], &vec![0i64; 291]),
             "dtype is '<i8', expected '<i4'",
         ),
-        ("doc_idx", to_npy_bytes(&[291], &vec![5i32; 291]), "appears"),
+        (
+            "doc_idx",
+            to_npy_bytes(&[291], &vec![5i32; 291]),
+            "do not each appear",
+        ),
+        (
+            "doc_idx",
+            to_npy_bytes(&[291], &vec![291i32; 291]),
+            "outside 0..291",
+        ),
+        ("sample_idx", swapped_rows, "row 6 "),
         (
             "sample_idx",
             to_npy_bytes(&[205, 2], &vec![0i64; 410]),
