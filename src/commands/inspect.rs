@@ -7,15 +7,16 @@ use clap::Args;
 use neox_indexed::{IndexedDataset, Lengths, Stats, prefix_of};
 use serde::Serialize;
 
-/// Arguments of `neox-data inspect`.
-///
-/// Opens the shard (checking every field of the `.idx` against the `.bin`;
-/// a corrupt or truncated shard is refused with the reason) and prints its
-/// dtype, sequences, documents, tokens, file sizes and the distribution of
-/// document lengths in tokens.
-///
-/// Example: `neox-data inspect data/enron/enron_text_document --show 2`
+/// Arguments of `neox-data inspect` (the help text below is what `--help` shows).
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Opens the shard after checking every field of the .idx against the .bin \
+(a corrupt, truncated or foreign shard is refused with the reason), then prints dtype, \
+sequences, documents, tokens, file sizes and document lengths in tokens \
+(min/mean/max, nearest-rank p50/p90/p99).\n\n\
+Examples:\n  neox-data inspect data/enron/enron_text_document\n  \
+neox-data inspect data/enron/enron_text_document.bin --json --show 2"
+)]
 pub struct InspectArgs {
     /// The shard: its prefix (`data/enron/enron_text_document`) or either of
     /// its files (`....bin`, `....idx`).

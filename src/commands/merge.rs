@@ -6,16 +6,15 @@ use anyhow::Context;
 use clap::Args;
 use neox_indexed::{bin_path, idx_path, merge, prefix_of};
 
-/// Arguments of `neox-data merge`.
-///
-/// Concatenates shards of one dtype, in the order given, into
-/// `OUTPUT.{bin,idx}`. Document boundaries (doc_idx) are kept, shifted to
-/// their new positions; GPT-NeoX's own merge tool drops them. The `.bin`
-/// files are copied by the kernel, never loaded into memory, and the output
-/// appears only once complete.
-///
-/// Example: `neox-data merge --output-prefix data/all_text_document data/a_text_document data/b_text_document`
+/// Arguments of `neox-data merge` (the help text below is what `--help` shows).
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Concatenates shards of one dtype, in the order given. Document boundaries \
+(doc_idx) are kept, shifted to their new positions (GPT-NeoX's own merge tool drops them). \
+The .bin files are copied by the kernel, never loaded, and the output appears only when complete.\n\n\
+Example:\n  neox-data merge --output-prefix data/all_text_document \
+data/a_text_document data/b_text_document"
+)]
 pub struct MergeArgs {
     /// Where to write: `OUTPUT.bin` and `OUTPUT.idx`.
     #[arg(long, value_name = "OUTPUT")]
