@@ -243,3 +243,64 @@ fn verify_facts(file: &RemoteFile, path: &Path, size: u64, sha256: &str) -> Resu
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_sources_are_verified_and_used_in_place() {
+        let dir = std::env::temp_dir().join(format!("neox-fetch-local-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.jsonl");
+        std::fs::write(&path, b"abc").unwrap();
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let fetcher = Fetcher::new().unwrap();
+        let unused = dir.join("never-written");
+
+        let url = format!("file://{}", path.display());
+        let got = fetcher
+            .fetch(
+                &RemoteFile::new(&url).with_size(3).with_sha256(abc),
+                &unused,
+            )
+            .unwrap();
+        assert_eq!(
+            (got.path.as_path(), got.how, got.size),
+            (path.as_path(), Obtained::Local, 3)
+        );
+        assert_eq!(got.sha256, abc);
+        assert!(!unused.exists());
+
+        let plain = path.display().to_string();
+        let e = fetcher
+            .fetch(&RemoteFile::new(&plain).with_size(4), &unused)
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FetchError::SizeMismatch {
+                    expected: 4,
+                    actual: 3,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = fetcher
+            .fetch(
+                &RemoteFile::new(&plain).with_sha256("0".repeat(64)),
+                &unused,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains(abc), "{e}");
+        let e = fetcher
+            .fetch(
+                &RemoteFile::new(dir.join("missing").display().to_string()),
+                &unused,
+            )
+            .unwrap_err();
+        assert!(matches!(e, FetchError::LocalSource { .. }), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
