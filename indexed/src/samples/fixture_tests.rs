@@ -255,7 +255,7 @@ fn split_source_opens_the_three_splits_under_gpt_neox_s_names() {
         test: 10,
     };
     let splits = build_train_valid_test(&config, counts).unwrap();
-    let train = splits.train.expect("a train split");
+    let train = splits.train.as_ref().expect("a train split");
     // The same dataset as the reference fixture: same samples.
     let first8 = NpyFile::read(&reference().join("index").join(format!(
         "{STEM}_train_indexmap_2000ns_512sl_4321s_first8_samples.npy"
@@ -266,10 +266,21 @@ fn split_source_opens_the_three_splits_under_gpt_neox_s_names() {
     assert_eq!(train.get(7).unwrap(), first8[7 * 513..8 * 513]);
     assert_eq!(train.len(), 2401);
     // 949,50,1 of 300 documents: valid is 285..300, test is empty.
-    let valid = splits.valid.expect("a valid split");
+    let valid = splits.valid.as_ref().expect("a valid split");
     assert_eq!(valid.datasets()[0].index().doc_idx.iter().min(), Some(&285));
     assert!(valid.len() as u64 >= counts.valid);
     assert!(splits.test.is_none(), "0 test documents: no test split");
+    assert!(splits.rebuild_warnings().is_empty());
+    // Damage the valid cache: opening again warns about it, and only it.
+    let valid_shuffle = valid.datasets()[0].cache_paths().shuffle_idx.clone();
+    std::fs::write(&valid_shuffle, b"not numpy").unwrap();
+    let again = build_train_valid_test(&config, counts).unwrap();
+    let warnings = again.rebuild_warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("valid: ") && warnings[0].contains("magic"),
+        "{warnings:?}"
+    );
     for name in ["train", "valid"] {
         let file = cache.path().join(format!(
             "{STEM}_{name}_indexmap_{}ns_512sl_4321s_packedpi_ac_doc_idx.npy",

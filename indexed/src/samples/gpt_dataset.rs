@@ -377,6 +377,26 @@ pub struct TrainValidTest {
     pub test: Option<Samples>,
 }
 
+impl TrainValidTest {
+    /// One line per dataset whose cached index did not match its data and
+    /// was rebuilt: show them to the user as warnings.
+    pub fn rebuild_warnings(&self) -> Vec<String> {
+        [&self.train, &self.valid, &self.test]
+            .into_iter()
+            .flatten()
+            .flat_map(Samples::datasets)
+            .filter_map(|d| match d.origin() {
+                IndexOrigin::Rebuilt { reason } => Some(format!(
+                    "{}: the cached index {} did not match the data and was rebuilt: {reason}",
+                    d.name(),
+                    d.cache_paths().doc_idx.display()
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// Open (building or reusing their index caches) the train / valid / test
 /// samples GPT-NeoX's `build_train_valid_test_data_loaders` would serve for
 /// `config`, asking each split for `counts` samples (see
