@@ -510,3 +510,12 @@ fn accepts_gpt_neox_merged_files_whose_doc_idx_is_only_zero() {
     let ds = IndexedDataset::open(&prefix).unwrap();
     assert_eq!((ds.len(), ds.num_documents()), (4, 0));
 }
+
+#[test]
+fn datasets_and_errors_can_cross_threads() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<IndexedDataset>();
+    send_sync::<Error>();
+    fn send<T: Send>() {}
+    send::<IndexedWriter>();
+}
