@@ -135,13 +135,20 @@ fn prune(save: &Path, keep: usize) -> Result<(), CheckpointError> {
     Ok(())
 }
 
+/// A run restored from a checkpoint.
+pub struct Restored<B: AutodiffBackend> {
+    pub model: GptNeox<B>,
+    pub optim: NeoxOptimizer<B, GptNeox<B>>,
+    pub state: TrainState,
+}
+
 /// Reads the checkpoint in `dir` into `model` and `optim`.
 pub fn load<B: AutodiffBackend>(
     dir: &Path,
     model: GptNeox<B>,
     optim: NeoxOptimizer<B, GptNeox<B>>,
     device: &B::Device,
-) -> Result<(GptNeox<B>, NeoxOptimizer<B, GptNeox<B>>, TrainState), CheckpointError> {
+) -> Result<Restored<B>, CheckpointError> {
     let state_path = dir.join("state.json");
     let text = fs::read_to_string(&state_path).map_err(io(&state_path))?;
     let state: TrainState = serde_json::from_str(&text).map_err(|e| CheckpointError::State {
@@ -165,5 +172,9 @@ pub fn load<B: AutodiffBackend>(
             message: e.to_string(),
         })?;
     let optim = optim.load(dir, device)?;
-    Ok((model, optim, state))
+    Ok(Restored {
+        model,
+        optim,
+        state,
+    })
 }

@@ -81,7 +81,7 @@ pub fn read_config(dir: &Path) -> Result<ModelConfig, CheckpointError> {
             hf.hidden_act
         )));
     }
-    if hf.num_attention_heads == 0 || hf.hidden_size % hf.num_attention_heads != 0 {
+    if hf.num_attention_heads == 0 || !hf.hidden_size.is_multiple_of(hf.num_attention_heads) {
         return Err(bad(format!(
             "hidden_size {} is not divisible by num_attention_heads {}",
             hf.hidden_size, hf.num_attention_heads

@@ -120,8 +120,8 @@ pub fn run<B: AutodiffBackend>(
     if let Some(load) = &t.load
         && let Some(dir) = checkpoint::latest(load)?
     {
-        let (m, o, s) = checkpoint::load(&dir, model, optim, device)?;
-        (model, optim, state) = (m, o, s);
+        let restored = checkpoint::load(&dir, model, optim, device)?;
+        (model, optim, state) = (restored.model, restored.optim, restored.state);
         tracing::info!(iteration = state.iteration, checkpoint = %dir.display(), "resumed");
         resumed_from = Some(state.iteration);
     }
@@ -186,7 +186,7 @@ pub fn run<B: AutodiffBackend>(
         progress.set_position(state.iteration);
         progress.set_message(format!("loss {:.4}  lr {lr:.3e}", stats.loss));
 
-        if state.iteration % t.log_interval == 0 || state.iteration == t.train_iters {
+        if state.iteration.is_multiple_of(t.log_interval) || state.iteration == t.train_iters {
             let seconds = interval_start.elapsed().as_secs_f64() / interval_iters as f64;
             let record = Record::Train {
                 iteration: state.iteration,
@@ -204,7 +204,7 @@ pub fn run<B: AutodiffBackend>(
         }
         if let Some(valid) = &data.valid
             && t.eval_iters > 0
-            && state.iteration % t.eval_interval == 0
+            && state.iteration.is_multiple_of(t.eval_interval)
         {
             // Each evaluation reads the next `eval_iters` batches of the split,
             // as GPT-NeoX's valid iterator does; the position follows from the
@@ -231,7 +231,7 @@ pub fn run<B: AutodiffBackend>(
         }
         let checkpoint_due = t
             .checkpoint_factor
-            .is_some_and(|f| state.iteration % f == 0);
+            .is_some_and(|f| state.iteration.is_multiple_of(f));
         if let Some(save) = &t.save
             && (checkpoint_due || state.iteration == t.train_iters)
         {

@@ -50,7 +50,7 @@ fn args(extra: &str) -> NeoxArgs {
 fn tokens(n: usize, salt: u32) -> Vec<u32> {
     (0..n as u32)
         .map(|i| {
-            if (i * 7 + salt) % 13 == 0 {
+            if (i * 7 + salt).is_multiple_of(13) {
                 (i * 31 + salt) % 32
             } else {
                 (i % 9) * 3 + 1

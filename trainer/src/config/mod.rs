@@ -212,7 +212,7 @@ impl NeoxArgs {
         let hidden_file = o.file_of("hidden_size").map(Path::to_path_buf);
         let hidden_size = required(o, "hidden_size")?;
         let num_attention_heads = required(o, "num_attention_heads")?;
-        if hidden_size % num_attention_heads != 0 {
+        if !hidden_size.is_multiple_of(num_attention_heads) {
             return Err(bad(
                 hidden_file.as_deref(),
                 "hidden_size",
@@ -233,7 +233,7 @@ impl NeoxArgs {
             let dims = (head_dim as f64 * p) as usize;
             if !(*p > 0.0 && *p <= 1.0) {
                 Err(format!("expected a fraction in (0, 1], found {p}"))
-            } else if dims % 2 != 0 {
+            } else if !dims.is_multiple_of(2) {
                 Err(format!(
                     "gives {dims} rotary dims of head dim {head_dim}: expected an even number"
                 ))
