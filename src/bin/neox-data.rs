@@ -18,17 +18,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Download, tokenize and write a registered corpus.
+    #[command(about = "Download, tokenize and write a registered corpus.")]
     Prepare(prepare::PrepareArgs),
-    /// List registered corpora with sizes, documents and tokens.
+    #[command(about = "List registered corpora with sizes, documents and tokens.")]
     List(list::ListArgs),
-    /// Tokenize local files into `{prefix}_{key}_document.{bin,idx}` (like GPT-NeoX's preprocess_data.py).
+    #[command(about = "Tokenize local files into `{prefix}_{key}_document.{bin,idx}` (like GPT-NeoX's preprocess_data.py).")]
     Tokenize(tokenize::TokenizeArgs),
-    /// Describe a prepared `.bin/.idx` pair: documents, tokens, dtype, lengths.
+    #[command(about = "Describe a prepared `.bin/.idx` pair: documents, tokens, dtype, lengths.")]
     Inspect(inspect::InspectArgs),
-    /// Join several prepared prefixes into one.
+    #[command(about = "Join several prepared prefixes into one.")]
     Merge(merge::MergeArgs),
-    /// Build (or reuse) GPT-NeoX's training sample index and show what each sample holds.
+    #[command(about = "Build (or reuse) GPT-NeoX's training sample index and show what each sample holds.")]
     Samples(samples::SamplesArgs),
 }
 
