@@ -144,6 +144,11 @@ fn atom(rng: &mut Rng, added: &[&str]) -> String {
                 .map_or(0, |(i, _)| i)]
                 .to_owned()
         }
+        19 if rng.below(4) == 0 => {
+            // A long run (the engine's priority-queue path beyond 64 bytes).
+            let unit = rng.pick(&["=", "-", "ab", "\t", " ", "9", "é", "日本", "xyz ", "\n\n"]);
+            unit.repeat(20 + rng.below(120))
+        }
         _ => format!(" {}", rng.pick(WORDS)),
     }
 }
