@@ -26,9 +26,12 @@ impl PendingFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
+        let prefix = format!(".{name}.");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".tmp");
+        #[cfg(unix)]
+        builder.permissions(shard_permissions());
+        let tmp = builder
             .tempfile_in(dir)
             .map_err(|e| Error::io(path, "create temporary file", e))?;
         Ok(PendingFile {
@@ -45,6 +48,14 @@ impl Write for PendingFile {
     fn flush(&mut self) -> io::Result<()> {
         self.tmp.flush()
     }
+}
+
+/// Shards are data to share (a cluster's other users, a Slurm job's other
+/// nodes): readable by all as the umask allows, not tempfile's private 0600.
+#[cfg(unix)]
+fn shard_permissions() -> fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    fs::Permissions::from_mode(0o644)
 }
 
 /// An unnamed scratch file in `near`'s folder, gone when closed (or on a crash).

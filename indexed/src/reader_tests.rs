@@ -519,3 +519,19 @@ fn datasets_and_errors_can_cross_threads() {
     fn send<T: Send>() {}
     send::<IndexedWriter>();
 }
+
+#[cfg(unix)]
+#[test]
+fn finished_shards_are_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("shared");
+    let mut w = IndexedWriter::create(&prefix, DType::U16).unwrap();
+    w.add_tokens(&[1, 2, 3]).unwrap();
+    w.end_document().unwrap();
+    w.finish().unwrap();
+    for path in [bin_path(&prefix), idx_path(&prefix)] {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o044, 0o044, "{} has mode {mode:o}", path.display());
+    }
+}
