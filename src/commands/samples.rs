@@ -11,8 +11,6 @@ use neox_indexed::samples::{GptDataset, IndexOrigin, IndexSpec, SampleIdx, Split
 use neox_indexed::{IndexedDataset, prefix_of};
 use serde::Serialize;
 
-/// Arguments of `neox-data samples`.
-///
 /// Answers "what exactly does training step k see?". For one split of a
 /// shard, builds the doc / sample / shuffle index exactly as GPT-NeoX's
 /// `GPT2Dataset` does (numpy's `RandomState(seed)`, the same epochs and
