@@ -24,30 +24,50 @@ use std::time::Instant;
 
 use neox::pipeline::{self, PipelineConfig, Silent};
 use neox_datasets::read::{ReadOptions, documents};
-use neox_tokenize::{Tokenizer, TokenizerKind, TokenizerSpec};
+use neox_tokenize::{EngineChoice, Tokenizer, TokenizerKind, TokenizerSpec};
 
 /// The tokenizers measured, by bench name.
-const TOKENIZERS: [&str; 3] = [
+const TOKENIZERS: [&str; 5] = [
     "gpt2 (tokenizers)",
+    "gpt2 (fast bpe)",
     "neox20b (tokenizers)",
+    "neox20b (fast bpe)",
     "r50k (tiktoken)",
 ];
-/// The tokenizer the ten-times-larger input is run with (the fastest, to
-/// keep the run short: memory does not depend on the tokenizer's speed).
-const SCALE_TOKENIZER: &str = "r50k (tiktoken)";
+/// The tokenizer the ten-times-larger input is run with (the default
+/// engine, also the fastest: it keeps the run short; memory does not depend
+/// on the tokenizer's speed).
+const SCALE_TOKENIZER: &str = "gpt2 (fast bpe)";
 const THREADS: [usize; 2] = [1, 2];
 
 fn tokenizer(name: &str) -> Tokenizer {
-    let spec = match name {
-        "gpt2 (tokenizers)" => TokenizerSpec::new(TokenizerKind::Gpt2Bpe),
-        "neox20b (tokenizers)" => TokenizerSpec::new(TokenizerKind::HfTokenizer),
-        "r50k (tiktoken)" => TokenizerSpec {
-            vocab_file: Some("r50k_base".into()),
-            ..TokenizerSpec::new(TokenizerKind::Tiktoken)
-        },
+    let (spec, engine) = match name {
+        "gpt2 (tokenizers)" => (
+            TokenizerSpec::new(TokenizerKind::Gpt2Bpe),
+            EngineChoice::Tokenizers,
+        ),
+        "gpt2 (fast bpe)" => (
+            TokenizerSpec::new(TokenizerKind::Gpt2Bpe),
+            EngineChoice::Fast,
+        ),
+        "neox20b (tokenizers)" => (
+            TokenizerSpec::new(TokenizerKind::HfTokenizer),
+            EngineChoice::Tokenizers,
+        ),
+        "neox20b (fast bpe)" => (
+            TokenizerSpec::new(TokenizerKind::HfTokenizer),
+            EngineChoice::Fast,
+        ),
+        "r50k (tiktoken)" => (
+            TokenizerSpec {
+                vocab_file: Some("r50k_base".into()),
+                ..TokenizerSpec::new(TokenizerKind::Tiktoken)
+            },
+            EngineChoice::Auto,
+        ),
         other => panic!("unknown bench tokenizer {other:?}"),
     };
-    Tokenizer::load(&spec).expect("load tokenizer")
+    Tokenizer::load_with_engine(&spec, engine).expect("load tokenizer")
 }
 
 fn corpus() -> PathBuf {

@@ -56,6 +56,9 @@ pub enum ReadError {
         /// "file" or "member".
         what: &'static str,
     },
+    /// The reading thread stopped on a bug (a panic) before the end of the input.
+    #[error("the reading thread failed before the end of the input (a bug: please report it)")]
+    ReaderFailed,
     /// A Parquet file could not be read.
     #[error("{path}: Parquet: {reason}")]
     Parquet {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{Receiver, sync_channel};
-use std::thread;
+use std::thread::{self, JoinHandle};
 
 use flate2::read::MultiGzDecoder;
 
@@ -72,7 +72,7 @@ pub fn documents(inputs: &[PathBuf], options: &ReadOptions) -> Result<Documents,
     let (tx, rx) = sync_channel(READ_AHEAD);
     let keys = options.keys.clone();
     let counter = Arc::clone(&bytes_read);
-    thread::Builder::new()
+    let reader = thread::Builder::new()
         .name("neox-read".into())
         .spawn(move || read_all(&files, &keys, &counter, &Sink(tx)))
         .map_err(|source| ReadError::Open {
@@ -81,6 +81,7 @@ pub fn documents(inputs: &[PathBuf], options: &ReadOptions) -> Result<Documents,
         })?;
     Ok(Documents {
         rx,
+        reader: Some(reader),
         bytes_read,
         total_bytes,
     })
@@ -90,6 +91,7 @@ pub fn documents(inputs: &[PathBuf], options: &ReadOptions) -> Result<Documents,
 /// stops the reading thread.
 pub struct Documents {
     rx: Receiver<Result<Document, ReadError>>,
+    reader: Option<JoinHandle<()>>,
     bytes_read: Arc<AtomicU64>,
     total_bytes: u64,
 }
@@ -111,7 +113,15 @@ impl Iterator for Documents {
     type Item = Result<Document, ReadError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.rx.recv().ok()
+        match self.rx.recv() {
+            Ok(item) => Some(item),
+            // The reader has ended: normally, or by a panic that must not
+            // pass for the end of the input.
+            Err(_) => match self.reader.take()?.join() {
+                Ok(()) => None,
+                Err(_) => Some(Err(ReadError::ReaderFailed)),
+            },
+        }
     }
 }
 
