@@ -83,11 +83,13 @@ fn corpus() -> PathBuf {
     path
 }
 
-/// One measurement: text bytes, tokens, seconds, peak RSS in bytes.
+/// One measurement: text bytes, tokens, wall seconds, CPU seconds (user +
+/// system, of the whole process), peak RSS in bytes.
 struct Measured {
     bytes: u64,
     tokens: u64,
     secs: f64,
+    cpu_secs: f64,
     peak_rss: u64,
 }
 
@@ -97,6 +99,11 @@ impl Measured {
     }
     fn tokens_per_s(&self) -> f64 {
         self.tokens as f64 / self.secs
+    }
+    /// MB of text per CPU-second: what the work costs, whatever else the
+    /// machine is doing.
+    fn mb_per_cpu_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.cpu_secs
     }
 }
 
@@ -114,20 +121,22 @@ fn main() {
     );
     println!();
     println!(
-        "| tokenizer | threads | raw MB/s | raw tokens/s | end-to-end MB/s | end-to-end tokens/s | end-to-end / raw | raw peak RSS | end-to-end peak RSS |"
+        "| tokenizer | threads | raw MB/s | raw tokens/s | end-to-end MB/s | end-to-end tokens/s | end-to-end / raw | raw MB/CPU-s | end-to-end MB/CPU-s | raw peak RSS | end-to-end peak RSS |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for name in TOKENIZERS.iter().filter(|n| n.contains(&only)) {
         for threads in THREADS {
             let raw = run_child("raw", name, threads, &input);
             let e2e = run_child("e2e", name, threads, &input);
             println!(
-                "| {name} | {threads} | {:.2} | {:.0} | {:.2} | {:.0} | {:.0}% | {} | {} |",
+                "| {name} | {threads} | {:.2} | {:.0} | {:.2} | {:.0} | {:.0}% | {:.2} | {:.2} | {} | {} |",
                 raw.mb_per_s(),
                 raw.tokens_per_s(),
                 e2e.mb_per_s(),
                 e2e.tokens_per_s(),
                 100.0 * e2e.mb_per_s() / raw.mb_per_s(),
+                raw.mb_per_cpu_s(),
+                e2e.mb_per_cpu_s(),
                 mib(raw.peak_rss),
                 mib(e2e.peak_rss)
             );
@@ -189,11 +198,12 @@ fn run_child(mode: &str, name: &str, threads: usize, input: &Path) -> Measured {
         bytes: fields[0] as u64,
         tokens: fields[1] as u64,
         secs: fields[2],
-        peak_rss: fields[3] as u64,
+        cpu_secs: fields[3],
+        peak_rss: fields[4] as u64,
     }
 }
 
-/// In the child: one measurement, printed as "bytes tokens seconds peak_rss".
+/// In the child: one measurement, printed as "bytes tokens seconds cpu_seconds peak_rss".
 fn child(job: &str) {
     let parts: Vec<&str> = job.split('\t').collect();
     let [mode, name, threads, input] = parts[..] else {
@@ -202,16 +212,16 @@ fn child(job: &str) {
     let threads: usize = threads.parse().expect("threads");
     let tokenizer = tokenizer(name);
     let input = PathBuf::from(input);
-    let (bytes, tokens, secs) = match mode {
+    let (bytes, tokens, secs, cpu_secs) = match mode {
         "raw" => raw(&tokenizer, threads, &input),
         _ => end_to_end(&tokenizer, threads, &input),
     };
-    println!("{bytes} {tokens} {secs} {}", peak_rss());
+    println!("{bytes} {tokens} {secs} {cpu_secs} {}", peak_rss());
 }
 
 /// The tokenizer alone: every text in memory first, then encoded on
 /// `threads` threads taking documents one at a time.
-fn raw(tokenizer: &Tokenizer, threads: usize, input: &Path) -> (u64, u64, f64) {
+fn raw(tokenizer: &Tokenizer, threads: usize, input: &Path) -> (u64, u64, f64, f64) {
     let texts: Vec<String> = documents(&[input.to_path_buf()], &ReadOptions::default())
         .expect("open corpus")
         .map(|d| d.expect("read corpus").texts.swap_remove(0))
@@ -219,7 +229,7 @@ fn raw(tokenizer: &Tokenizer, threads: usize, input: &Path) -> (u64, u64, f64) {
         .collect();
     let bytes: u64 = texts.iter().map(|t| t.len() as u64).sum();
     let next = AtomicUsize::new(0);
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu_seconds());
     let tokens: u64 = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
@@ -239,19 +249,44 @@ fn raw(tokenizer: &Tokenizer, threads: usize, input: &Path) -> (u64, u64, f64) {
             .collect();
         handles.into_iter().map(|h| h.join().expect("thread")).sum()
     });
-    (bytes, tokens, start.elapsed().as_secs_f64())
+    let secs = start.elapsed().as_secs_f64();
+    (bytes, tokens, secs, cpu_seconds() - cpu_start)
 }
 
 /// The whole pipeline, as `neox-data tokenize --workers threads` runs it
 /// (without --append-eod, so the token counts compare with the raw run).
-fn end_to_end(tokenizer: &Tokenizer, threads: usize, input: &Path) -> (u64, u64, f64) {
+fn end_to_end(tokenizer: &Tokenizer, threads: usize, input: &Path) -> (u64, u64, f64, f64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = PipelineConfig::new(vec![input.to_path_buf()], dir.path().join("bench"));
     config.workers = threads;
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu_seconds());
     let summary = pipeline::run(&config, tokenizer, &mut Silent).expect("pipeline");
     let secs = start.elapsed().as_secs_f64();
-    (summary.text_bytes, summary.tokens, secs)
+    (
+        summary.text_bytes,
+        summary.tokens,
+        secs,
+        cpu_seconds() - cpu_start,
+    )
+}
+
+/// User + system CPU time of this process so far (Linux, in clock ticks of
+/// 1/100 s), 0 if unknown.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses): state is
+    // field 3, utime 14, stime 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(14) + ticks(15)) / 100.0
 }
 
 /// Peak resident set size of this process (Linux), 0 if unknown.
