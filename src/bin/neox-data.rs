@@ -22,13 +22,17 @@ enum Command {
     Prepare(prepare::PrepareArgs),
     #[command(about = "List registered corpora with sizes, documents and tokens.")]
     List(list::ListArgs),
-    #[command(about = "Tokenize local files into `{prefix}_{key}_document.{bin,idx}` (like GPT-NeoX's preprocess_data.py).")]
+    #[command(
+        about = "Tokenize local files into `{prefix}_{key}_document.{bin,idx}` (like GPT-NeoX's preprocess_data.py)."
+    )]
     Tokenize(tokenize::TokenizeArgs),
     #[command(about = "Describe a prepared `.bin/.idx` pair: documents, tokens, dtype, lengths.")]
     Inspect(inspect::InspectArgs),
     #[command(about = "Join several prepared prefixes into one.")]
     Merge(merge::MergeArgs),
-    #[command(about = "Build (or reuse) GPT-NeoX's training sample index and show what each sample holds.")]
+    #[command(
+        about = "Build (or reuse) GPT-NeoX's training sample index and show what each sample holds."
+    )]
     Samples(samples::SamplesArgs),
 }
 
