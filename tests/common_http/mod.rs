@@ -10,7 +10,7 @@ pub mod fixtures;
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -48,6 +48,8 @@ pub struct Server {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
+    /// Connections accepted whose handler has not finished (and logged) yet.
+    in_flight: Arc<AtomicUsize>,
     accept: Option<JoinHandle<()>>,
 }
 
@@ -58,16 +60,23 @@ impl Server {
         let addr = listener.local_addr().expect("local address");
         let state = Arc::new(Mutex::new(State::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (st, sp) = (Arc::clone(&state), Arc::clone(&stop));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let (st, sp, fl) = (
+            Arc::clone(&state),
+            Arc::clone(&stop),
+            Arc::clone(&in_flight),
+        );
         let accept = std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if sp.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
-                let st = Arc::clone(&st);
+                let (st, fl) = (Arc::clone(&st), Arc::clone(&fl));
+                fl.fetch_add(1, Ordering::SeqCst);
                 std::thread::spawn(move || {
                     let _ = handle(stream, &st);
+                    fl.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -75,6 +84,7 @@ impl Server {
             addr,
             state,
             stop,
+            in_flight,
             accept: Some(accept),
         }
     }
@@ -98,8 +108,14 @@ impl Server {
             .extend(faults.iter().copied());
     }
 
-    /// Every request so far.
+    /// Every request so far. A client may finish reading before the
+    /// server's handler has logged its answer: wait (at most 10 s) for the
+    /// handlers still running.
     pub fn requests(&self) -> Vec<Request> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.in_flight.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         self.lock().log.clone()
     }
 
