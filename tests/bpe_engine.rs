@@ -3,20 +3,11 @@
 //! sample); `auto` falls back to the library, and says why, for a
 //! tokenizer.json the fast engine does not support; `fast` then refuses.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn shared() -> PathBuf {
-    let shared = std::env::var_os("NEOX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")));
-    assert!(
-        shared.join("fixtures/neox-reference").is_dir(),
-        "{} is missing: these tests need the shared folder (set NEOX_SHARED)",
-        shared.display()
-    );
-    shared
-}
+mod common;
+use common::shared;
 
 fn tokenizer_file(name: &str) -> String {
     shared()

@@ -8,17 +8,10 @@ use std::path::PathBuf;
 use common_http::Server;
 use common_http::fixtures::*;
 
+mod common;
+
 fn shared_corpus() -> PathBuf {
-    let shared = std::env::var_os("NEOX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")));
-    let path = shared.join("data/mail.jsonl.zst");
-    assert!(
-        path.exists(),
-        "{} is missing: the shared folder must sit beside the clone, or NEOX_SHARED name it",
-        path.display()
-    );
-    path
+    common::shared().join("data/mail.jsonl.zst")
 }
 
 #[test]

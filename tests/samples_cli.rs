@@ -3,19 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
 fn reference() -> PathBuf {
-    let shared = std::env::var_os("NEOX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")).to_path_buf()
-        });
-    let dir = shared.join("fixtures/neox-reference");
-    assert!(
-        dir.join("index").is_dir(),
-        "the shared fixtures are missing: expected {} (set NEOX_SHARED)",
-        dir.display()
-    );
-    dir
+    common::shared().join("fixtures/neox-reference")
 }
 
 const STEM: &str = "small_neox20b_text_document";

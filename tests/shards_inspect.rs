@@ -9,17 +9,10 @@ use std::process::{Command, Output};
 use neox_indexed::{DType, IndexedWriter, bin_path, idx_path};
 use serde_json::Value;
 
+mod common;
+
 fn reference_dir() -> PathBuf {
-    let shared = std::env::var_os("NEOX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")));
-    let dir = shared.join("fixtures/neox-reference");
-    assert!(
-        dir.is_dir(),
-        "{} is missing: these tests need the shared folder (set NEOX_SHARED)",
-        dir.display()
-    );
-    dir
+    common::shared().join("fixtures/neox-reference")
 }
 
 fn reference(name: &str) -> PathBuf {

@@ -7,17 +7,12 @@ use std::process::{Command, Output};
 
 use neox_indexed::{DType, IndexedDataset, IndexedWriter, bin_path, idx_path};
 
+mod common;
+
 fn reference(name: &str) -> PathBuf {
-    let shared = std::env::var_os("NEOX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")));
-    let dir = shared.join("fixtures/neox-reference");
-    assert!(
-        dir.is_dir(),
-        "{} is missing: these tests need the shared folder (set NEOX_SHARED)",
-        dir.display()
-    );
-    dir.join(format!("small_{name}_text_document"))
+    common::shared().join(format!(
+        "fixtures/neox-reference/small_{name}_text_document"
+    ))
 }
 
 fn neox_data(args: &[&Path]) -> Output {

@@ -8,17 +8,8 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-fn shared() -> PathBuf {
-    let shared = std::env::var_os("NEOX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")));
-    assert!(
-        shared.join("fixtures/neox-reference").is_dir(),
-        "{} is missing: these tests need the shared folder (set NEOX_SHARED)",
-        shared.display()
-    );
-    shared
-}
+mod common;
+use common::shared;
 
 fn reference() -> PathBuf {
     shared().join("fixtures/neox-reference")

@@ -20,17 +20,8 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn shared() -> PathBuf {
-    let dir = std::env::var_os("NEOX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared"));
-    assert!(
-        dir.join("data/mail.jsonl.zst").is_file(),
-        "shared corpus missing under {} (set NEOX_SHARED)",
-        dir.display()
-    );
-    dir
-}
+mod common;
+use common::shared;
 
 /// The corpus as char-level shards, made once per test process.
 fn shards() -> &'static Path {
