@@ -7,15 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 mod common;
-use common::shared;
-
-fn tokenizer_file(name: &str) -> String {
-    shared()
-        .join("tokenizers")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
-}
+use common::{shared, tokenizer_file};
 
 fn tokenize(input: &Path, prefix: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_neox-data"))

@@ -37,6 +37,24 @@ fn setup(tmp: &Path) -> (Server, std::path::PathBuf, Vec<std::path::PathBuf>) {
     (server, catalog, paths)
 }
 
+/// `neox-data list --json`'s row for `name`.
+fn listed_row(catalog: &Path, data: &Path, name: &str) -> serde_json::Value {
+    let listed = run_ok(
+        neox_data()
+            .args(["list", "--json", "--catalog"])
+            .arg(catalog)
+            .arg("--data-dir")
+            .arg(data),
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no row {name} in {rows}"))
+}
+
 #[test]
 fn a_catalog_corpus_of_several_files_prepares_like_tokenize_and_resumes_by_part() {
     let tmp = tempfile::tempdir().unwrap();
@@ -61,24 +79,10 @@ fn a_catalog_corpus_of_several_files_prepares_like_tokenize_and_resumes_by_part(
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(",");
-    let reference = tmp.path().join("reference");
-    run_ok(
-        neox_data()
-            .args([
-                "tokenize",
-                "--tokenizer-type",
-                "GPT2BPETokenizer",
-                "--append-eod",
-                "--input",
-                &joined,
-            ])
-            .arg("--output-prefix")
-            .arg(&reference),
-    );
     let folder = data.join("mail3");
     assert_eq!(
         read_pair(&folder.join("mail3_text_document")),
-        read_pair(&tmp.path().join("reference_text_document"))
+        tokenized(&joined, tmp.path())
     );
     let m = manifest(&folder, "mail3_text_document");
     assert_eq!(m["sources"].as_array().unwrap().len(), 3);
@@ -90,20 +94,7 @@ fn a_catalog_corpus_of_several_files_prepares_like_tokenize_and_resumes_by_part(
     assert!(!folder.join("part-2.jsonl.zst").exists());
     assert!(!folder.join("parts").exists(), "merged parts are removed");
 
-    let listed = run_ok(
-        neox_data()
-            .args(["list", "--json", "--catalog"])
-            .arg(&catalog)
-            .arg("--data-dir")
-            .arg(&data),
-    );
-    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    let row = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "mail3")
-        .unwrap();
+    let row = listed_row(&catalog, &data, "mail3");
     assert_eq!(row["figures"]["kind"], "measured");
     assert_eq!(row["documents"], m["documents"]);
     assert_eq!(row["files"], 3);
@@ -127,20 +118,7 @@ fn shards_merged_in_order_equal_the_whole_corpus() {
         );
     }
     let folder = data.join("mail3");
-    let listed = run_ok(
-        neox_data()
-            .args(["list", "--json", "--catalog"])
-            .arg(&catalog)
-            .arg("--data-dir")
-            .arg(&data),
-    );
-    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    let row = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "mail3")
-        .unwrap();
+    let row = listed_row(&catalog, &data, "mail3");
     assert_eq!(
         row["figures"],
         serde_json::json!({"kind": "shards", "done": 2, "count": 2})

@@ -9,18 +9,10 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 mod common;
-use common::shared;
+use common::{shared, tokenizer_file};
 
 fn reference() -> PathBuf {
     shared().join("fixtures/neox-reference")
-}
-
-fn tokenizer_file(name: &str) -> String {
-    shared()
-        .join("tokenizers")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// Run `neox-data tokenize --append-eod` on `input` into `prefix`, with the

@@ -16,3 +16,13 @@ pub fn shared() -> PathBuf {
     );
     dir
 }
+
+/// A tokenizer file of the shared folder, as a command-line argument.
+#[allow(dead_code)] // not every test binary uses it
+pub fn tokenizer_file(name: &str) -> String {
+    shared()
+        .join("tokenizers")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}

@@ -117,8 +117,9 @@ pub fn sha256(bytes: &[u8]) -> String {
 }
 
 /// What `neox-data tokenize --append-eod` (GPT-NeoX's preprocess_data.py flags that
-/// `prepare` uses) writes for `input`: the `.bin` and `.idx` bytes.
-pub fn tokenized(input: &Path, work: &Path) -> (Vec<u8>, Vec<u8>) {
+/// `prepare` uses) writes for `input` (a path, or `--input`'s comma-separated
+/// list): the `.bin` and `.idx` bytes.
+pub fn tokenized(input: impl AsRef<std::ffi::OsStr>, work: &Path) -> (Vec<u8>, Vec<u8>) {
     let prefix = work.join("reference");
     run_ok(
         neox_data()
