@@ -1,0 +1,16 @@
+//! Training on many ranks, picotron's shape: one file per parallelism plus
+//! the communication they share. The model (`crate::model`) knows nothing of
+//! any of it.
+//!
+//! - [`comm`]: the [`comm::Communicator`] interface and its engines.
+//! - [`placement`]: where this process sits (rank, world, master address), read
+//!   from torchrun / DeepSpeed, Slurm or OpenMPI environments.
+//! - [`topology`]: GPT-NeoX's pipe x data x model grid of ranks.
+//! - `data_parallel`, `zero`: gradient averaging and optimizer sharding.
+
+pub mod comm;
+pub mod placement;
+pub mod topology;
+
+pub use comm::{CommError, CommExt, Communicator, DType, ReduceOp};
+pub use topology::Topology;
