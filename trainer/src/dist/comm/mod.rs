@@ -10,6 +10,7 @@
 //! waits at most the communicator's timeout; a rank that died or stalled ends
 //! the call with [`CommError`] naming it, never a hang.
 
+pub mod mesh;
 pub mod tcp;
 pub mod threads;
 
