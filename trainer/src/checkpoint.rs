@@ -13,8 +13,9 @@ use burn::record::{BinFileRecorder, FullPrecisionSettings};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
+use crate::dist::{DataParallel, ParamLayout};
 use crate::error::CheckpointError;
-use crate::fsutil::{sync_dir, temp_beside, write_atomic};
+use crate::fsutil::{sync_dir, write_atomic};
 use crate::model::{GptNeox, ModelConfig};
 use crate::optim::NeoxOptimizer;
 use crate::schedule::Schedule;
@@ -31,6 +32,14 @@ pub struct TrainState {
     pub seed: u64,
     pub schedule: Schedule,
     pub model: ModelConfig,
+    /// Ranks whose optimizer-state files the checkpoint holds
+    /// (`optim_*_rank{r}.bin`): the data-parallel size under ZeRO, else 1.
+    #[serde(default = "one")]
+    pub optimizer_shards: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 const LATEST: &str = "latest";
@@ -62,54 +71,73 @@ pub fn latest(save: &Path) -> Result<Option<PathBuf>, CheckpointError> {
 
 /// Writes a checkpoint of `model`, `optim` and `state` into `save`, moves
 /// `latest` to it, then keeps only the newest `keep_last` checkpoints.
+///
+/// Collective over the data-parallel ranks: rank 0 writes the model and the
+/// run state, and each rank that holds optimizer state its own part, all into
+/// `.global_stepN.partial`; once every rank has written, rank 0 renames it
+/// into place and moves `latest`. A rank that fails or dies before that
+/// leaves the previous checkpoint and `latest` as they were.
 pub fn save<B: AutodiffBackend>(
     save: &Path,
     model: &GptNeox<B>,
     optim: &NeoxOptimizer<B, GptNeox<B>>,
     state: &TrainState,
     keep_last: Option<usize>,
+    dp: &DataParallel,
 ) -> Result<PathBuf, CheckpointError> {
-    fs::create_dir_all(save).map_err(io(save))?;
     let name = format!("{PREFIX}{}", state.iteration);
     let dir = save.join(&name);
-    let temp = temp_beside(&dir);
-    if temp.exists() {
-        fs::remove_dir_all(&temp).map_err(io(&temp))?;
+    let temp = save.join(format!(".{name}.partial"));
+    let first = dp.rank() == 0;
+    if first {
+        fs::create_dir_all(save).map_err(io(save))?;
+        if temp.exists() {
+            fs::remove_dir_all(&temp).map_err(io(&temp))?;
+        }
+        fs::create_dir(&temp).map_err(io(&temp))?;
     }
-    fs::create_dir(&temp).map_err(io(&temp))?;
-    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-    let model_path = temp.join("model");
-    model
-        .clone()
-        .save_file(model_path.clone(), &recorder)
-        .map_err(|e| CheckpointError::Record {
-            path: model_path.with_extension("bin"),
-            what: "model",
+    dp.barrier()?;
+    if first {
+        let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+        let model_path = temp.join("model");
+        model
+            .clone()
+            .save_file(model_path.clone(), &recorder)
+            .map_err(|e| CheckpointError::Record {
+                path: model_path.with_extension("bin"),
+                what: "model",
+                message: e.to_string(),
+            })?;
+        let state_path = temp.join("state.json");
+        let text = serde_json::to_string_pretty(state).map_err(|e| CheckpointError::State {
+            path: state_path.clone(),
             message: e.to_string(),
         })?;
-    optim.save(&temp)?;
-    let state_path = temp.join("state.json");
-    let text = serde_json::to_string_pretty(state).map_err(|e| CheckpointError::State {
-        path: state_path.clone(),
-        message: e.to_string(),
-    })?;
-    write_atomic(&state_path, text.as_bytes()).map_err(io(&state_path))?;
+        write_atomic(&state_path, text.as_bytes()).map_err(io(&state_path))?;
+    }
+    if dp.writes_optimizer_state() {
+        optim.save(&temp, dp.rank())?;
+    }
     for entry in fs::read_dir(&temp).map_err(io(&temp))? {
         let path = entry.map_err(io(&temp))?.path();
         fs::File::open(&path)
             .and_then(|f| f.sync_all())
             .map_err(io(&path))?;
     }
-    if dir.exists() {
-        fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    dp.barrier()?;
+    if first {
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        }
+        fs::rename(&temp, &dir).map_err(io(&dir))?;
+        sync_dir(&dir).map_err(io(&dir))?;
+        let pointer = save.join(LATEST);
+        write_atomic(&pointer, name.as_bytes()).map_err(io(&pointer))?;
+        if let Some(keep) = keep_last {
+            prune(save, keep)?;
+        }
     }
-    fs::rename(&temp, &dir).map_err(io(&dir))?;
-    sync_dir(&dir).map_err(io(&dir))?;
-    let pointer = save.join(LATEST);
-    write_atomic(&pointer, name.as_bytes()).map_err(io(&pointer))?;
-    if let Some(keep) = keep_last {
-        prune(save, keep)?;
-    }
+    dp.barrier()?;
     Ok(dir)
 }
 
@@ -142,12 +170,15 @@ pub struct Restored<B: AutodiffBackend> {
     pub state: TrainState,
 }
 
-/// Reads the checkpoint in `dir` into `model` and `optim`.
+/// Reads the checkpoint in `dir` into `model` and `optim`; under ZeRO each
+/// rank keeps the optimizer state of the parameters it owns, whatever the
+/// number of ranks that saved it.
 pub fn load<B: AutodiffBackend>(
     dir: &Path,
     model: GptNeox<B>,
     optim: NeoxOptimizer<B, GptNeox<B>>,
     device: &B::Device,
+    dp: &DataParallel,
 ) -> Result<Restored<B>, CheckpointError> {
     let state_path = dir.join("state.json");
     let text = fs::read_to_string(&state_path).map_err(io(&state_path))?;
@@ -171,7 +202,8 @@ pub fn load<B: AutodiffBackend>(
             what: "model",
             message: e.to_string(),
         })?;
-    let optim = optim.load(dir, device)?;
+    let owned = dp.owned(&ParamLayout::of::<B, _>(&model));
+    let optim = optim.load(dir, state.optimizer_shards.max(1), |id| owned.contains(id), device)?;
     Ok(Restored {
         model,
         optim,

@@ -62,7 +62,8 @@ pub fn open_splits(args: &NeoxArgs) -> Result<Splits, TrainError> {
         seed,
         cache_dir: None,
     };
-    let global_batch = (t.micro_batch_size * t.gradient_accumulation_steps) as u64;
+    let global_batch =
+        (t.micro_batch_size * t.gradient_accumulation_steps * t.data_parallel_size) as u64;
     let counts =
         samples::SplitSamples::for_run(t.train_iters, t.eval_interval, t.eval_iters, global_batch)
             .map_err(|e| TrainError::Data(e.to_string()))?;

@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use crate::config::NeoxArgs;
 use crate::data::Splits;
+use crate::dist::DataParallel;
 use crate::error::TrainError;
 use crate::train::{self, Summary};
 
@@ -51,14 +52,27 @@ impl fmt::Display for Device {
 /// Whether this build can train on CUDA devices.
 pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
 
-/// Trains on `device`.
+/// Trains on `device`, alone.
 pub fn train(args: &NeoxArgs, data: &Splits, device: Device) -> Result<Summary, TrainError> {
+    train_parallel(args, data, device, &DataParallel::single())
+}
+
+/// Trains on `device` as one rank of `dp`.
+pub fn train_parallel(
+    args: &NeoxArgs,
+    data: &Splits,
+    device: Device,
+    dp: &DataParallel,
+) -> Result<Summary, TrainError> {
     match device {
-        Device::Cpu => train::run::<Cpu>(args, data, &Default::default()),
+        Device::Cpu => train::run_parallel::<Cpu>(args, data, &Default::default(), dp),
         #[cfg(feature = "cuda")]
-        Device::Cuda(n) => {
-            train::run::<Cuda>(args, data, &burn::backend::cuda::CudaDevice { index: n })
-        }
+        Device::Cuda(n) => train::run_parallel::<Cuda>(
+            args,
+            data,
+            &burn::backend::cuda::CudaDevice { index: n },
+            dp,
+        ),
         #[cfg(not(feature = "cuda"))]
         Device::Cuda(_) => Err(TrainError::Device(format!(
             "{device}: this neox-train was built without CUDA; rebuild with `--features cuda`"

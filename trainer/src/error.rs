@@ -59,6 +59,8 @@ pub enum CheckpointError {
     },
     #[error("{path}: {message}")]
     State { path: PathBuf, message: String },
+    #[error("checkpoint: {0}")]
+    Ranks(#[from] crate::dist::CommError),
 }
 
 /// Anything that stops a training run.
@@ -79,4 +81,6 @@ pub enum TrainError {
     },
     #[error("training diverged at iteration {iteration}: loss is {loss}")]
     Diverged { iteration: u64, loss: f64 },
+    #[error("ranks: {0}")]
+    Ranks(#[from] crate::dist::CommError),
 }

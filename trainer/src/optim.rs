@@ -5,14 +5,18 @@
 use std::marker::PhantomData;
 use std::path::Path;
 
-use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::record::AdaptorRecord;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 
 use crate::error::CheckpointError;
+
+/// One parameter group's optimizer state, keyed by parameter.
+type StateRecord<B, M> = <OptimizerAdaptor<AdamW, M, B> as Optimizer<M, B>>::Record;
 
 /// The optimizer's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,8 +56,14 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
 
     /// Clips `grads` by their global norm, then updates `model` at learning rate
     /// `lr`. Returns the model and the gradient norm before clipping.
-    pub fn step(&mut self, lr: f64, model: M, mut grads: GradientsParams) -> (M, f64) {
+    pub fn step(&mut self, lr: f64, model: M, grads: GradientsParams) -> (M, f64) {
         let norm = global_norm::<B, M>(&model, &grads);
+        (self.apply(lr, model, grads, norm), norm)
+    }
+
+    /// Clips `grads` as if their global norm were `norm` (computed over every
+    /// rank's share), then updates the parameters that have a gradient.
+    pub fn apply(&mut self, lr: f64, model: M, mut grads: GradientsParams, norm: f64) -> M {
         let scale = (self.clip > 0.0 && norm > self.clip).then(|| self.clip / (norm + 1e-6));
         let mut split = Split::<B> {
             grads: &mut grads,
@@ -64,23 +74,48 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
         model.visit(&mut split);
         let no_decay = split.no_decay;
         let model = self.decay.step(lr, model, grads);
-        let model = self.no_decay.step(lr, model, no_decay);
-        (model, norm)
+        self.no_decay.step(lr, model, no_decay)
     }
 
-    /// Writes the optimizer state (full precision) as `{dir}/optim_decay.bin`
-    /// and `{dir}/optim_no_decay.bin`.
-    pub fn save(&self, dir: &Path) -> Result<(), CheckpointError> {
+    /// Bytes of optimizer state (Adam's two moments) this optimizer holds,
+    /// read off its tensors; `params` lists each parameter's id and rank.
+    pub fn state_bytes(&self, params: &[(ParamId, usize)]) -> usize {
+        fn moments<B: AutodiffBackend, const D: usize>(record: AdaptorRecord<AdamW, B>) -> usize {
+            let m = record.into_state::<D>().momentum;
+            [m.moment_1, m.moment_2]
+                .iter()
+                .map(|t| t.shape().num_elements() * t.dtype().size())
+                .sum()
+        }
+        let mut bytes = 0;
+        for records in [self.decay.to_record(), self.no_decay.to_record()] {
+            for (id, rank) in params {
+                if let Some(record) = records.get(id).cloned() {
+                    bytes += match rank {
+                        1 => moments::<B, 1>(record),
+                        2 => moments::<B, 2>(record),
+                        3 => moments::<B, 3>(record),
+                        _ => moments::<B, 4>(record),
+                    };
+                }
+            }
+        }
+        bytes
+    }
+
+    /// Writes this rank's optimizer state (full precision) as
+    /// `{dir}/optim_decay_rank{rank}.bin` and `{dir}/optim_no_decay_rank{rank}.bin`.
+    pub fn save(&self, dir: &Path, rank: usize) -> Result<(), CheckpointError> {
         let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-        for (name, record) in [
-            ("optim_decay", self.decay.to_record()),
-            ("optim_no_decay", self.no_decay.to_record()),
+        for (group, record) in [
+            ("decay", self.decay.to_record()),
+            ("no_decay", self.no_decay.to_record()),
         ] {
-            let path = dir.join(name);
+            let path = dir.join(format!("optim_{group}_rank{rank}"));
             recorder
                 .record(record, path.clone())
                 .map_err(|e| CheckpointError::Record {
-                    path,
+                    path: path.with_extension("bin"),
                     what: "optimizer state",
                     message: e.to_string(),
                 })?;
@@ -88,25 +123,67 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
         Ok(())
     }
 
-    /// Reads the state written by [`NeoxOptimizer::save`].
-    pub fn load(mut self, dir: &Path, device: &B::Device) -> Result<Self, CheckpointError> {
+    /// Reads the state that ranks `0..ranks` wrote with [`NeoxOptimizer::save`]
+    /// (or the single-file layout of earlier checkpoints, `optim_decay.bin`),
+    /// keeping the parameters `keep` accepts: a checkpoint saved by any number
+    /// of ranks, under any ZeRO stage, resumes on any other.
+    pub fn load(
+        mut self,
+        dir: &Path,
+        ranks: usize,
+        keep: impl Fn(&ParamId) -> bool,
+        device: &B::Device,
+    ) -> Result<Self, CheckpointError> {
         let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-        let read = |name: &str| {
-            let path = dir.join(name);
-            recorder
-                .load(path.clone(), device)
-                .map_err(|e| CheckpointError::Record {
-                    path: path.with_extension("bin"),
-                    what: "optimizer state",
-                    message: e.to_string(),
-                })
-        };
-        let decay = read("optim_decay")?;
-        let no_decay = read("optim_no_decay")?;
+        let mut decay = StateRecord::<B, M>::default();
+        let mut no_decay = StateRecord::<B, M>::default();
+        let legacy = dir.join("optim_decay.bin").exists();
+        for rank in 0..ranks {
+            for (group, into) in [("decay", &mut decay), ("no_decay", &mut no_decay)] {
+                let name = if legacy {
+                    format!("optim_{group}")
+                } else {
+                    format!("optim_{group}_rank{rank}")
+                };
+                let path = dir.join(name);
+                let record: StateRecord<B, M> = recorder
+                    .load(path.clone(), device)
+                    .map_err(|e| CheckpointError::Record {
+                        path: path.with_extension("bin"),
+                        what: "optimizer state",
+                        message: e.to_string(),
+                    })?;
+                into.extend(record.into_iter().filter(|(id, _)| keep(id)));
+            }
+            if legacy {
+                break;
+            }
+        }
         self.decay = self.decay.load_record(decay);
         self.no_decay = self.no_decay.load_record(no_decay);
         Ok(self)
     }
+}
+
+/// Each parameter's sum of squared gradient elements, in visiting order (0
+/// for a parameter without a gradient here).
+pub fn param_squares<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: &GradientsParams,
+) -> Vec<f32> {
+    let mut squares = SquaredSums::<B> {
+        grads,
+        out: Vec::new(),
+        _backend: PhantomData,
+    };
+    model.visit(&mut squares);
+    squares.out
+}
+
+/// The L2 norm from per-parameter squared sums, added in order in f32.
+pub fn norm_of_squares(squares: &[f32]) -> f64 {
+    let sum = squares.iter().fold(0f32, |acc, &s| acc + s);
+    (sum as f64).sqrt()
 }
 
 /// The L2 norm of all gradients together.
@@ -114,27 +191,22 @@ pub fn global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     model: &M,
     grads: &GradientsParams,
 ) -> f64 {
-    let mut sum = SquaredSum::<B> { grads, sum: None };
-    model.visit(&mut sum);
-    sum.sum
-        .map_or(0.0, |s| s.into_scalar().elem::<f64>())
-        .sqrt()
+    norm_of_squares(&param_squares::<B, M>(model, grads))
 }
 
-struct SquaredSum<'a, B: AutodiffBackend> {
+struct SquaredSums<'a, B> {
     grads: &'a GradientsParams,
-    sum: Option<Tensor<B::InnerBackend, 1>>,
+    out: Vec<f32>,
+    _backend: PhantomData<B>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredSum<'_, B> {
+impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredSums<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(grad) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            let squares = grad.square().sum();
-            self.sum = Some(match self.sum.take() {
-                Some(sum) => sum + squares,
-                None => squares,
-            });
-        }
+        let square = match self.grads.get::<B::InnerBackend, D>(param.id) {
+            Some(grad) => grad.square().sum().into_scalar().elem::<f32>(),
+            None => 0.0,
+        };
+        self.out.push(square);
     }
 }
 

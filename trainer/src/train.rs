@@ -1,9 +1,10 @@
-//! The training loop. [`train_step`] is a pure function of (model, optimizer,
-//! micro batches, learning rate), so that data or tensor parallelism can wrap it
-//! later; [`run`] drives it: data positions, schedule, logging, evaluation and
-//! checkpoints.
+//! The training loop. [`train_step`] is one optimizer step of one rank over
+//! its micro batches, its reductions delegated to the data-parallel layout;
+//! [`run_parallel`] drives it: data positions, schedule, logging, evaluation
+//! and checkpoints. [`run`] is the one-process case.
 
 use std::io::IsTerminal;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
@@ -15,63 +16,80 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::checkpoint::{self, TrainState};
 use crate::config::NeoxArgs;
 use crate::data::{Batch, SampleSource, Splits};
+use crate::dist::{DataParallel, ParamLayout, ZeroStage};
 use crate::error::TrainError;
 use crate::metrics::{MetricsLog, Record};
-use crate::model::GptNeox;
+use crate::model::{GptNeox, ModelConfig};
 use crate::optim::NeoxOptimizer;
 
 /// What one optimizer step measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepStats {
-    /// Mean loss over the micro batches.
+    /// Mean loss over the micro batches of every rank.
     pub loss: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
 }
 
-/// One optimizer step over `micro_batches` (gradients accumulated, averaged).
+/// One optimizer step over this rank's `micro_batches`: gradients accumulated,
+/// summed over the data-parallel ranks (each micro batch weighs
+/// `1 / (micro batches x ranks)`), clipped by the global norm, applied.
 pub fn train_step<B: AutodiffBackend>(
     model: GptNeox<B>,
     optim: &mut NeoxOptimizer<B, GptNeox<B>>,
     micro_batches: Vec<Batch<B>>,
     lr: f64,
-) -> (GptNeox<B>, StepStats) {
-    let n = micro_batches.len().max(1);
+    dp: &DataParallel,
+    layout: &ParamLayout,
+    device: &B::Device,
+) -> Result<(GptNeox<B>, StepStats), TrainError> {
+    let n = micro_batches.len().max(1) * dp.size();
     let mut accumulator = GradientsAccumulator::<GptNeox<B>>::new();
     let mut loss_sum = 0.0;
     for batch in micro_batches {
         let loss = model.loss(batch.inputs, batch.targets) / n as f64;
-        loss_sum += loss.clone().into_scalar().elem::<f64>();
+        loss_sum = dp.sum_in_order(loss_sum, loss.clone().into_scalar().elem::<f64>())?;
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         accumulator.accumulate(&model, grads);
     }
-    let (model, grad_norm) = optim.step(lr, model, accumulator.grads());
-    (
+    let grads = dp.reduce_gradients(&model, layout, accumulator.grads(), device)?;
+    let (model, grad_norm) = dp.step(optim, lr, model, layout, grads, device)?;
+    Ok((
         model,
         StepStats {
             loss: loss_sum,
             grad_norm,
         },
-    )
+    ))
 }
 
-/// Mean loss of `model` over `iters` global batches of `source` from `first`.
+/// Mean loss of `model` over `iters` global batches of `source` from sample
+/// `first`, micro batch by micro batch (memory does not grow with the
+/// accumulation steps), each rank reading its own micro batches.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate<B: Backend>(
     model: &GptNeox<B>,
     source: &dyn SampleSource,
     first: u64,
     iters: u64,
-    batch: usize,
+    micro: usize,
+    accumulation: usize,
+    dp: &DataParallel,
     device: &B::Device,
 ) -> Result<f64, TrainError> {
     let seq = model.config.seq_length;
     let vocab = model.config.vocab_size;
+    let global = (micro * accumulation * dp.size()) as u64;
     let mut sum = 0.0;
     for k in 0..iters {
-        let b = Batch::<B>::read(source, first + k * batch as u64, batch, seq, vocab, device)?;
-        sum += model.loss(b.inputs, b.targets).into_scalar().elem::<f64>();
+        for j in 0..accumulation {
+            let start = dp.micro_batch_start(first + k * global, j, micro);
+            let b = Batch::<B>::read(source, start, micro, seq, vocab, device)?;
+            let loss = model.loss(b.inputs, b.targets).into_scalar().elem::<f64>();
+            sum = dp.sum_in_order(sum, loss)?;
+        }
     }
-    Ok(sum / iters.max(1) as f64)
+    Ok(sum / (iters * global / micro as u64).max(1) as f64)
 }
 
 /// How a run ended.
@@ -94,20 +112,51 @@ fn step_seed(seed: u64, iteration: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Trains the configured model on `data` on `device`.
+/// A freshly initialised model, the same on every rank of the process: the
+/// CPU backend has one RNG per process, so ranks that are threads take turns.
+fn init_model<B: AutodiffBackend>(config: &ModelConfig, seed: u64, device: &B::Device) -> GptNeox<B> {
+    static INIT: Mutex<()> = Mutex::new(());
+    let _turn = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    B::seed(device, seed);
+    let model = config.init::<B>(device);
+    // Parameters initialise lazily: draw them all now, while this rank has the RNG.
+    ParamLayout::of::<B, _>(&model);
+    model
+}
+
+/// Trains the configured model on `data` on `device`, alone.
 pub fn run<B: AutodiffBackend>(
     args: &NeoxArgs,
     data: &Splits,
     device: &B::Device,
 ) -> Result<Summary, TrainError> {
+    run_parallel::<B>(args, data, device, &DataParallel::single())
+}
+
+/// Trains the configured model on `data` on `device` as one rank of `dp`.
+/// Only rank 0 logs and writes metrics; checkpoints are written together.
+pub fn run_parallel<B: AutodiffBackend>(
+    args: &NeoxArgs,
+    data: &Splits,
+    device: &B::Device,
+    dp: &DataParallel,
+) -> Result<Summary, TrainError> {
     let mut config = args.model.clone();
     config.vocab_size = args.vocab_size()?;
     let t = &args.training;
-    let global_batch = t.micro_batch_size * t.gradient_accumulation_steps;
+    if t.data_parallel_size != dp.size() {
+        return Err(TrainError::Device(format!(
+            "the configuration was read for {} data-parallel rank(s), the run has {}",
+            t.data_parallel_size,
+            dp.size()
+        )));
+    }
+    let (micro, accumulation) = (t.micro_batch_size, t.gradient_accumulation_steps);
+    let global_batch = micro * accumulation * dp.size();
     let seq = config.seq_length;
+    let first_rank = dp.rank() == 0;
 
-    B::seed(device, t.seed);
-    let mut model = config.init::<B>(device);
+    let mut model = init_model::<B>(&config, t.seed, device);
     let mut optim = NeoxOptimizer::<B, GptNeox<B>>::new(&args.optim);
     let mut state = TrainState {
         iteration: 0,
@@ -115,18 +164,35 @@ pub fn run<B: AutodiffBackend>(
         seed: t.seed,
         schedule: args.schedule.clone(),
         model: config.clone(),
+        optimizer_shards: if dp.zero() == ZeroStage::Off { 1 } else { dp.size() },
     };
     let mut resumed_from = None;
-    if let Some(load) = &t.load
-        && let Some(dir) = checkpoint::latest(load)?
-    {
-        let restored = checkpoint::load(&dir, model, optim, device)?;
-        (model, optim, state) = (restored.model, restored.optim, restored.state);
-        tracing::info!(iteration = state.iteration, checkpoint = %dir.display(), "resumed");
+    let checkpoint = match &t.load {
+        Some(load) => checkpoint::latest(load)?,
+        None => None,
+    };
+    if let Some(dir) = checkpoint {
+        let restored = checkpoint::load(&dir, model, optim, device, dp)?;
+        (model, optim) = (restored.model, restored.optim);
+        let shards = state.optimizer_shards;
+        state = TrainState {
+            optimizer_shards: shards,
+            ..restored.state
+        };
+        if first_rank {
+            tracing::info!(iteration = state.iteration, checkpoint = %dir.display(), "resumed");
+        }
         resumed_from = Some(state.iteration);
+    } else {
+        model = dp.sync_model(model, device)?;
     }
+    let layout = ParamLayout::of::<B, _>(&model);
 
-    let run_dir = t.log_dir.clone().or_else(|| t.save.clone());
+    let run_dir = if first_rank {
+        t.log_dir.clone().or_else(|| t.save.clone())
+    } else {
+        None
+    };
     let mut metrics = match &run_dir {
         Some(dir) => Some(MetricsLog::open(dir, state.iteration)?),
         None => None,
@@ -138,7 +204,7 @@ pub fn run<B: AutodiffBackend>(
         }
     };
 
-    let progress = if std::io::stderr().is_terminal() {
+    let progress = if first_rank && std::io::stderr().is_terminal() {
         ProgressBar::new(t.train_iters)
     } else {
         ProgressBar::with_draw_target(Some(t.train_iters), ProgressDrawTarget::hidden())
@@ -156,23 +222,20 @@ pub fn run<B: AutodiffBackend>(
 
     while state.iteration < t.train_iters {
         let it = state.iteration;
-        B::seed(device, step_seed(t.seed, it));
+        // Dropout differs between ranks as between one device's micro batches.
+        B::seed(
+            device,
+            step_seed(t.seed, it).wrapping_add(dp.rank() as u64 * 0x9E37_79B9_7F4A_7C15),
+        );
         let lr = state.schedule.lr_at(it);
-        let micro_batches = (0..t.gradient_accumulation_steps)
+        let micro_batches = (0..accumulation)
             .map(|j| {
-                let first = state.consumed_train_samples + (j * t.micro_batch_size) as u64;
-                Batch::read(
-                    data.train.as_ref(),
-                    first,
-                    t.micro_batch_size,
-                    seq,
-                    config.vocab_size,
-                    device,
-                )
+                let first = dp.micro_batch_start(state.consumed_train_samples, j, micro);
+                Batch::read(data.train.as_ref(), first, micro, seq, config.vocab_size, device)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let stats;
-        (model, stats) = train_step(model, &mut optim, micro_batches, lr);
+        (model, stats) = train_step(model, &mut optim, micro_batches, lr, dp, &layout, device)?;
         if !stats.loss.is_finite() {
             return Err(TrainError::Diverged {
                 iteration: it + 1,
@@ -198,7 +261,9 @@ pub fn run<B: AutodiffBackend>(
                 flops_per_s: flops_per_token * tokens_per_iter / seconds,
                 consumed_samples: state.consumed_train_samples,
             };
-            progress.suspend(|| tracing::info!(?record, "train"));
+            if first_rank {
+                progress.suspend(|| tracing::info!(?record, "train"));
+            }
             log(record)?;
             (interval_loss, interval_iters) = (0.0, 0);
         }
@@ -216,13 +281,17 @@ pub fn run<B: AutodiffBackend>(
                 valid.as_ref(),
                 first,
                 t.eval_iters,
-                global_batch,
+                micro,
+                accumulation,
+                dp,
                 device,
             )?;
             last_valid_loss = Some(loss);
-            progress.suspend(|| {
-                tracing::info!(iteration = state.iteration, loss, ppl = loss.exp(), "valid")
-            });
+            if first_rank {
+                progress.suspend(|| {
+                    tracing::info!(iteration = state.iteration, loss, ppl = loss.exp(), "valid")
+                });
+            }
             log(Record::Valid {
                 iteration: state.iteration,
                 loss,
@@ -235,8 +304,11 @@ pub fn run<B: AutodiffBackend>(
         if let Some(save) = &t.save
             && (checkpoint_due || state.iteration == t.train_iters)
         {
-            let dir = checkpoint::save(save, &model, &optim, &state, t.keep_last_n_checkpoints)?;
-            tracing::info!(checkpoint = %dir.display(), "saved");
+            let dir =
+                checkpoint::save(save, &model, &optim, &state, t.keep_last_n_checkpoints, dp)?;
+            if first_rank {
+                tracing::info!(checkpoint = %dir.display(), "saved");
+            }
         }
         if interval_iters == 0 {
             interval_start = Instant::now();
@@ -253,11 +325,15 @@ pub fn run<B: AutodiffBackend>(
             test.as_ref(),
             0,
             t.eval_iters,
-            global_batch,
+            micro,
+            accumulation,
+            dp,
             device,
         )?;
         test_loss = Some(loss);
-        tracing::info!(iteration = state.iteration, loss, ppl = loss.exp(), "test");
+        if first_rank {
+            tracing::info!(iteration = state.iteration, loss, ppl = loss.exp(), "test");
+        }
         log(Record::Test {
             iteration: state.iteration,
             loss,

@@ -195,8 +195,8 @@ fn keeps_only_the_last_checkpoints_and_latest_is_whole() {
     );
     for file in [
         "model.bin",
-        "optim_decay.bin",
-        "optim_no_decay.bin",
+        "optim_decay_rank0.bin",
+        "optim_no_decay_rank0.bin",
         "state.json",
     ] {
         assert!(

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::dist::ZeroStage;
 use crate::error::ConfigError;
 use crate::model::{Activation, InitMethod, ModelConfig, NormKind, PosEmb};
 use crate::optim::OptimConfig;
@@ -45,6 +46,10 @@ pub struct TrainingConfig {
     pub log_dir: Option<PathBuf>,
     pub checkpoint_factor: Option<u64>,
     pub keep_last_n_checkpoints: Option<usize>,
+    /// Data-parallel ranks the batch sizes were derived for.
+    pub data_parallel_size: usize,
+    /// `zero_optimization.stage`.
+    pub zero_stage: ZeroStage,
 }
 
 /// A whole configuration, read from one or more YAML files.
@@ -140,8 +145,21 @@ impl NeoxArgs {
         Self::from_options(Options::read(paths)?)
     }
 
-    /// Builds the typed configuration from merged options.
-    pub fn from_options(mut o: Options) -> Result<Self, ConfigError> {
+    /// Builds the typed configuration from merged options, for one process.
+    pub fn from_options(o: Options) -> Result<Self, ConfigError> {
+        Self::from_options_in(o, 1)
+    }
+
+    /// Reads `paths` for a run on `world` data-parallel ranks.
+    pub fn from_files_in(paths: &[PathBuf], world: usize) -> Result<Self, ConfigError> {
+        Self::from_options_in(Options::read(paths)?, world)
+    }
+
+    /// Builds the typed configuration for a run on `world` data-parallel ranks:
+    /// `train_batch_size = train_micro_batch_size_per_gpu x
+    /// gradient_accumulation_steps x world`, the missing ones derived as
+    /// DeepSpeed derives them.
+    pub fn from_options_in(mut o: Options, world: usize) -> Result<Self, ConfigError> {
         let mut model = Self::model(&mut o)?;
         let padded_vocab_size = o.take::<usize>("padded_vocab_size")?;
         model.vocab_size = padded_vocab_size.unwrap_or(0);
@@ -151,7 +169,7 @@ impl NeoxArgs {
         let vocab_file = o.take::<PathBuf>("vocab_file")?;
         let merge_file = o.take::<PathBuf>("merge_file")?;
         let optim = Self::optim(&mut o)?;
-        let training = Self::training(&mut o)?;
+        let training = Self::training(&mut o, world.max(1))?;
         let schedule = Self::schedule(&mut o, optim.lr, training.train_iters)?;
         let data = Self::data(&mut o)?;
         let not_acted_on = Self::leftovers(o)?;
@@ -333,7 +351,7 @@ impl NeoxArgs {
         })
     }
 
-    fn training(o: &mut Options) -> Result<TrainingConfig, ConfigError> {
+    fn training(o: &mut Options, dp: usize) -> Result<TrainingConfig, ConfigError> {
         let micro_file = o
             .file_of("train_micro_batch_size_per_gpu")
             .map(Path::to_path_buf);
@@ -345,37 +363,41 @@ impl NeoxArgs {
         })?;
         let batch_file = o.file_of("train_batch_size").map(Path::to_path_buf);
         let global = o.take::<usize>("train_batch_size")?;
-        // GPT-NeoX (DeepSpeed) derives the missing one of the three (one device here).
+        // DeepSpeed derives the missing ones: global = micro x accumulation x dp.
         let (micro_batch_size, gradient_accumulation_steps) = match (micro, ga, global) {
-            (Some(m), Some(g), Some(b)) if m * g != b => {
+            (Some(m), Some(g), Some(b)) if m * g * dp != b => {
                 return Err(bad(
                     batch_file.as_deref(),
                     "train_batch_size",
                     format!(
-                        "{b} != train_micro_batch_size_per_gpu {m} x gradient_accumulation_steps {g}"
+                        "{b} != train_micro_batch_size_per_gpu {m} x gradient_accumulation_steps {g} \
+                         x {dp} data-parallel rank(s)"
                     ),
                 ));
             }
             (Some(m), Some(g), _) => (m, g),
-            (Some(m), None, Some(b)) if b % m == 0 && b > 0 => (m, b / m),
+            (Some(m), None, Some(b)) if b > 0 && b % (m * dp) == 0 => (m, b / (m * dp)),
             (Some(m), None, Some(b)) => {
                 return Err(bad(
                     micro_file.as_deref(),
                     "train_micro_batch_size_per_gpu",
-                    format!("{m} does not divide train_batch_size {b}"),
+                    format!("{m} x {dp} data-parallel rank(s) does not divide train_batch_size {b}"),
                 ));
             }
             (Some(m), None, None) => (m, 1),
             (None, g, Some(b)) => {
                 let g = g.unwrap_or(1);
-                if b % g != 0 {
+                if b == 0 || b % (g * dp) != 0 {
                     return Err(bad(
                         batch_file.as_deref(),
                         "train_batch_size",
-                        format!("{b} is not divisible by gradient_accumulation_steps {g}"),
+                        format!(
+                            "{b} is not divisible by gradient_accumulation_steps {g} x {dp} \
+                             data-parallel rank(s)"
+                        ),
                     ));
                 }
-                (b / g, g)
+                (b / (g * dp), g)
             }
             (None, _, None) => {
                 return Err(ConfigError::Missing {
@@ -416,9 +438,12 @@ impl NeoxArgs {
             take_checked(o, "keep_last_n_checkpoints", None::<usize>, |v| {
                 v.map_or(Ok(()), |v| positive(&v))
             })?;
+        let zero_stage = Self::zero(o)?;
         Ok(TrainingConfig {
             micro_batch_size,
             gradient_accumulation_steps,
+            data_parallel_size: dp,
+            zero_stage,
             train_iters,
             eval_interval,
             eval_iters,
@@ -430,6 +455,61 @@ impl NeoxArgs {
             checkpoint_factor,
             keep_last_n_checkpoints,
         })
+    }
+
+    /// DeepSpeed's `zero_optimization` section: `stage` 0, 1 or 2; the
+    /// bucket and overlap settings tune DeepSpeed's kernels and change no result.
+    fn zero(o: &mut Options) -> Result<ZeroStage, ConfigError> {
+        let file = o.file_of("zero_optimization").map(Path::to_path_buf);
+        let Some(section) = o.take::<serde_yaml_ng::Mapping>("zero_optimization")? else {
+            return Ok(ZeroStage::Off);
+        };
+        let mut stage = ZeroStage::Off;
+        for (key, value) in section {
+            let key = key.as_str().map(canonical).unwrap_or_default();
+            let at = format!("zero_optimization.{key}");
+            match key.as_str() {
+                "stage" => {
+                    let n = value.as_u64().ok_or_else(|| {
+                        bad(file.as_deref(), &at, format!("expected 0, 1 or 2, found {}", yaml::show(&value)))
+                    })?;
+                    stage = ZeroStage::from_stage(n).ok_or_else(|| {
+                        bad(
+                            file.as_deref(),
+                            &at,
+                            format!("stage {n} is not supported: neox-train has ZeRO stages 0, 1 and 2"),
+                        )
+                    })?;
+                }
+                "offload_optimizer" | "offload_param" | "cpu_offload" | "cpu_offload_params" => {
+                    let off = value.is_null()
+                        || value.as_bool() == Some(false)
+                        || value.get("device").and_then(|d| d.as_str()) == Some("none");
+                    if !off {
+                        return Err(bad(
+                            file.as_deref(),
+                            &at,
+                            "ZeRO-Offload is not implemented yet: remove it to train with the \
+                             optimizer on the device",
+                        ));
+                    }
+                }
+                "allgather_partitions" | "allgather_bucket_size" | "overlap_comm"
+                | "reduce_scatter" | "reduce_bucket_size" | "contiguous_gradients"
+                | "round_robin_gradients" | "elastic_checkpoint" | "load_from_fp32_weights"
+                | "sub_group_size" | "stage3_max_live_parameters" | "stage3_max_reuse_distance"
+                | "stage3_prefetch_bucket_size" | "stage3_param_persistence_threshold"
+                | "stage3_gather_16bit_weights_on_model_save" | "ignore_unused_parameters" => {}
+                other => {
+                    return Err(bad(
+                        file.as_deref(),
+                        &at,
+                        format!("`{other}` is not a DeepSpeed ZeRO setting"),
+                    ));
+                }
+            }
+        }
+        Ok(stage)
     }
 
     fn schedule(o: &mut Options, lr: f64, train_iters: u64) -> Result<Schedule, ConfigError> {

@@ -9,8 +9,12 @@
 //! - `data_parallel`, `zero`: gradient averaging and optimizer sharding.
 
 pub mod comm;
+pub mod data_parallel;
 pub mod placement;
 pub mod topology;
+pub mod zero;
 
 pub use comm::{CommError, CommExt, Communicator, DType, ReduceOp};
+pub use data_parallel::{DataParallel, ParamLayout};
 pub use topology::Topology;
+pub use zero::ZeroStage;

@@ -1,0 +1,264 @@
+//! Data parallelism on threads: N ranks train exactly as one device that
+//! accumulates the same N micro batches, with and without ZeRO; checkpoints
+//! saved by N ranks resume on fewer.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use neox_trainer::checkpoint;
+use neox_trainer::config::yaml::Options;
+use neox_trainer::data::{Splits, TokenWindows};
+use neox_trainer::device::Cpu;
+use neox_trainer::dist::comm::threads::ThreadComm;
+use neox_trainer::dist::{DataParallel, ZeroStage};
+use neox_trainer::metrics::{self, Record};
+use neox_trainer::optim::NeoxOptimizer;
+use neox_trainer::{GptNeox, NeoxArgs, train};
+
+const MODEL: &str = "
+num_layers: 2
+hidden_size: 32
+num_attention_heads: 4
+seq_length: 16
+pos_emb: rotary
+rotary_pct: 0.5
+padded_vocab_size: 32
+no_weight_tying: true
+init_method: small_init
+output_layer_init_method: wang_init
+optimizer: {type: Adam, params: {lr: 0.01, betas: [0.9, 0.95]}}
+lr_decay_style: cosine
+warmup: 0.1
+min_lr: 0.001
+weight_decay: 0.1
+hidden_dropout: 0.0
+attention_dropout: 0.0
+train_micro_batch_size_per_gpu: 2
+log_interval: 1
+eval_interval: 3
+eval_iters: 2
+";
+
+/// Clipping at this norm is active on every step of these runs (checked).
+const CLIP: f64 = 0.05;
+
+/// Burn's CPU backend has one RNG per process: runs take turns.
+fn one_run_at_a_time() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn args(extra: &str, world: usize) -> NeoxArgs {
+    let mut options = Options::default();
+    options.merge_str(MODEL, Path::new("model.yml")).unwrap();
+    options
+        .merge_str(&format!("gradient_clipping: {CLIP}\n{extra}"), Path::new("run.yml"))
+        .unwrap();
+    NeoxArgs::from_options_in(options, world).unwrap()
+}
+
+fn tokens(n: usize, salt: u32) -> Vec<u32> {
+    (0..n as u32)
+        .map(|i| {
+            if (i * 7 + salt).is_multiple_of(13) {
+                (i * 31 + salt) % 32
+            } else {
+                (i % 9) * 3 + 1
+            }
+        })
+        .collect()
+}
+
+fn splits() -> Splits {
+    Splits {
+        train: Box::new(TokenWindows::new(tokens(20_000, 0), 16)),
+        valid: Some(Box::new(TokenWindows::new(tokens(2_000, 5), 16))),
+        test: Some(Box::new(TokenWindows::new(tokens(2_000, 9), 16))),
+    }
+}
+
+/// Trains on `ranks` threads (one device when 1 and no ZeRO).
+fn run(extra: &str, ranks: usize) {
+    let args = args(extra, ranks);
+    let zero = args.training.zero_stage;
+    let data = splits();
+    if ranks == 1 && zero == ZeroStage::Off {
+        train::run::<Cpu>(&args, &data, &Default::default()).unwrap();
+        return;
+    }
+    let comms = ThreadComm::group(ranks, Duration::from_secs(60));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|comm| {
+                let (args, data) = (&args, &data);
+                s.spawn(move || {
+                    let dp = DataParallel::new(Arc::new(comm), zero);
+                    train::run_parallel::<Cpu>(args, data, &Default::default(), &dp)
+                })
+            })
+            .collect();
+        for (rank, h) in handles.into_iter().enumerate() {
+            h.join()
+                .unwrap_or_else(|_| panic!("rank {rank} panicked"))
+                .unwrap_or_else(|e| panic!("rank {rank}: {e}"));
+        }
+    });
+}
+
+fn records(dir: &Path) -> Vec<Record> {
+    metrics::read(&dir.join("metrics.jsonl")).unwrap()
+}
+
+/// The metrics that must agree: everything but the timings.
+fn numbers(dir: &Path) -> Vec<(String, u64, f64, f64, f64)> {
+    records(dir)
+        .into_iter()
+        .map(|r| match r {
+            Record::Train {
+                iteration,
+                loss,
+                lr,
+                grad_norm,
+                ..
+            } => {
+                assert!(grad_norm > CLIP, "clipping inactive at {iteration}: {grad_norm}");
+                ("train".into(), iteration, loss, grad_norm, lr)
+            }
+            Record::Valid { iteration, loss, .. } => ("valid".into(), iteration, loss, 0.0, 0.0),
+            Record::Test { iteration, loss, .. } => ("test".into(), iteration, loss, 0.0, 0.0),
+        })
+        .collect()
+}
+
+/// Every parameter of the checkpoint `latest` names in `dir`, in order.
+fn parameters(dir: &Path) -> Vec<Vec<f32>> {
+    struct Collect(Vec<Vec<f32>>);
+    impl<B: Backend> ModuleVisitor<B> for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0.push(param.val().into_data().to_vec::<f32>().unwrap());
+        }
+    }
+    let mut config = args("train_iters: 1\n", 1).model;
+    config.vocab_size = 32;
+    let device = Default::default();
+    let model: GptNeox<Cpu> = config.init(&device);
+    let optim = NeoxOptimizer::new(&args("train_iters: 1\n", 1).optim);
+    let latest = checkpoint::latest(dir).unwrap().unwrap();
+    let restored =
+        checkpoint::load(&latest, model, optim, &device, &DataParallel::single()).unwrap();
+    let mut c = Collect(Vec::new());
+    restored.model.visit(&mut c);
+    c.0
+}
+
+fn assert_same_run(a: &Path, b: &Path, what: &str) {
+    assert_eq!(numbers(a), numbers(b), "{what}: metrics differ");
+    assert!(parameters(a) == parameters(b), "{what}: parameters differ");
+}
+
+#[test]
+fn data_parallel_equals_one_device_accumulating() {
+    let _serial = one_run_at_a_time();
+    for ranks in [2, 3, 4] {
+        let one = tempfile::tempdir().unwrap();
+        run(
+            &format!(
+                "train_iters: 6\ngradient_accumulation_steps: {ranks}\nsave: {}\n",
+                one.path().display()
+            ),
+            1,
+        );
+        let many = tempfile::tempdir().unwrap();
+        run(
+            &format!("train_iters: 6\nsave: {}\n", many.path().display()),
+            ranks,
+        );
+        assert_same_run(one.path(), many.path(), &format!("dp={ranks}"));
+    }
+}
+
+#[test]
+fn zero_stages_equal_plain_data_parallelism() {
+    let _serial = one_run_at_a_time();
+    for ranks in [2, 3] {
+        let plain = tempfile::tempdir().unwrap();
+        let common = "train_iters: 5\ngradient_accumulation_steps: 2\n";
+        run(
+            &format!("{common}save: {}\n", plain.path().display()),
+            ranks,
+        );
+        for stage in [1, 2] {
+            let sharded = tempfile::tempdir().unwrap();
+            run(
+                &format!(
+                    "{common}zero_optimization: {{stage: {stage}}}\nsave: {}\n",
+                    sharded.path().display()
+                ),
+                ranks,
+            );
+            assert_same_run(
+                plain.path(),
+                sharded.path(),
+                &format!("dp={ranks} zero={stage}"),
+            );
+            // Each rank wrote its own part of the optimizer state.
+            let step = sharded.path().join("global_step5");
+            for r in 0..ranks {
+                assert!(step.join(format!("optim_decay_rank{r}.bin")).is_file());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_zero_checkpoint_of_four_ranks_resumes_on_two_and_one() {
+    let _serial = one_run_at_a_time();
+    // 4 ranks x 1 micro batch = 2 ranks x 2 = 1 x 4: the same global batches.
+    let full = tempfile::tempdir().unwrap();
+    run(
+        &format!(
+            "train_iters: 6\ncheckpoint_factor: 3\nzero_optimization: {{stage: 1}}\nsave: {}\n",
+            full.path().display()
+        ),
+        4,
+    );
+    let uninterrupted: Vec<_> = numbers(full.path())
+        .into_iter()
+        .filter(|r| r.1 > 3)
+        .collect();
+    for (ranks, accumulation, stage) in [(1, 4, 0), (2, 2, 1)] {
+        let resumed = tempfile::tempdir().unwrap();
+        let step3 = resumed.path().join("global_step3");
+        std::fs::create_dir_all(&step3).unwrap();
+        for entry in std::fs::read_dir(full.path().join("global_step3")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), step3.join(entry.file_name())).unwrap();
+        }
+        std::fs::write(resumed.path().join("latest"), "global_step3").unwrap();
+        run(
+            &format!(
+                "train_iters: 6\ngradient_accumulation_steps: {accumulation}\n\
+                 zero_optimization: {{stage: {stage}}}\nsave: {0}\nload: {0}\n",
+                resumed.path().display()
+            ),
+            ranks,
+        );
+        let after = numbers(resumed.path());
+        assert_eq!(after.len(), uninterrupted.len(), "dp={ranks}");
+        for (a, b) in after.iter().zip(&uninterrupted) {
+            assert_eq!((&a.0, a.1), (&b.0, b.1));
+            if ranks == 1 {
+                // One device adds the micro batches in rank order: exact.
+                assert_eq!(a, b, "dp={ranks}");
+            } else {
+                // Each rank adds its two micro batches first: rounding only.
+                assert!((a.2 - b.2).abs() < 1e-5 && (a.3 - b.3).abs() < 1e-5, "{a:?} vs {b:?}");
+            }
+        }
+    }
+}
