@@ -16,6 +16,7 @@ use neox_trainer::NeoxArgs;
 use neox_trainer::config::yaml::Options;
 use neox_trainer::data::{Batch, TokenWindows};
 use neox_trainer::device::Cpu;
+use neox_trainer::dist::{DataParallel, ParamLayout};
 use neox_trainer::model::GptNeox;
 use neox_trainer::optim::NeoxOptimizer;
 use neox_trainer::train::train_step;
@@ -94,6 +95,7 @@ fn run(case: &Case) {
         .collect();
     let source = TokenWindows::new(tokens, seq);
     let params: usize = burn::module::Module::num_params(&model);
+    let (dp, layout) = (DataParallel::single(), ParamLayout::of::<Cpu, _>(&model));
     let mut timed = 0.0;
     for step in 0..case.warmup + case.steps {
         let batch = Batch::read(
@@ -107,7 +109,8 @@ fn run(case: &Case) {
         .expect("batch");
         let start = Instant::now();
         let stats;
-        (model, stats) = train_step(model, &mut optim, vec![batch], 1e-4);
+        (model, stats) =
+            train_step(model, &mut optim, vec![batch], 1e-4, &dp, &layout, &device).expect("step");
         assert!(stats.loss.is_finite());
         if step >= case.warmup {
             timed += start.elapsed().as_secs_f64();
