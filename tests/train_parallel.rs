@@ -1,0 +1,246 @@
+//! `neox-train` on two data-parallel ranks as processes, through the real
+//! binaries: started by `neox-launch --nproc 2`, by the test under a
+//! torchrun-style environment, and on two "machines" of a hostfile through a
+//! stand-in remote command. Each writes the `metrics.jsonl` of one process
+//! accumulating both ranks' micro batches, bit for bit. A rank killed with
+//! SIGKILL ends the other with an error naming it; the run then resumes from
+//! its last checkpoint as if never interrupted.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use neox_indexed::{DType, IndexedWriter};
+use serde_json::Value;
+
+const TRAIN: &str = env!("CARGO_BIN_EXE_neox-train");
+const LAUNCH: &str = env!("CARGO_BIN_EXE_neox-launch");
+
+mod common;
+use common::shared;
+
+/// A tiny char-level model (cpu-tiny's shape, shorter run).
+const RUN: &str = "train_iters: 8\nlr_decay_iters: 8\neval_interval: 4\neval_iters: 2\n\
+                   log_interval: 1\ncheckpoint_factor: 4\ntrain_micro_batch_size_per_gpu: 4\n";
+
+/// The shared corpus as char-level shards, made once per test process.
+fn shards() -> &'static Path {
+    static SHARDS: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, prefix) = SHARDS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("mail_text_document");
+        let file = std::fs::File::open(shared().join("data/mail.jsonl.zst")).unwrap();
+        let lines = BufReader::new(zstd::Decoder::new(file).unwrap()).lines();
+        let mut writer = IndexedWriter::create(&prefix, DType::U16).unwrap();
+        for line in lines.take(3000) {
+            let doc: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            let text = doc["text"].as_str().unwrap_or_default();
+            if !text.is_empty() {
+                let mut ids: Vec<u32> = text.bytes().map(u32::from).collect();
+                ids.push(0);
+                writer.add_document(&ids).unwrap();
+            }
+        }
+        writer.finish().unwrap();
+        (dir, prefix)
+    });
+    prefix
+}
+
+/// The config files of a run in `dir` (its checkpoints and metrics in `dir/run`).
+fn configs(dir: &Path, extra: &str) -> Vec<PathBuf> {
+    let data = dir.join("data.yml");
+    std::fs::write(
+        &data,
+        format!(
+            "data_path: {}\nsplit: \"949,50,1\"\ntokenizer_type: CharLevelTokenizer\n\
+             padded_vocab_size: 512\nsave: {run}\nload: {run}\n{RUN}{extra}",
+            shards().display(),
+            run = dir.join("run").display()
+        ),
+    )
+    .unwrap();
+    let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/cpu-tiny.yml");
+    vec![tiny, data]
+}
+
+fn train_args(configs: &[PathBuf]) -> Vec<String> {
+    let mut args = vec!["--config".to_string()];
+    args.extend(configs.iter().map(|c| c.display().to_string()));
+    args
+}
+
+/// Waits for `child` at most `limit`; kills it past that.
+fn wait(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("a process ran past {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn output(mut command: Command, limit: Duration) -> (bool, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out = std::thread::spawn(move || std::io::read_to_string(out).unwrap_or_default());
+    let err = std::thread::spawn(move || std::io::read_to_string(err).unwrap_or_default());
+    let status = wait(&mut child, limit);
+    let text = format!("{}{}", out.join().unwrap(), err.join().unwrap());
+    (status.success(), text)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Everything in `metrics.jsonl` but the timings.
+fn numbers(dir: &Path) -> Vec<(String, u64, f64, Option<f64>)> {
+    std::fs::read_to_string(dir.join("run/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap().to_string(),
+                r["iteration"].as_u64().unwrap(),
+                r["loss"].as_f64().unwrap(),
+                r["grad_norm"].as_f64(),
+            )
+        })
+        .collect()
+}
+
+/// One process accumulating two micro batches per step: the reference.
+fn one_process(dir: &Path) -> Vec<(String, u64, f64, Option<f64>)> {
+    let mut c = Command::new(TRAIN);
+    c.args(train_args(&configs(dir, "gradient_accumulation_steps: 2\n")));
+    let (ok, text) = output(c, Duration::from_secs(300));
+    assert!(ok, "{text}");
+    numbers(dir)
+}
+
+/// Two ranks started by the test as torchrun would start them.
+fn torchrun_style(dir: &Path, extra: &str, timeout: &str) -> Vec<Child> {
+    let configs = configs(dir, extra);
+    let port = free_port().to_string();
+    (0..2)
+        .map(|rank| {
+            Command::new(TRAIN)
+                .args(train_args(&configs))
+                .args(["--comm-timeout", timeout])
+                .env("RANK", rank.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn two_ranks_equal_one_process_accumulating_however_started() {
+    let reference = tempfile::tempdir().unwrap();
+    let expected = one_process(reference.path());
+    assert_eq!(expected.iter().filter(|r| r.0 == "train").count(), 8);
+
+    // neox-launch on this machine.
+    let launched = tempfile::tempdir().unwrap();
+    let mut c = Command::new(LAUNCH);
+    c.args(["--nproc", "2", "--", TRAIN]);
+    c.args(train_args(&configs(launched.path(), "")));
+    let (ok, text) = output(c, Duration::from_secs(300));
+    assert!(ok, "{text}");
+    assert!(text.contains("[rank 1]"), "{text}");
+    assert_eq!(numbers(launched.path()), expected, "neox-launch --nproc 2");
+
+    // The environment torchrun makes.
+    let env = tempfile::tempdir().unwrap();
+    for (rank, mut child) in torchrun_style(env.path(), "", "60").into_iter().enumerate() {
+        let status = wait(&mut child, Duration::from_secs(300));
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(status.success(), "rank {rank}: {err}");
+    }
+    assert_eq!(numbers(env.path()), expected, "torchrun-style environment");
+
+    // Two "machines" of a hostfile, reached through a stand-in for ssh that
+    // drops the host name and runs the command here.
+    let hosts = tempfile::tempdir().unwrap();
+    let hostfile = hosts.path().join("hostfile");
+    std::fs::write(&hostfile, "127.0.0.1 slots=1\nlocalhost slots=1\n").unwrap();
+    let ssh = hosts.path().join("fake-ssh");
+    std::fs::write(&ssh, "#!/bin/sh\nshift\nexec sh -c \"$*\"\n").unwrap();
+    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut c = Command::new(LAUNCH);
+    c.arg("--hostfile").arg(&hostfile);
+    c.arg("--remote-command").arg(&ssh);
+    c.args(["--master-addr", "127.0.0.1", "--", TRAIN]);
+    c.args(train_args(&configs(hosts.path(), "")));
+    let (ok, text) = output(c, Duration::from_secs(300));
+    assert!(ok, "{text}");
+    assert_eq!(numbers(hosts.path()), expected, "hostfile");
+}
+
+#[test]
+fn a_killed_rank_stops_the_other_and_the_run_resumes() {
+    let reference = tempfile::tempdir().unwrap();
+    let expected = one_process(reference.path());
+
+    // Two ranks, slowed so that the kill lands mid-run: kill rank 1 once the
+    // checkpoint of step 4 exists.
+    let dir = tempfile::tempdir().unwrap();
+    let mut ranks = torchrun_style(dir.path(), "", "20");
+    let start = Instant::now();
+    while !dir.path().join("run/global_step4").is_dir() {
+        assert!(start.elapsed() < Duration::from_secs(240), "no checkpoint");
+        if let Some(status) = ranks[0].try_wait().unwrap() {
+            panic!("rank 0 ended early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ranks[1].kill().unwrap(); // SIGKILL
+    ranks[1].wait().unwrap();
+    let killed_at = Instant::now();
+    let status = wait(&mut ranks[0], Duration::from_secs(60));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut ranks[0].stderr.take().unwrap(), &mut err).unwrap();
+    if dir.path().join("run/global_step8").is_dir() {
+        // Rank 0 outran the kill (the run is short): nothing to resume.
+        assert!(status.success(), "{err}");
+        return;
+    }
+    assert!(!status.success(), "rank 0 went on alone: {err}");
+    assert!(err.contains("rank 1"), "the error does not name rank 1: {err}");
+    assert!(killed_at.elapsed() < Duration::from_secs(30), "took {:?}", killed_at.elapsed());
+
+    // Resume both ranks: the run ends as if never interrupted.
+    for (rank, mut child) in torchrun_style(dir.path(), "", "60").into_iter().enumerate() {
+        let status = wait(&mut child, Duration::from_secs(300));
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(status.success(), "rank {rank}: {err}");
+    }
+    let tail: Vec<_> = numbers(dir.path()).into_iter().filter(|r| r.1 > 4).collect();
+    let expected_tail: Vec<_> = expected.into_iter().filter(|r| r.1 > 4).collect();
+    assert_eq!(tail, expected_tail);
+}
