@@ -129,7 +129,10 @@ fn numbers(dir: &Path) -> Vec<(String, u64, f64, Option<f64>)> {
 /// One process accumulating two micro batches per step: the reference.
 fn one_process(dir: &Path) -> Vec<(String, u64, f64, Option<f64>)> {
     let mut c = Command::new(TRAIN);
-    c.args(train_args(&configs(dir, "gradient_accumulation_steps: 2\n")));
+    c.args(train_args(&configs(
+        dir,
+        "gradient_accumulation_steps: 2\n",
+    )));
     let (ok, text) = output(c, Duration::from_secs(300));
     assert!(ok, "{text}");
     numbers(dir)
@@ -230,8 +233,15 @@ fn a_killed_rank_stops_the_other_and_the_run_resumes() {
         return;
     }
     assert!(!status.success(), "rank 0 went on alone: {err}");
-    assert!(err.contains("rank 1"), "the error does not name rank 1: {err}");
-    assert!(killed_at.elapsed() < Duration::from_secs(30), "took {:?}", killed_at.elapsed());
+    assert!(
+        err.contains("rank 1"),
+        "the error does not name rank 1: {err}"
+    );
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        killed_at.elapsed()
+    );
 
     // Resume both ranks: the run ends as if never interrupted.
     for (rank, mut child) in torchrun_style(dir.path(), "", "60").into_iter().enumerate() {
@@ -240,7 +250,10 @@ fn a_killed_rank_stops_the_other_and_the_run_resumes() {
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
         assert!(status.success(), "rank {rank}: {err}");
     }
-    let tail: Vec<_> = numbers(dir.path()).into_iter().filter(|r| r.1 > 4).collect();
+    let tail: Vec<_> = numbers(dir.path())
+        .into_iter()
+        .filter(|r| r.1 > 4)
+        .collect();
     let expected_tail: Vec<_> = expected.into_iter().filter(|r| r.1 > 4).collect();
     assert_eq!(tail, expected_tail);
 }

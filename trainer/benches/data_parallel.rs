@@ -43,7 +43,11 @@ fn main() {
     println!(
         "machine: {} CPU threads, backend flex, {} build",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        if cfg!(debug_assertions) { "debug" } else { "release" }
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
     if wants("steps") {
         steps();
@@ -87,7 +91,8 @@ fn train(
     let mut timed = 0.0;
     for step in 0..warmup + steps {
         let first = dp.micro_batch_start((step * micro * dp.size()) as u64, 0, micro);
-        let batch = Batch::read(&source, first, micro, seq, vocab as usize, &device).expect("batch");
+        let batch =
+            Batch::read(&source, first, micro, seq, vocab as usize, &device).expect("batch");
         let start = Instant::now();
         let stats;
         (model, stats) =
@@ -116,8 +121,14 @@ const TINY: &str = "padded_vocab_size: 50304\n";
 
 /// One rank of the `steps` part, started by [`steps`].
 fn rank_process(rank: usize) {
-    let world: usize = std::env::var("WORLD_SIZE").expect("WORLD_SIZE").parse().expect("world");
-    let port: u16 = std::env::var("MASTER_PORT").expect("MASTER_PORT").parse().expect("port");
+    let world: usize = std::env::var("WORLD_SIZE")
+        .expect("WORLD_SIZE")
+        .parse()
+        .expect("world");
+    let port: u16 = std::env::var("MASTER_PORT")
+        .expect("MASTER_PORT")
+        .parse()
+        .expect("port");
     let comm = TcpComm::connect(TcpConfig {
         rank,
         world,
@@ -133,9 +144,24 @@ fn rank_process(rank: usize) {
 
 fn steps() {
     println!("\ncpu-tiny (GPT-2 vocab 50304), micro batch 8 x 64 per rank, {STEPS} timed steps");
-    println!("{:>3} {:>5} {:>11} {:>14} {:>13}", "dp", "rank", "ms/step", "samples/s (all)", "peak RSS MiB");
-    let (ms, _, _) = train(&args("cpu-tiny.yml", TINY, 1), &DataParallel::single(), WARMUP, STEPS);
-    println!("{:>3} {:>5} {:>11.1} {:>14.1} {:>13.0}", 1, 0, ms, 8e3 / ms, peak_rss_mib());
+    println!(
+        "{:>3} {:>5} {:>11} {:>14} {:>13}",
+        "dp", "rank", "ms/step", "samples/s (all)", "peak RSS MiB"
+    );
+    let (ms, _, _) = train(
+        &args("cpu-tiny.yml", TINY, 1),
+        &DataParallel::single(),
+        WARMUP,
+        STEPS,
+    );
+    println!(
+        "{:>3} {:>5} {:>11.1} {:>14.1} {:>13.0}",
+        1,
+        0,
+        ms,
+        8e3 / ms,
+        peak_rss_mib()
+    );
     let world = 2;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -159,7 +185,10 @@ fn steps() {
         assert!(out.status.success(), "a rank failed");
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             if let Some(rest) = line.strip_prefix("RESULT ") {
-                let v: Vec<f64> = rest.split(' ').map(|x| x.parse().unwrap_or(f64::NAN)).collect();
+                let v: Vec<f64> = rest
+                    .split(' ')
+                    .map(|x| x.parse().unwrap_or(f64::NAN))
+                    .collect();
                 rows.push(v);
             }
         }
@@ -167,14 +196,23 @@ fn steps() {
     for v in rows {
         println!(
             "{:>3} {:>5} {:>11.1} {:>14.1} {:>13.0}",
-            world, v[0], v[1], 8e3 * world as f64 / v[1], v[2]
+            world,
+            v[0],
+            v[1],
+            8e3 * world as f64 / v[1],
+            v[2]
         );
     }
 }
 
 fn zero() {
-    println!("\n125M config (seq 32, micro batch 1): optimizer-state bytes per rank after one step");
-    println!("{:>5} {:>3} {:>16} {:>16} {:>10}", "ZeRO", "dp", "max MiB/rank", "sum MiB", "ms/step");
+    println!(
+        "\n125M config (seq 32, micro batch 1): optimizer-state bytes per rank after one step"
+    );
+    println!(
+        "{:>5} {:>3} {:>16} {:>16} {:>10}",
+        "ZeRO", "dp", "max MiB/rank", "sum MiB", "ms/step"
+    );
     let overrides = "padded_vocab_size: 50304\nseq_length: 32\nmax_position_embeddings: 32\n\
                      train_micro_batch_size_per_gpu: 1\ngradient_accumulation_steps: 1\n";
     for stage in [0, 1, 2] {
@@ -192,7 +230,8 @@ fn zero() {
                     .map(|comm| {
                         let a = &a;
                         s.spawn(move || {
-                            let dp = DataParallel::new(Arc::new(comm) as Arc<dyn Communicator>, zero);
+                            let dp =
+                                DataParallel::new(Arc::new(comm) as Arc<dyn Communicator>, zero);
                             let (ms, optim, layout) = train(a, &dp, 0, 1);
                             let params: Vec<_> = layout
                                 .ids
@@ -204,13 +243,20 @@ fn zero() {
                         })
                     })
                     .collect();
-                handles.into_iter().map(|h| h.join().expect("rank")).collect()
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("rank"))
+                    .collect()
             });
             let max = results.iter().map(|r| r.0).max().unwrap_or(0);
             let sum: usize = results.iter().map(|r| r.0).sum();
             let ms = results.iter().map(|r| r.1).fold(0.0, f64::max);
             let mib = |b: usize| b as f64 / (1 << 20) as f64;
-            println!("{stage:>5} {world:>3} {:>16.1} {:>16.1} {ms:>10.0}", mib(max), mib(sum));
+            println!(
+                "{stage:>5} {world:>3} {:>16.1} {:>16.1} {ms:>10.0}",
+                mib(max),
+                mib(sum)
+            );
         }
     }
 }

@@ -91,12 +91,11 @@ pub fn save<B: AutodiffBackend>(
     let first = dp.rank() == 0;
     if first {
         fs::create_dir_all(save).map_err(io(save))?;
-        if temp.exists() {
-            fs::remove_dir_all(&temp).map_err(io(&temp))?;
-        }
+        remove_partial(save)?;
         fs::create_dir(&temp).map_err(io(&temp))?;
     }
     dp.barrier()?;
+    let mut written = Vec::new();
     if first {
         let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
         let model_path = temp.join("model");
@@ -114,12 +113,13 @@ pub fn save<B: AutodiffBackend>(
             message: e.to_string(),
         })?;
         write_atomic(&state_path, text.as_bytes()).map_err(io(&state_path))?;
+        written.push(model_path.with_extension("bin"));
     }
     if dp.writes_optimizer_state() {
-        optim.save(&temp, dp.rank())?;
+        written.extend(optim.save(&temp, dp.rank())?);
     }
-    for entry in fs::read_dir(&temp).map_err(io(&temp))? {
-        let path = entry.map_err(io(&temp))?.path();
+    // Each rank makes its own files durable before saying it is done.
+    for path in written {
         fs::File::open(&path)
             .and_then(|f| f.sync_all())
             .map_err(io(&path))?;
@@ -139,6 +139,36 @@ pub fn save<B: AutodiffBackend>(
     }
     dp.barrier()?;
     Ok(dir)
+}
+
+/// Removes the folders of checkpoints whose writing never finished
+/// (`.global_stepN.partial`, and earlier versions' `.global_stepN.tmp-PID`):
+/// a run that died while saving leaves one; it is never read as a checkpoint.
+fn remove_partial(save: &Path) -> Result<(), CheckpointError> {
+    for entry in fs::read_dir(save).map_err(io(save))? {
+        let path = entry.map_err(io(save))?.path();
+        let stale = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&format!(".{PREFIX}")));
+        if stale && path.is_dir() {
+            let bytes = dir_bytes(&path);
+            fs::remove_dir_all(&path).map_err(io(&path))?;
+            tracing::info!(folder = %path.display(), bytes, "removed an unfinished checkpoint");
+        }
+    }
+    Ok(())
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Removes all but the newest `keep` checkpoints.
@@ -203,7 +233,12 @@ pub fn load<B: AutodiffBackend>(
             message: e.to_string(),
         })?;
     let owned = dp.owned(&ParamLayout::of::<B, _>(&model));
-    let optim = optim.load(dir, state.optimizer_shards.max(1), |id| owned.contains(id), device)?;
+    let optim = optim.load(
+        dir,
+        state.optimizer_shards.max(1),
+        |id| owned.contains(id),
+        device,
+    )?;
     Ok(Restored {
         model,
         optim,

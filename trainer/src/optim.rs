@@ -3,7 +3,7 @@
 //! gradients by their global norm.
 
 use std::marker::PhantomData;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
@@ -105,8 +105,10 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
 
     /// Writes this rank's optimizer state (full precision) as
     /// `{dir}/optim_decay_rank{rank}.bin` and `{dir}/optim_no_decay_rank{rank}.bin`.
-    pub fn save(&self, dir: &Path, rank: usize) -> Result<(), CheckpointError> {
+    /// Returns the files written.
+    pub fn save(&self, dir: &Path, rank: usize) -> Result<Vec<PathBuf>, CheckpointError> {
         let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+        let mut written = Vec::new();
         for (group, record) in [
             ("decay", self.decay.to_record()),
             ("no_decay", self.no_decay.to_record()),
@@ -119,8 +121,9 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
                     what: "optimizer state",
                     message: e.to_string(),
                 })?;
+            written.push(path.with_extension("bin"));
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Reads the state that ranks `0..ranks` wrote with [`NeoxOptimizer::save`]
@@ -146,13 +149,14 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
                     format!("optim_{group}_rank{rank}")
                 };
                 let path = dir.join(name);
-                let record: StateRecord<B, M> = recorder
-                    .load(path.clone(), device)
-                    .map_err(|e| CheckpointError::Record {
-                        path: path.with_extension("bin"),
-                        what: "optimizer state",
-                        message: e.to_string(),
-                    })?;
+                let record: StateRecord<B, M> =
+                    recorder
+                        .load(path.clone(), device)
+                        .map_err(|e| CheckpointError::Record {
+                            path: path.with_extension("bin"),
+                            what: "optimizer state",
+                            message: e.to_string(),
+                        })?;
                 into.extend(record.into_iter().filter(|(id, _)| keep(id)));
             }
             if legacy {

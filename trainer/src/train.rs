@@ -114,7 +114,11 @@ fn step_seed(seed: u64, iteration: u64) -> u64 {
 
 /// A freshly initialised model, the same on every rank of the process: the
 /// CPU backend has one RNG per process, so ranks that are threads take turns.
-fn init_model<B: AutodiffBackend>(config: &ModelConfig, seed: u64, device: &B::Device) -> GptNeox<B> {
+fn init_model<B: AutodiffBackend>(
+    config: &ModelConfig,
+    seed: u64,
+    device: &B::Device,
+) -> GptNeox<B> {
     static INIT: Mutex<()> = Mutex::new(());
     let _turn = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     B::seed(device, seed);
@@ -164,7 +168,11 @@ pub fn run_parallel<B: AutodiffBackend>(
         seed: t.seed,
         schedule: args.schedule.clone(),
         model: config.clone(),
-        optimizer_shards: if dp.zero() == ZeroStage::Off { 1 } else { dp.size() },
+        optimizer_shards: if dp.zero() == ZeroStage::Off {
+            1
+        } else {
+            dp.size()
+        },
     };
     let mut resumed_from = None;
     let checkpoint = match &t.load {
@@ -225,13 +233,21 @@ pub fn run_parallel<B: AutodiffBackend>(
         // Dropout differs between ranks as between one device's micro batches.
         B::seed(
             device,
-            step_seed(t.seed, it).wrapping_add(dp.rank() as u64 * 0x9E37_79B9_7F4A_7C15),
+            step_seed(t.seed, it)
+                .wrapping_add((dp.rank() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         );
         let lr = state.schedule.lr_at(it);
         let micro_batches = (0..accumulation)
             .map(|j| {
                 let first = dp.micro_batch_start(state.consumed_train_samples, j, micro);
-                Batch::read(data.train.as_ref(), first, micro, seq, config.vocab_size, device)
+                Batch::read(
+                    data.train.as_ref(),
+                    first,
+                    micro,
+                    seq,
+                    config.vocab_size,
+                    device,
+                )
             })
             .collect::<Result<Vec<_>, _>>()?;
         let stats;

@@ -240,3 +240,27 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
 }
+
+#[test]
+fn an_unfinished_checkpoint_is_never_loaded_and_is_removed() {
+    let _serial = one_run_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    // What a run killed while saving step 2 leaves (and an older version's name).
+    for name in [".global_step2.partial", ".global_step3.tmp-4242"] {
+        let partial = dir.path().join(name);
+        std::fs::create_dir_all(&partial).unwrap();
+        std::fs::write(partial.join("model.bin"), b"half written").unwrap();
+    }
+    let a = args(&format!(
+        "train_iters: 2\neval_iters: 0\nsave: {0}\nload: {0}\n",
+        dir.path().display()
+    ));
+    let summary = train(&a, &splits(), Device::Cpu).unwrap();
+    assert_eq!(summary.resumed_from, None);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+    assert!(names.contains(&"global_step2".to_string()), "{names:?}");
+}

@@ -381,7 +381,9 @@ impl NeoxArgs {
                 return Err(bad(
                     micro_file.as_deref(),
                     "train_micro_batch_size_per_gpu",
-                    format!("{m} x {dp} data-parallel rank(s) does not divide train_batch_size {b}"),
+                    format!(
+                        "{m} x {dp} data-parallel rank(s) does not divide train_batch_size {b}"
+                    ),
                 ));
             }
             (Some(m), None, None) => (m, 1),
@@ -471,13 +473,19 @@ impl NeoxArgs {
             match key.as_str() {
                 "stage" => {
                     let n = value.as_u64().ok_or_else(|| {
-                        bad(file.as_deref(), &at, format!("expected 0, 1 or 2, found {}", yaml::show(&value)))
+                        bad(
+                            file.as_deref(),
+                            &at,
+                            format!("expected 0, 1 or 2, found {}", yaml::show(&value)),
+                        )
                     })?;
                     stage = ZeroStage::from_stage(n).ok_or_else(|| {
                         bad(
                             file.as_deref(),
                             &at,
-                            format!("stage {n} is not supported: neox-train has ZeRO stages 0, 1 and 2"),
+                            format!(
+                                "stage {n} is not supported: neox-train has ZeRO stages 0, 1 and 2"
+                            ),
                         )
                     })?;
                 }
@@ -494,12 +502,22 @@ impl NeoxArgs {
                         ));
                     }
                 }
-                "allgather_partitions" | "allgather_bucket_size" | "overlap_comm"
-                | "reduce_scatter" | "reduce_bucket_size" | "contiguous_gradients"
-                | "round_robin_gradients" | "elastic_checkpoint" | "load_from_fp32_weights"
-                | "sub_group_size" | "stage3_max_live_parameters" | "stage3_max_reuse_distance"
-                | "stage3_prefetch_bucket_size" | "stage3_param_persistence_threshold"
-                | "stage3_gather_16bit_weights_on_model_save" | "ignore_unused_parameters" => {}
+                "allgather_partitions"
+                | "allgather_bucket_size"
+                | "overlap_comm"
+                | "reduce_scatter"
+                | "reduce_bucket_size"
+                | "contiguous_gradients"
+                | "round_robin_gradients"
+                | "elastic_checkpoint"
+                | "load_from_fp32_weights"
+                | "sub_group_size"
+                | "stage3_max_live_parameters"
+                | "stage3_max_reuse_distance"
+                | "stage3_prefetch_bucket_size"
+                | "stage3_param_persistence_threshold"
+                | "stage3_gather_16bit_weights_on_model_save"
+                | "ignore_unused_parameters" => {}
                 other => {
                     return Err(bad(
                         file.as_deref(),

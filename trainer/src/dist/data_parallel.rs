@@ -156,7 +156,11 @@ impl DataParallel {
         let Some(comm) = &self.comm else {
             return Ok(carry + value);
         };
-        let mut buf = [if comm.rank() == 0 { carry + value } else { value }];
+        let mut buf = [if comm.rank() == 0 {
+            carry + value
+        } else {
+            value
+        }];
         comm.all_reduce_f64(&mut buf, ReduceOp::Sum)?;
         Ok(buf[0])
     }
@@ -177,7 +181,13 @@ impl DataParallel {
         match self.zero {
             ZeroStage::Off | ZeroStage::One => {
                 comm.all_reduce_f32(&mut flat, ReduceOp::Sum)?;
-                Ok(unflatten_grads::<B>(layout, &flat, 0..layout.ids.len(), 0, device))
+                Ok(unflatten_grads::<B>(
+                    layout,
+                    &flat,
+                    0..layout.ids.len(),
+                    0,
+                    device,
+                ))
             }
             ZeroStage::Two => {
                 let partition = Partition::new(&layout.sizes, comm.size());
