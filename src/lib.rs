@@ -2,9 +2,11 @@
 //!
 //! The root package holds the glue that chains the leaf crates together
 //! (read -> tokenize -> write, once, for every command that needs it) and the
-//! implementations of the thin command-line tools `neox-data` and `neox-train`.
+//! implementations of the thin command-line tools `neox-data`, `neox-train`
+//! and `neox-launch`.
 
 pub mod commands;
+pub mod launch;
 pub mod logging;
 pub mod pipeline;
 pub mod prepare;

@@ -34,6 +34,11 @@ struct Args {
     /// Read the configs, print what would be trained and what is not acted on, and exit.
     #[arg(long)]
     check: bool,
+
+    /// DeepSpeed's launcher appends `--local_rank=N`; LOCAL_RANK says the same.
+    #[arg(long = "local_rank", alias = "local-rank", value_name = "N", hide = true)]
+    #[allow(dead_code)] // for Placement::from_env, when the data-parallel mode lands
+    local_rank: Option<usize>,
 }
 
 fn main() -> ExitCode {
