@@ -17,7 +17,11 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// `remote HOST LINE`: runs LINE here with `STANDIN_HOST=HOST`, as ssh runs it there.
 fn stand_in(dir: &Path) -> PathBuf {
     let path = dir.join("remote");
-    std::fs::write(&path, "#!/bin/sh\nhost=\"$1\"\nshift\nSTANDIN_HOST=\"$host\" exec sh -c \"$1\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "#!/bin/sh\nhost=\"$1\"\nshift\nSTANDIN_HOST=\"$host\" exec sh -c \"$1\"\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
 }
@@ -34,7 +38,10 @@ const PLACE: &str = "echo $RANK $WORLD_SIZE $LOCAL_RANK $LOCAL_WORLD_SIZE $MASTE
 fn two_machines_from_a_hostfile() {
     let dir = tempfile::tempdir().unwrap();
     let remote = stand_in(dir.path());
-    let hosts = hostfile(dir.path(), "# two machines\n127.0.0.1 slots=1\n\nlocalhost slots=1  # the second\n");
+    let hosts = hostfile(
+        dir.path(),
+        "# two machines\n127.0.0.1 slots=1\n\nlocalhost slots=1  # the second\n",
+    );
     let run = launch(
         &[
             "--hostfile",
@@ -55,8 +62,16 @@ fn two_machines_from_a_hostfile() {
     assert!(run.status.success(), "{run:?}");
     let cwd = dir.path().canonicalize().unwrap();
     let cwd = cwd.display();
-    assert_eq!(rank_lines(&run.stdout, 0), [format!("0 2 0 1 127.0.0.1 6123 127.0.0.1 {cwd}")], "{run:?}");
-    assert_eq!(rank_lines(&run.stdout, 1), [format!("1 2 0 1 127.0.0.1 6123 localhost {cwd}")], "{run:?}");
+    assert_eq!(
+        rank_lines(&run.stdout, 0),
+        [format!("0 2 0 1 127.0.0.1 6123 127.0.0.1 {cwd}")],
+        "{run:?}"
+    );
+    assert_eq!(
+        rank_lines(&run.stdout, 1),
+        [format!("1 2 0 1 127.0.0.1 6123 localhost {cwd}")],
+        "{run:?}"
+    );
     assert!(!run.stdout.contains("neox-launch-pid"), "{run:?}");
 }
 
@@ -66,7 +81,16 @@ fn slots_include_and_dlts_hostfile() {
     let remote = stand_in(dir.path());
     let hosts = hostfile(dir.path(), "localhost slots=3\n127.0.0.1 slots=2\n");
     let run = launch(
-        &["--remote-command", remote.to_str().unwrap(), "--include", "127.0.0.1@localhost:0,2", "--", "sh", "-c", "echo $RANK $WORLD_SIZE $LOCAL_RANK $LOCAL_WORLD_SIZE $MASTER_ADDR $STANDIN_HOST ${CUDA_VISIBLE_DEVICES:-all}"],
+        &[
+            "--remote-command",
+            remote.to_str().unwrap(),
+            "--include",
+            "127.0.0.1@localhost:0,2",
+            "--",
+            "sh",
+            "-c",
+            "echo $RANK $WORLD_SIZE $LOCAL_RANK $LOCAL_WORLD_SIZE $MASTER_ADDR $STANDIN_HOST ${CUDA_VISIBLE_DEVICES:-all}",
+        ],
         dir.path(),
         &[("DLTS_HOSTFILE", hosts.to_str().unwrap())],
         TIMEOUT,
@@ -76,10 +100,10 @@ fn slots_include_and_dlts_hostfile() {
     assert_eq!(
         lines,
         [
-            ["0 4 0 2 127.0.0.1 127.0.0.1 all"],
-            ["1 4 1 2 127.0.0.1 127.0.0.1 all"],
-            ["2 4 0 2 127.0.0.1 localhost 0,2"],
-            ["3 4 1 2 127.0.0.1 localhost 0,2"],
+            ["0 4 0 2 localhost localhost 0,2"],
+            ["1 4 1 2 localhost localhost 0,2"],
+            ["2 4 0 2 localhost 127.0.0.1 all"],
+            ["3 4 1 2 localhost 127.0.0.1 all"],
         ],
         "{run:?}"
     );
@@ -93,14 +117,27 @@ fn a_failing_remote_rank_stops_the_others() {
     let script = "if [ $RANK = 1 ]; then while [ ! -e started ]; do sleep 0.05; done; exit 5; \
                   else touch started; exec sleep 60; fi";
     let run = launch(
-        &["--hostfile", hosts.to_str().unwrap(), "--remote-command", remote.to_str().unwrap(), "--", "sh", "-c", script],
+        &[
+            "--hostfile",
+            hosts.to_str().unwrap(),
+            "--remote-command",
+            remote.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
         dir.path(),
         &[],
         TIMEOUT,
     );
     assert!(run.elapsed < Duration::from_secs(20), "{run:?}");
     assert_eq!(run.status.code(), Some(1), "{run:?}");
-    assert!(run.stderr.contains("error: rank 1 on localhost exited with status 5"), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("error: rank 1 on localhost exited with status 5"),
+        "{run:?}"
+    );
 }
 
 #[test]
@@ -110,23 +147,67 @@ fn bad_hostfiles_are_refused_with_their_line() {
     let refused = |text: &str, says: &str| {
         let hosts = hostfile(dir.path(), text);
         let run = launch(
-            &["--hostfile", hosts.to_str().unwrap(), "--remote-command", remote.to_str().unwrap(), "--", "true"],
+            &[
+                "--hostfile",
+                hosts.to_str().unwrap(),
+                "--remote-command",
+                remote.to_str().unwrap(),
+                "--",
+                "true",
+            ],
             dir.path(),
             &[],
             TIMEOUT,
         );
         assert!(!run.status.success(), "{text:?}: {run:?}");
-        assert!(run.stderr.contains(&format!("hostfile {}: {says}", hosts.display())), "{text:?} should say {says:?}: {run:?}");
+        assert!(
+            run.stderr
+                .contains(&format!("hostfile {}: {says}", hosts.display())),
+            "{text:?} should say {says:?}: {run:?}"
+        );
         assert!(run.stdout.is_empty(), "nothing may start: {run:?}");
     };
-    refused("127.0.0.1 slots=1\nlocalhost slots=two\n", "line 2: expected `slots=N`");
-    refused("# a comment\n127.0.0.1\n", "line 2: expected `HOST slots=N`");
+    refused(
+        "127.0.0.1 slots=1\nlocalhost slots=two\n",
+        "line 2: expected `slots=N`",
+    );
+    refused(
+        "# a comment\n127.0.0.1\n",
+        "line 2: expected `HOST slots=N`",
+    );
     refused("127.0.0.1 slots=0\n", "line 1: expected `slots=N`");
-    refused("localhost slots=1\nlocalhost slots=1\n", "line 2: host `localhost` is listed twice");
+    refused(
+        "localhost slots=1\nlocalhost slots=1\n",
+        "line 2: host `localhost` is listed twice",
+    );
     refused("# nobody\n", "no hosts");
-    let run = launch(&["--hostfile", "/nonexistent/hostfile", "--", "true"], dir.path(), &[], TIMEOUT);
-    assert!(run.stderr.contains("cannot read hostfile /nonexistent/hostfile"), "{run:?}");
+    let run = launch(
+        &["--hostfile", "/nonexistent/hostfile", "--", "true"],
+        dir.path(),
+        &[],
+        TIMEOUT,
+    );
+    assert!(
+        run.stderr
+            .contains("cannot read hostfile /nonexistent/hostfile"),
+        "{run:?}"
+    );
     let hosts = hostfile(dir.path(), "a slots=1\n");
-    let run = launch(&["--hostfile", hosts.to_str().unwrap(), "--include", "b", "--", "true"], dir.path(), &[], TIMEOUT);
-    assert!(run.stderr.contains("--include: `b`: no host `b` among a"), "{run:?}");
+    let run = launch(
+        &[
+            "--hostfile",
+            hosts.to_str().unwrap(),
+            "--include",
+            "b",
+            "--",
+            "true",
+        ],
+        dir.path(),
+        &[],
+        TIMEOUT,
+    );
+    assert!(
+        run.stderr.contains("--include: `b`: no host `b` among a"),
+        "{run:?}"
+    );
 }

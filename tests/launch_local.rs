@@ -32,7 +32,13 @@ fn two_ranks_get_their_places_and_prefixed_output() {
         let lines = rank_lines(&run.stdout, rank);
         assert_eq!(lines.len(), 1, "{run:?}");
         let words: Vec<&str> = lines[0].split(' ').collect();
-        let expected = [rank.to_string(), "2".into(), rank.to_string(), "2".into(), "127.0.0.1".into()];
+        let expected = [
+            rank.to_string(),
+            "2".into(),
+            rank.to_string(),
+            "2".into(),
+            "127.0.0.1".into(),
+        ];
         assert_eq!(words[..5], expected, "{run:?}");
         words[5].parse::<u16>().unwrap()
     };
@@ -46,7 +52,16 @@ fn two_ranks_get_their_places_and_prefixed_output() {
 fn one_rank_by_default_with_the_given_master() {
     let dir = tempfile::tempdir().unwrap();
     let run = launch(
-        &["--master-port", "4321", "--master-addr", "10.1.2.3", "--", "sh", "-c", "echo $RANK $WORLD_SIZE $MASTER_ADDR $MASTER_PORT"],
+        &[
+            "--master-port",
+            "4321",
+            "--master-addr",
+            "10.1.2.3",
+            "--",
+            "sh",
+            "-c",
+            "echo $RANK $WORLD_SIZE $MASTER_ADDR $MASTER_PORT",
+        ],
         dir.path(),
         &[],
         TIMEOUT,
@@ -62,16 +77,25 @@ fn a_failing_rank_stops_every_other_rank() {
     // fails once rank 0 is asleep.
     let script = "if [ $RANK = 1 ]; then while [ ! -s pids ]; do sleep 0.05; done; exit 3; \
                   else sleep 60 & echo $$ $! > pids.tmp && mv pids.tmp pids; wait; fi";
-    let run = launch(&["--nproc", "2", "--", "sh", "-c", script], dir.path(), &[], TIMEOUT);
+    let run = launch(
+        &["--nproc", "2", "--", "sh", "-c", script],
+        dir.path(),
+        &[],
+        TIMEOUT,
+    );
     assert!(run.elapsed < Duration::from_secs(20), "{run:?}");
     assert_eq!(run.status.code(), Some(1), "{run:?}");
     assert!(
-        run.stderr.contains("error: rank 1 exited with status 3; every other rank was stopped"),
+        run.stderr
+            .contains("error: rank 1 exited with status 3; every other rank was stopped"),
         "{run:?}"
     );
     let pids = std::fs::read_to_string(dir.path().join("pids")).unwrap();
     for pid in pids.split_whitespace() {
-        assert!(!alive(pid), "process {pid} of rank 0 outlived the launch: {run:?}");
+        assert!(
+            !alive(pid),
+            "process {pid} of rank 0 outlived the launch: {run:?}"
+        );
     }
 }
 
@@ -79,16 +103,26 @@ fn a_failing_rank_stops_every_other_rank() {
 fn a_rank_killed_by_a_signal_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let script = "if [ $RANK = 2 ]; then kill -9 $$; else exec sleep 60; fi";
-    let run = launch(&["--nproc", "3", "--", "sh", "-c", script], dir.path(), &[], TIMEOUT);
+    let run = launch(
+        &["--nproc", "3", "--", "sh", "-c", script],
+        dir.path(),
+        &[],
+        TIMEOUT,
+    );
     assert!(run.elapsed < Duration::from_secs(20), "{run:?}");
     assert!(!run.status.success());
-    assert!(run.stderr.contains("rank 2 was killed by signal 9 (SIGKILL)"), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("rank 2 was killed by signal 9 (SIGKILL)"),
+        "{run:?}"
+    );
 }
 
 #[test]
 fn sigterm_reaches_every_rank() {
     let dir = tempfile::tempdir().unwrap();
-    let script = "trap 'echo stopped by TERM; exit 0' TERM; touch ready.$RANK; while :; do sleep 0.05; done";
+    let script =
+        "trap 'echo stopped by TERM; exit 0' TERM; touch ready.$RANK; while :; do sleep 0.05; done";
     let mut child = command(&["--nproc", "2", "--", "sh", "-c", script], dir.path(), &[])
         .spawn()
         .unwrap();
@@ -108,11 +142,15 @@ fn sigterm_reaches_every_rank() {
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
     }
-    let status = wait(&mut child, Duration::from_secs(20)).expect("neox-launch did not end after SIGTERM");
+    let status =
+        wait(&mut child, Duration::from_secs(20)).expect("neox-launch did not end after SIGTERM");
     let lines = lines.join().unwrap();
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{lines:?}");
     for rank in 0..2 {
-        assert!(lines.contains(&format!("[rank {rank}] stopped by TERM")), "{lines:?}");
+        assert!(
+            lines.contains(&format!("[rank {rank}] stopped by TERM")),
+            "{lines:?}"
+        );
     }
 }
 
@@ -134,19 +172,48 @@ fn bad_usage_is_refused() {
     let refused = |args: &[&str], says: &str| {
         let run = launch(args, dir.path(), &[], TIMEOUT);
         assert!(!run.status.success(), "{args:?}: {run:?}");
-        assert!(run.stderr.contains(says), "{args:?} should say {says:?}: {run:?}");
+        assert!(
+            run.stderr.contains(says),
+            "{args:?} should say {says:?}: {run:?}"
+        );
     };
     refused(&["--nproc", "0", "--", "true"], "--nproc");
     refused(&["--nproc", "2"], "COMMAND");
-    refused(&["--nproc", "2", "--include", "a", "--", "true"], "give --hostfile");
-    refused(&["--nproc", "2", "--hostfile", "h", "--", "true"], "cannot be used with");
-    refused(&["--nproc", "2", "--", "no-such-program-here"], "rank 0: cannot start `no-such-program-here`");
+    refused(
+        &["--nproc", "2", "--include", "a", "--", "true"],
+        "give --hostfile",
+    );
+    refused(
+        &["--nproc", "2", "--hostfile", "h", "--", "true"],
+        "cannot be used with",
+    );
+    refused(
+        &["--nproc", "2", "--", "no-such-program-here"],
+        "rank 0: cannot start `no-such-program-here`",
+    );
 }
 
+/// Whether `pid` still runs 5 s from now (a signalled process takes a moment to go).
 fn alive(pid: &str) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while running(pid) {
+        if std::time::Instant::now() >= deadline {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn running(pid: &str) -> bool {
     // A zombie is dead for this purpose: it runs nothing.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }

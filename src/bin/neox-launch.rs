@@ -12,7 +12,10 @@ fn main() -> ExitCode {
             match &outcome {
                 Outcome::Success => {}
                 Outcome::Failed { rank, host, status } => {
-                    let on = host.as_ref().map(|h| format!(" on {h}")).unwrap_or_default();
+                    let on = host
+                        .as_ref()
+                        .map(|h| format!(" on {h}"))
+                        .unwrap_or_default();
                     eprintln!("error: rank {rank}{on} {status}; every other rank was stopped");
                 }
                 Outcome::Interrupted(sig) => eprintln!("error: interrupted by signal {sig}"),

@@ -36,7 +36,12 @@ struct Args {
     check: bool,
 
     /// DeepSpeed's launcher appends `--local_rank=N`; LOCAL_RANK says the same.
-    #[arg(long = "local_rank", alias = "local-rank", value_name = "N", hide = true)]
+    #[arg(
+        long = "local_rank",
+        alias = "local-rank",
+        value_name = "N",
+        hide = true
+    )]
     #[allow(dead_code)] // for Placement::from_env, when the data-parallel mode lands
     local_rank: Option<usize>,
 }

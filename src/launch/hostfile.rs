@@ -56,7 +56,9 @@ pub fn parse_hostfile(text: &str) -> Result<Vec<Host>> {
             .and_then(|s| s.parse::<usize>().ok())
             .filter(|&s| s > 0);
         let Some(count) = count else {
-            bail!("line {n}: expected `slots=N` with N a whole number of at least 1, found `{slots}`");
+            bail!(
+                "line {n}: expected `slots=N` with N a whole number of at least 1, found `{slots}`"
+            );
         };
         if hosts.iter().any(|h| h.name == name) {
             bail!("line {n}: host `{name}` is listed twice");
@@ -75,10 +77,12 @@ pub fn parse_hostfile(text: &str) -> Result<Vec<Host>> {
 
 /// DeepSpeed's host filters: `host1@host2:0,2` names all of host1 and slots 0
 /// and 2 of host2. `include` keeps only what it names; `exclude` removes it.
+/// Hosts keep the hostfile's order (rank 0 is on the first one left).
 pub fn select(hosts: Vec<Host>, include: Option<&str>, exclude: Option<&str>) -> Result<Vec<Host>> {
     let mut hosts = hosts;
     if let Some(spec) = include {
-        let picks = parse_filter(spec, &hosts).context("--include")?;
+        let mut picks = parse_filter(spec, &hosts).context("--include")?;
+        picks.sort_by_key(|(i, _)| *i);
         hosts = picks
             .into_iter()
             .map(|(i, slots)| Host {
@@ -140,12 +144,17 @@ mod tests {
     use super::*;
 
     fn names_and_slots(hosts: &[Host]) -> Vec<(&str, Vec<usize>)> {
-        hosts.iter().map(|h| (h.name.as_str(), h.slots.clone())).collect()
+        hosts
+            .iter()
+            .map(|h| (h.name.as_str(), h.slots.clone()))
+            .collect()
     }
 
     #[test]
     fn hostfile_lines_comments_and_blanks() {
-        let hosts = parse_hostfile("# cluster\n\nworker-1 slots=2\n  10.0.0.2   slots=1  # spare\n").unwrap();
+        let hosts =
+            parse_hostfile("# cluster\n\nworker-1 slots=2\n  10.0.0.2   slots=1  # spare\n")
+                .unwrap();
         assert_eq!(
             names_and_slots(&hosts),
             [("worker-1", vec![0, 1]), ("10.0.0.2", vec![0])]
@@ -156,23 +165,47 @@ mod tests {
     #[test]
     fn bad_hostfiles_name_the_line() {
         let err = |text| format!("{:#}", parse_hostfile(text).unwrap_err());
-        assert_eq!(err("a slots=1\nb\n"), "line 2: expected `HOST slots=N`, found `b`");
+        assert_eq!(
+            err("a slots=1\nb\n"),
+            "line 2: expected `HOST slots=N`, found `b`"
+        );
         assert!(err("a slots=0").starts_with("line 1: expected `slots=N`"));
         assert!(err("# c\na slots=x").starts_with("line 2: expected `slots=N`"));
         assert!(err("a gpus=2").contains("found `gpus=2`"));
         assert!(err("a slots=1 extra").starts_with("line 1: expected `HOST slots=N`"));
-        assert_eq!(err("a slots=1\na slots=2"), "line 2: host `a` is listed twice");
+        assert_eq!(
+            err("a slots=1\na slots=2"),
+            "line 2: host `a` is listed twice"
+        );
         assert!(err("# nothing\n\n").starts_with("no hosts"));
     }
 
     #[test]
     fn include_and_exclude_as_deepspeed() {
         let hosts = parse_hostfile("a slots=4\nb slots=2\nc slots=1").unwrap();
-        let pick = |inc, exc| names_and_slots(&select(hosts.clone(), inc, exc).unwrap()).into_iter().map(|(n, s)| (n.to_string(), s)).collect::<Vec<_>>();
-        let own = |v: &[(&str, Vec<usize>)]| v.iter().map(|(n, s)| (n.to_string(), s.clone())).collect::<Vec<_>>();
-        assert_eq!(pick(Some("c@a:1,3"), None), own(&[("c", vec![0]), ("a", vec![1, 3])]));
-        assert_eq!(pick(None, Some("b@a:0")), own(&[("a", vec![1, 2, 3]), ("c", vec![0])]));
-        assert_eq!(pick(Some("a@b"), Some("b:1")), own(&[("a", vec![0, 1, 2, 3]), ("b", vec![0])]));
+        let pick = |inc, exc| {
+            names_and_slots(&select(hosts.clone(), inc, exc).unwrap())
+                .into_iter()
+                .map(|(n, s)| (n.to_string(), s))
+                .collect::<Vec<_>>()
+        };
+        let own = |v: &[(&str, Vec<usize>)]| {
+            v.iter()
+                .map(|(n, s)| (n.to_string(), s.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            pick(Some("c@a:1,3"), None),
+            own(&[("a", vec![1, 3]), ("c", vec![0])])
+        );
+        assert_eq!(
+            pick(None, Some("b@a:0")),
+            own(&[("a", vec![1, 2, 3]), ("c", vec![0])])
+        );
+        assert_eq!(
+            pick(Some("a@b"), Some("b:1")),
+            own(&[("a", vec![0, 1, 2, 3]), ("b", vec![0])])
+        );
         let sub = select(hosts.clone(), Some("a:1"), None).unwrap();
         assert!(sub[0].is_subset());
         let err = |inc, exc| format!("{:#}", select(hosts.clone(), inc, exc).unwrap_err());

@@ -121,7 +121,10 @@ pub fn launch(args: &LaunchArgs) -> Result<Outcome> {
         }
         let nproc = args.nproc.unwrap_or(1) as usize;
         let master = Master {
-            addr: args.master_addr.clone().unwrap_or_else(|| "127.0.0.1".into()),
+            addr: args
+                .master_addr
+                .clone()
+                .unwrap_or_else(|| "127.0.0.1".into()),
             port,
         };
         tracing::info!(
@@ -141,7 +144,10 @@ pub fn launch(args: &LaunchArgs) -> Result<Outcome> {
         (None, Remote::Pdsh) => RemoteCommand::pdsh(),
     };
     let master = Master {
-        addr: args.master_addr.clone().unwrap_or_else(|| hosts[0].name.clone()),
+        addr: args
+            .master_addr
+            .clone()
+            .unwrap_or_else(|| hosts[0].name.clone()),
         port,
     };
     let mut command = args.command.clone();
@@ -169,7 +175,10 @@ pub fn launch(args: &LaunchArgs) -> Result<Outcome> {
 /// A port nobody listens on here now (the ranks take it shortly after).
 fn free_port() -> Result<u16> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).context("cannot find a free port")?;
-    Ok(listener.local_addr().context("cannot find a free port")?.port())
+    Ok(listener
+        .local_addr()
+        .context("cannot find a free port")?
+        .port())
 }
 
 /// The `hostfile` key of the `--config` files, when the command is
@@ -227,8 +236,21 @@ mod tests {
 
     #[test]
     fn config_files_are_found_in_neox_train_arguments() {
-        let args = strings(&["--config", "a.yml", "b.yml", "--device", "cpu", "-c", "c.yml", "--config=d.yml", "x"]);
-        let files: Vec<String> = config_files(&args).iter().map(|p| p.display().to_string()).collect();
+        let args = strings(&[
+            "--config",
+            "a.yml",
+            "b.yml",
+            "--device",
+            "cpu",
+            "-c",
+            "c.yml",
+            "--config=d.yml",
+            "x",
+        ]);
+        let files: Vec<String> = config_files(&args)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         assert_eq!(files, ["a.yml", "b.yml", "c.yml", "d.yml"]);
     }
 
@@ -244,11 +266,20 @@ mod tests {
             c.extend(files.iter().map(|f| f.display().to_string()));
             c
         };
-        assert_eq!(config_hostfile(&cmd("neox-train", &[&a, &b])), Some("/etc/second".into()));
-        assert_eq!(config_hostfile(&cmd("/bin/neox-train", &[&a])), Some("/etc/first".into()));
+        assert_eq!(
+            config_hostfile(&cmd("neox-train", &[&a, &b])),
+            Some("/etc/second".into())
+        );
+        assert_eq!(
+            config_hostfile(&cmd("/bin/neox-train", &[&a])),
+            Some("/etc/first".into())
+        );
         assert_eq!(config_hostfile(&cmd("other", &[&a])), None);
         std::fs::write(&b, "train_iters: 3\n").unwrap();
-        assert_eq!(config_hostfile(&cmd("neox-train", &[&a, &b])), Some("/etc/first".into()));
+        assert_eq!(
+            config_hostfile(&cmd("neox-train", &[&a, &b])),
+            Some("/etc/first".into())
+        );
         assert_eq!(config_hostfile(&cmd("neox-train", &[&b])), None);
     }
 }

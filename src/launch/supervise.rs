@@ -62,7 +62,11 @@ struct Running {
 
 /// Starts every rank, waits for all of them, and stops the rest when one
 /// fails or a signal comes; `grace` is how long ranks get between SIGTERM and SIGKILL.
-pub fn run(ranks: Vec<RankSpec>, remote: Option<&RemoteCommand>, grace: Duration) -> Result<Outcome> {
+pub fn run(
+    ranks: Vec<RankSpec>,
+    remote: Option<&RemoteCommand>,
+    grace: Duration,
+) -> Result<Outcome> {
     let signal = Arc::new(AtomicUsize::new(0));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register_usize(sig, Arc::clone(&signal), sig as usize)
@@ -93,7 +97,12 @@ pub fn run(ranks: Vec<RankSpec>, remote: Option<&RemoteCommand>, grace: Duration
             r.status = Some(status);
             if !status.success() && outcome == Outcome::Success {
                 let how = describe(status);
-                let on = r.spec.host.as_ref().map(|h| format!(" on {h}")).unwrap_or_default();
+                let on = r
+                    .spec
+                    .host
+                    .as_ref()
+                    .map(|h| format!(" on {h}"))
+                    .unwrap_or_default();
                 tracing::error!("rank {}{on} {how}; stopping every other rank", r.spec.rank);
                 outcome = Outcome::Failed {
                     rank: r.spec.rank,
@@ -173,8 +182,8 @@ fn start(spec: RankSpec) -> Result<Running> {
     })
 }
 
-/// Copies `input` line by line behind `prefix`; the first line of a remote
-/// rank's stdout is its pid, kept in `pid` and not shown.
+/// Copies `input` line by line behind `prefix`; a remote rank's pid line
+/// (the first line it prints, after any login banner) is kept in `pid`, not shown.
 fn forward(
     input: impl Read,
     prefix: &str,
@@ -183,15 +192,14 @@ fn forward(
 ) {
     let mut input = BufReader::new(input);
     let mut line = Vec::new();
-    let mut first = true;
     loop {
         line.clear();
         match input.read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        if std::mem::take(&mut first)
-            && let Some(pid) = &pid
+        if let Some(pid) = &pid
+            && pid.get().is_none()
             && let Some(n) = std::str::from_utf8(&line)
                 .ok()
                 .and_then(|l| l.trim_end().strip_prefix(PID_MARKER))
@@ -212,7 +220,12 @@ fn forward(
 
 /// Sends `signal` (`TERM`, `INT`, `KILL`) to every rank still running: to
 /// local process groups directly, to remote ranks through `remote`.
-fn stop_all(running: &mut [Running], remote: Option<&RemoteCommand>, helpers: &mut Vec<Child>, signal: &str) {
+fn stop_all(
+    running: &mut [Running],
+    remote: Option<&RemoteCommand>,
+    helpers: &mut Vec<Child>,
+    signal: &str,
+) {
     let number = match signal {
         "INT" => libc::SIGINT,
         "KILL" => libc::SIGKILL,
@@ -230,7 +243,10 @@ fn stop_all(running: &mut [Running], remote: Option<&RemoteCommand>, helpers: &m
                 .spawn();
             match helper {
                 Ok(h) => helpers.push(h),
-                Err(e) => tracing::warn!("rank {} on {host}: cannot run the remote kill: {e}", r.spec.rank),
+                Err(e) => tracing::warn!(
+                    "rank {} on {host}: cannot run the remote kill: {e}",
+                    r.spec.rank
+                ),
             }
             if number != libc::SIGKILL {
                 // The remote command ends with the rank; keep the connection open until then.
@@ -326,8 +342,14 @@ mod tests {
 
     #[test]
     fn statuses_read_plainly() {
-        assert_eq!(describe(ExitStatus::from_raw(3 << 8)), "exited with status 3");
-        assert_eq!(describe(ExitStatus::from_raw(9)), "was killed by signal 9 (SIGKILL)");
+        assert_eq!(
+            describe(ExitStatus::from_raw(3 << 8)),
+            "exited with status 3"
+        );
+        assert_eq!(
+            describe(ExitStatus::from_raw(9)),
+            "was killed by signal 9 (SIGKILL)"
+        );
         assert_eq!(Outcome::Interrupted(libc::SIGINT).exit_code(), 130);
     }
 

@@ -20,14 +20,18 @@ pub struct Run {
 /// `neox-launch ARGS` in `dir` with `env` added, killed and failed past `timeout`.
 pub fn launch(args: &[&str], dir: &Path, env: &[(&str, &str)], timeout: Duration) -> Run {
     let start = Instant::now();
-    let mut child = command(args, dir, env).spawn().expect("cannot start neox-launch");
+    let mut child = command(args, dir, env)
+        .spawn()
+        .expect("cannot start neox-launch");
     let stdout = collect(child.stdout.take());
     let stderr = collect(child.stderr.take());
     let status = wait(&mut child, timeout);
     let elapsed = start.elapsed();
     let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
     let Some(status) = status else {
-        panic!("neox-launch {args:?} still ran after {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        panic!(
+            "neox-launch {args:?} still ran after {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
     };
     Run {
         status,

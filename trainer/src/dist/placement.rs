@@ -105,7 +105,9 @@ pub enum PlacementError {
         env_var: &'static str,
         env: usize,
     },
-    #[error("MASTER_PORT={0} leaves no port for the rendezvous (torchrun's agent holds MASTER_PORT, ours uses MASTER_PORT + 1)")]
+    #[error(
+        "MASTER_PORT={0} leaves no port for the rendezvous (torchrun's agent holds MASTER_PORT, ours uses MASTER_PORT + 1)"
+    )]
     NoRendezvousPort(u16),
 }
 
@@ -212,7 +214,11 @@ fn slurm(env: &impl Fn(&str) -> Option<String>) -> Result<Placement, PlacementEr
         local_size: None,
     };
     let first_host = || -> Result<Option<String>, PlacementError> {
-        for var in ["SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST"] {
+        for var in [
+            "SLURM_STEP_NODELIST",
+            "SLURM_JOB_NODELIST",
+            "SLURM_NODELIST",
+        ] {
             if let Some(list) = env(var) {
                 let hosts = expand_hostlist(&list).map_err(|e| PlacementError::Invalid {
                     var: var.into(),
@@ -231,7 +237,9 @@ fn slurm(env: &impl Fn(&str) -> Option<String>) -> Result<Placement, PlacementEr
 
 /// This node's task count, from `SLURM_STEP_TASKS_PER_NODE` (`2(x3),1`) and
 /// `SLURM_NODEID`, when both are set.
-fn slurm_local_size(env: &impl Fn(&str) -> Option<String>) -> Result<Option<usize>, PlacementError> {
+fn slurm_local_size(
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<usize>, PlacementError> {
     let (Some(list), Some(_)) = (env("SLURM_STEP_TASKS_PER_NODE"), env("SLURM_NODEID")) else {
         return Ok(None);
     };
@@ -320,8 +328,12 @@ fn ranks(
             None if world_size == 1 => "127.0.0.1".into(),
             None => {
                 let hint = match launcher {
-                    Launcher::OpenMpi => "MPI does not name a master: pass rank 0's host, e.g. `mpirun -x MASTER_ADDR=host0 ...`",
-                    Launcher::Slurm => "set it, or run under srun so that SLURM_JOB_NODELIST names the hosts",
+                    Launcher::OpenMpi => {
+                        "MPI does not name a master: pass rank 0's host, e.g. `mpirun -x MASTER_ADDR=host0 ...`"
+                    }
+                    Launcher::Slurm => {
+                        "set it, or run under srun so that SLURM_JOB_NODELIST names the hosts"
+                    }
                     _ => "the ranks meet at rank 0's host: set MASTER_ADDR to it",
                 };
                 return Err(PlacementError::Missing {
@@ -461,7 +473,12 @@ mod tests {
     fn rank_env_defaults_and_ipv6() {
         let p = place(&[("RANK", "0"), ("WORLD_SIZE", "1")], None).unwrap();
         assert_eq!(
-            (p.master_addr.as_str(), p.master_port, p.local_rank, p.local_world_size),
+            (
+                p.master_addr.as_str(),
+                p.master_port,
+                p.local_rank,
+                p.local_world_size
+            ),
             ("127.0.0.1", DEFAULT_MASTER_PORT, 0, None)
         );
         let p = place(
@@ -476,7 +493,10 @@ mod tests {
     fn bad_rank_env_names_the_variable() {
         let err = |vars: &[(&str, &str)]| place(vars, None).unwrap_err().to_string();
         let e = err(&[("RANK", "abc"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "h")]);
-        assert!(e.contains("RANK=\"abc\"") && e.contains("whole number"), "{e}");
+        assert!(
+            e.contains("RANK=\"abc\"") && e.contains("whole number"),
+            "{e}"
+        );
         let e = err(&[("RANK", "2"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "h")]);
         assert!(e.contains("RANK=2") && e.contains("WORLD_SIZE=2"), "{e}");
         let e = err(&[("RANK", "0"), ("WORLD_SIZE", "0")]);
@@ -488,12 +508,33 @@ mod tests {
         let e = err(&[("WORLD_SIZE", "2")]);
         assert!(e.starts_with("RANK is not set"), "{e}");
         let e = err(&[("RANK", "0"), ("WORLD_SIZE", "2")]);
-        assert!(e.starts_with("MASTER_ADDR is not set") && e.contains("2 ranks"), "{e}");
-        let e = err(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "70000")]);
-        assert!(e.contains("MASTER_PORT=\"70000\"") && e.contains("TCP port"), "{e}");
-        let e = err(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "0")]);
+        assert!(
+            e.starts_with("MASTER_ADDR is not set") && e.contains("2 ranks"),
+            "{e}"
+        );
+        let e = err(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "h"),
+            ("MASTER_PORT", "70000"),
+        ]);
+        assert!(
+            e.contains("MASTER_PORT=\"70000\"") && e.contains("TCP port"),
+            "{e}"
+        );
+        let e = err(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "h"),
+            ("MASTER_PORT", "0"),
+        ]);
         assert!(e.contains("MASTER_PORT=\"0\""), "{e}");
-        let e = err(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "h"), ("LOCAL_RANK", "x")]);
+        let e = err(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "h"),
+            ("LOCAL_RANK", "x"),
+        ]);
         assert!(e.contains("LOCAL_RANK=\"x\""), "{e}");
         let e = err(&[
             ("RANK", "0"),
@@ -502,7 +543,10 @@ mod tests {
             ("LOCAL_RANK", "2"),
             ("LOCAL_WORLD_SIZE", "2"),
         ]);
-        assert!(e.contains("LOCAL_RANK=2") && e.contains("LOCAL_WORLD_SIZE=2"), "{e}");
+        assert!(
+            e.contains("LOCAL_RANK=2") && e.contains("LOCAL_WORLD_SIZE=2"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -567,14 +611,26 @@ mod tests {
             place(&v, None).unwrap_err().to_string()
         };
         let e = with(&[]);
-        assert!(e.starts_with("MASTER_ADDR is not set") && e.contains("srun"), "{e}");
+        assert!(
+            e.starts_with("MASTER_ADDR is not set") && e.contains("srun"),
+            "{e}"
+        );
         let e = with(&[("SLURM_JOB_NODELIST", "node[3-1]")]);
         assert!(e.contains("SLURM_JOB_NODELIST=\"node[3-1]\""), "{e}");
-        let e = with(&[("SLURM_JOB_NODELIST", "n1"), ("SLURM_NODEID", "3"), ("SLURM_STEP_TASKS_PER_NODE", "1(x2)")]);
-        assert!(e.contains("SLURM_STEP_TASKS_PER_NODE") && e.contains("SLURM_NODEID=3"), "{e}");
+        let e = with(&[
+            ("SLURM_JOB_NODELIST", "n1"),
+            ("SLURM_NODEID", "3"),
+            ("SLURM_STEP_TASKS_PER_NODE", "1(x2)"),
+        ]);
+        assert!(
+            e.contains("SLURM_STEP_TASKS_PER_NODE") && e.contains("SLURM_NODEID=3"),
+            "{e}"
+        );
         let e = with(&[("SLURM_JOB_NODELIST", "n1"), ("SLURM_LOCALID", "one")]);
         assert!(e.contains("SLURM_LOCALID=\"one\""), "{e}");
-        let e = place(&[("SLURM_PROCID", "0")], None).unwrap_err().to_string();
+        let e = place(&[("SLURM_PROCID", "0")], None)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("SLURM_NTASKS is not set"), "{e}");
     }
 
@@ -587,16 +643,29 @@ mod tests {
             ("OMPI_COMM_WORLD_LOCAL_SIZE", "2"),
         ];
         let e = place(&vars, None).unwrap_err().to_string();
-        assert!(e.starts_with("MASTER_ADDR is not set") && e.contains("mpirun -x MASTER_ADDR"), "{e}");
+        assert!(
+            e.starts_with("MASTER_ADDR is not set") && e.contains("mpirun -x MASTER_ADDR"),
+            "{e}"
+        );
         let mut with = vars.to_vec();
         with.push(("MASTER_ADDR", "host0"));
         let p = place(&with, None).unwrap();
         assert_eq!(
-            (p.rank, p.world_size, p.local_rank, p.local_world_size, p.launcher),
+            (
+                p.rank,
+                p.world_size,
+                p.local_rank,
+                p.local_world_size,
+                p.launcher
+            ),
             (1, 2, 1, Some(2), Launcher::OpenMpi)
         );
         assert_eq!(p.master_addr, "host0");
-        let one = place(&[("OMPI_COMM_WORLD_RANK", "0"), ("OMPI_COMM_WORLD_SIZE", "1")], None).unwrap();
+        let one = place(
+            &[("OMPI_COMM_WORLD_RANK", "0"), ("OMPI_COMM_WORLD_SIZE", "1")],
+            None,
+        )
+        .unwrap();
         assert_eq!((one.world_size, one.master_addr.as_str()), (1, "127.0.0.1"));
     }
 }

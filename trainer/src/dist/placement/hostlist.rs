@@ -103,7 +103,10 @@ fn ranges(spec: &str) -> Result<Vec<String>, HostlistError> {
         if !digits(lo) || !digits(hi) {
             return Err(bad());
         }
-        let (a, b): (u64, u64) = (lo.parse().map_err(|_| bad())?, hi.parse().map_err(|_| bad())?);
+        let (a, b): (u64, u64) = (
+            lo.parse().map_err(|_| bad())?,
+            hi.parse().map_err(|_| bad())?,
+        );
         if a > b {
             return Err(bad());
         }
@@ -141,10 +144,7 @@ mod tests {
     #[test]
     fn several_groups_multiply() {
         assert_eq!(hosts("r[1-2]n[1,3]"), ["r1n1", "r1n3", "r2n1", "r2n3"]);
-        assert_eq!(
-            hosts("a[1-2],b[01-02]-x"),
-            ["a1", "a2", "b01-x", "b02-x"]
-        );
+        assert_eq!(hosts("a[1-2],b[01-02]-x"), ["a1", "a2", "b01-x", "b02-x"]);
     }
 
     #[test]
