@@ -135,7 +135,7 @@ fn a_failing_remote_rank_stops_the_others() {
     assert_eq!(run.status.code(), Some(1), "{run:?}");
     assert!(
         run.stderr
-            .contains("error: rank 1 on localhost exited with status 5"),
+            .contains("error: rank 1 on localhost exited with status 5; stopping the 1 other rank still running"),
         "{run:?}"
     );
 }

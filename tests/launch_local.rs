@@ -86,8 +86,9 @@ fn a_failing_rank_stops_every_other_rank() {
     assert!(run.elapsed < Duration::from_secs(20), "{run:?}");
     assert_eq!(run.status.code(), Some(1), "{run:?}");
     assert!(
-        run.stderr
-            .contains("error: rank 1 exited with status 3; every other rank was stopped"),
+        run.stderr.contains(
+            "error: rank 1 exited with status 3; stopping the 1 other rank still running"
+        ),
         "{run:?}"
     );
     let pids = std::fs::read_to_string(dir.path().join("pids")).unwrap();

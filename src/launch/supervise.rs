@@ -29,17 +29,46 @@ const DRAIN: Duration = Duration::from_secs(2);
 pub enum Outcome {
     /// Every rank exited with status 0.
     Success,
-    /// The first rank that failed, and how.
+    /// The first rank that failed, how, and how many others were still
+    /// running then (and so were stopped).
     Failed {
         rank: usize,
         host: Option<String>,
         status: String,
+        stopped: usize,
     },
     /// Stopped by this signal (forwarded to every rank).
     Interrupted(i32),
 }
 
 impl Outcome {
+    /// What went wrong, for the user: `rank 1 on host-b exited with status 3; ...`.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Outcome::Success => None,
+            Outcome::Failed {
+                rank,
+                host,
+                status,
+                stopped,
+            } => {
+                let on = host
+                    .as_ref()
+                    .map(|h| format!(" on {h}"))
+                    .unwrap_or_default();
+                let rest = match stopped {
+                    0 => "no other rank was running".to_string(),
+                    1 => "stopping the 1 other rank still running".to_string(),
+                    n => format!("stopping the {n} other ranks still running"),
+                };
+                Some(format!("rank {rank}{on} {status}; {rest}"))
+            }
+            Outcome::Interrupted(sig) => {
+                Some(format!("interrupted by signal {sig}; every rank was told"))
+            }
+        }
+    }
+
     /// The launcher's exit status.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -96,21 +125,18 @@ pub fn run(
             };
             r.status = Some(status);
             if !status.success() && outcome == Outcome::Success {
-                let how = describe(status);
-                let on = r
-                    .spec
-                    .host
-                    .as_ref()
-                    .map(|h| format!(" on {h}"))
-                    .unwrap_or_default();
-                tracing::error!("rank {}{on} {how}; stopping every other rank", r.spec.rank);
                 outcome = Outcome::Failed {
                     rank: r.spec.rank,
                     host: r.spec.host.clone(),
-                    status: how,
+                    status: describe(status),
+                    stopped: 0,
                 };
                 failed_now = true;
             }
+        }
+        if failed_now && let Outcome::Failed { stopped, .. } = &mut outcome {
+            *stopped = running.iter().filter(|r| r.status.is_none()).count();
+            tracing::error!("{}", outcome.describe().unwrap_or_default());
         }
         if running.iter().all(|r| r.status.is_some()) {
             break;
