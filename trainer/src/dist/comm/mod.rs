@@ -11,6 +11,8 @@
 //! the call with [`CommError`] naming it, never a hang.
 
 pub mod mesh;
+#[cfg(feature = "cuda")]
+pub mod nccl;
 pub mod tcp;
 pub mod threads;
 
