@@ -178,33 +178,54 @@ impl<C: Communicator + ?Sized> CommExt for C {}
 /// Reduces `src` into `acc` elementwise (`acc = acc op src`), both holding
 /// `dtype`s (native byte order; any alignment). The one place where
 /// contributions are combined, shared by the engines so that they agree bit
-/// for bit. `Max` propagates NaN.
+/// for bit. `Max` propagates NaN; integer sums wrap.
 pub fn reduce_into(acc: &mut [u8], src: &[u8], dtype: DType, op: ReduceOp) {
-    macro_rules! combine {
-        ($t:ty, $n:expr, $max:expr) => {
-            for (a, s) in acc.chunks_exact_mut($n).zip(src.chunks_exact($n)) {
-                let x = <$t>::from_ne_bytes(a.try_into().unwrap_or([0; $n]));
-                let y = <$t>::from_ne_bytes(s.try_into().unwrap_or([0; $n]));
-                let r: $t = match op {
-                    ReduceOp::Sum => x + y,
-                    ReduceOp::Max => $max(x, y),
-                };
-                a.copy_from_slice(&r.to_ne_bytes());
-            }
-        };
-    }
-    match dtype {
-        DType::F32 => combine!(f32, 4, |x: f32, y: f32| if x.is_nan() || y.is_nan() {
+    let f32_max = |x: f32, y: f32| {
+        if x.is_nan() || y.is_nan() {
             f32::NAN
         } else {
             x.max(y)
-        }),
-        DType::F64 => combine!(f64, 8, |x: f64, y: f64| if x.is_nan() || y.is_nan() {
+        }
+    };
+    let f64_max = |x: f64, y: f64| {
+        if x.is_nan() || y.is_nan() {
             f64::NAN
         } else {
             x.max(y)
-        }),
-        DType::I64 => combine!(i64, 8, |x: i64, y: i64| x.max(y)),
+        }
+    };
+    match (dtype, op) {
+        (DType::F32, ReduceOp::Sum) => combine(acc, src, |x: f32, y| x + y),
+        (DType::F32, ReduceOp::Max) => combine(acc, src, f32_max),
+        (DType::F64, ReduceOp::Sum) => combine(acc, src, |x: f64, y| x + y),
+        (DType::F64, ReduceOp::Max) => combine(acc, src, f64_max),
+        (DType::I64, ReduceOp::Sum) => combine(acc, src, i64::wrapping_add),
+        (DType::I64, ReduceOp::Max) => combine(acc, src, i64::max),
+    }
+}
+
+/// `acc[i] = f(acc[i], src[i])` over the `T`s of two byte slices: on typed
+/// slices when both are aligned (the usual case; the compiler vectorizes it),
+/// else element by element. The same arithmetic either way.
+fn combine<T: bytemuck::Pod>(acc: &mut [u8], src: &[u8], f: impl Fn(T, T) -> T) {
+    let n = std::mem::size_of::<T>();
+    let whole = acc.len().min(src.len()) / n * n;
+    let (acc, src) = (&mut acc[..whole], &src[..whole]);
+    let aligned = |p: *const u8| p.align_offset(std::mem::align_of::<T>()) == 0;
+    if aligned(acc.as_ptr()) && aligned(src.as_ptr()) {
+        // Whole elements, aligned: the casts cannot fail.
+        let typed: &mut [T] = bytemuck::cast_slice_mut(acc);
+        for (a, &s) in typed.iter_mut().zip(bytemuck::cast_slice::<u8, T>(src)) {
+            *a = f(*a, s);
+        }
+        return;
+    }
+    for (a, s) in acc.chunks_exact_mut(n).zip(src.chunks_exact(n)) {
+        let r = f(
+            bytemuck::pod_read_unaligned(a),
+            bytemuck::pod_read_unaligned(s),
+        );
+        a.copy_from_slice(bytemuck::bytes_of(&r));
     }
 }
 
@@ -232,5 +253,24 @@ mod tests {
         let mut acc = 7i64.to_ne_bytes().to_vec();
         reduce_into(&mut acc, &(-3i64).to_ne_bytes(), DType::I64, ReduceOp::Sum);
         assert_eq!(i64::from_ne_bytes(acc[..].try_into().unwrap()), 4);
+        // Misaligned bytes take the element-by-element path: the same sums.
+        let xs: Vec<u8> = [1.5f64, -2.0, 1e300]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        let mut shifted = vec![0u8; 1];
+        shifted.extend_from_slice(&xs);
+        let mut aligned = xs.clone();
+        reduce_into(&mut shifted[1..], &xs, DType::F64, ReduceOp::Sum);
+        reduce_into(&mut aligned, &xs, DType::F64, ReduceOp::Sum);
+        assert_eq!(shifted[1..], aligned[..]);
+        let sums: Vec<f64> = aligned
+            .chunks_exact(8)
+            .map(|c| f64::from_ne_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(sums, [3.0, -4.0, 2e300]);
+        let mut big = i64::MAX.to_ne_bytes().to_vec();
+        reduce_into(&mut big, &1i64.to_ne_bytes(), DType::I64, ReduceOp::Sum);
+        assert_eq!(big, i64::MIN.to_ne_bytes());
     }
 }
