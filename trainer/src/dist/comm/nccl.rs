@@ -16,6 +16,10 @@
 //! and a barrier on the control communicator names the rank that is gone or
 //! silent. `ncclCommInitRank` (in [`NcclComm::new`] and sub-groups) has no
 //! timeout of ours: NCCL's bootstrap bounds it.
+//!
+//! Unlike the thread and TCP engines, whose `send` returns once the bytes are
+//! queued, an NCCL `send` returns when the peer has received them: two ranks
+//! that both send before they receive wait for each other until the timeout.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
