@@ -323,7 +323,7 @@ fn a_thread_rank_that_never_calls_is_named_within_the_timeout() {
     let timeout = Duration::from_millis(400);
     let got = on_threads(3, timeout, move |c| {
         if c.rank() == 1 {
-            thread::sleep(timeout * 4);
+            thread::sleep(timeout * 6);
             return None;
         }
         let start = Instant::now();
@@ -333,7 +333,7 @@ fn a_thread_rank_that_never_calls_is_named_within_the_timeout() {
     });
     for (err, took) in got.into_iter().flatten() {
         assert!(matches!(err, CommError::Timeout { rank: 1, .. }), "{err}");
-        assert!(took >= timeout && took < timeout * 3, "{took:?}");
+        assert!(took >= timeout && took < timeout * 5, "{took:?}");
     }
 }
 
@@ -350,7 +350,7 @@ fn a_tcp_rank_that_drops_is_lost_at_once_and_a_silent_one_times_out() {
             }
             // Alive, connected, but silent.
             1 => {
-                thread::sleep(timeout * 3);
+                thread::sleep(timeout * 4);
                 None
             }
             _ => {
@@ -374,7 +374,7 @@ fn a_tcp_rank_that_drops_is_lost_at_once_and_a_silent_one_times_out() {
         "{silent}"
     );
     assert!(
-        silent_after >= timeout && silent_after < timeout * 2,
+        silent_after >= timeout && silent_after < timeout * 3,
         "{silent_after:?}"
     );
 }
