@@ -163,3 +163,56 @@ fn whole_corpus_gpt2() {
 fn whole_corpus_neox20b() {
     check_mail("neox20b", 1, &args(&["--tokenizer-type", "HFTokenizer"]));
 }
+
+/// SPMTokenizer on a SentencePiece model of `tokenize/tests/fixtures/spm/`:
+/// the .bin/.idx of the whole corpus have the checksums GPT-NeoX's
+/// `SentencePieceTokenizer` gave (`scripts/spm_reference.py`).
+fn check_mail_spm(model: &str, workers: usize) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tokenize/tests/fixtures/spm");
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join(format!("{model}.json"))).unwrap(),
+    )
+    .unwrap();
+    let corpus = &summary["corpus"];
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("mail_spm");
+    let model_file = fixtures.join(format!("{model}.model"));
+    tokenize(
+        &shared().join("data/mail.jsonl.zst"),
+        &prefix,
+        workers,
+        &[
+            "--tokenizer-type".into(),
+            "SPMTokenizer".into(),
+            "--vocab-file".into(),
+            model_file.to_string_lossy().into_owned(),
+        ],
+    );
+    let bin = std::fs::read(dir.path().join("mail_spm_text_document.bin")).unwrap();
+    // u16 tokens: both models have fewer than 65,500 pieces.
+    assert_eq!(
+        bin.len() as u64,
+        2 * corpus["tokens"].as_u64().unwrap(),
+        "{model}: token count"
+    );
+    for (ext, key) in [("bin", "bin_sha256"), ("idx", "idx_sha256")] {
+        let bytes =
+            std::fs::read(dir.path().join(format!("mail_spm_text_document.{ext}"))).unwrap();
+        let got = format!("{:x}", Sha256::digest(&bytes));
+        assert_eq!(
+            got,
+            corpus[key].as_str().unwrap(),
+            "{model}: .{ext} (workers {workers}) differs from GPT-NeoX's"
+        );
+    }
+}
+
+#[test]
+fn whole_corpus_spm_bpe_mistral() {
+    check_mail_spm("mistral-v1", 2);
+}
+
+#[test]
+fn whole_corpus_spm_unigram() {
+    check_mail_spm("sentencepiece-test", 1);
+}

@@ -23,11 +23,12 @@ mod error;
 mod hf;
 mod kind;
 mod ordered;
+mod spm;
 mod tiktoken;
 mod tokenizer;
 
 pub use bpe::EngineChoice;
 pub use error::TokenizerError;
 pub use kind::{TiktokenEncoding, TokenizerKind};
-pub use ordered::ordered_map;
+pub use ordered::{ThreadPanic, ordered_map};
 pub use tokenizer::{Engine, Tokenizer, TokenizerSpec};

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    EngineChoice, TiktokenEncoding, TokenizerError, TokenizerKind, char_level, hf, tiktoken,
+    EngineChoice, TiktokenEncoding, TokenizerError, TokenizerKind, char_level, hf, spm, tiktoken,
 };
 
 /// Something that turns text into token ids. Each tokenizer implementation
@@ -27,7 +27,8 @@ pub struct TokenizerSpec {
     /// The kind.
     pub kind: TokenizerKind,
     /// `vocab.json` (GPT2BPETokenizer), `tokenizer.json` (HFTokenizer), a
-    /// directory or `tokenizer.json` (HFGPT2Tokenizer), or the encoding name
+    /// directory or `tokenizer.json` (HFGPT2Tokenizer), a SentencePiece
+    /// `.model` file (SPMTokenizer), or the encoding name
     /// (TiktokenTokenizer, e.g. `cl100k_base`). `None`: the built-in files
     /// (GPT-2, GPT-NeoX-20B).
     pub vocab_file: Option<PathBuf>,
@@ -118,6 +119,14 @@ impl Tokenizer {
                     Some(v) => (hf::gpt2_from_pretrained(v)?, files(&[v])),
                 };
                 hf::tokenizer(spec.kind, origin, hf::with_padding_token(tok), engine)
+            }
+            TokenizerKind::SentencePiece => {
+                no_merges(spec)?;
+                let model = vocab.ok_or(TokenizerError::MissingFile {
+                    kind: "SPMTokenizer",
+                    what: "--vocab-file (a SentencePiece .model file)",
+                })?;
+                spm::tokenizer(model)
             }
             TokenizerKind::CharLevel => Ok(char_level::tokenizer()),
             TokenizerKind::Tiktoken => {
