@@ -367,6 +367,74 @@ fn encode(batch: Batch, tokenizer: &Tokenizer, eod: Option<u32>, keys: usize) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use neox_tokenize::{Engine, TokenizerError, TokenizerKind};
+
+    /// An encoder that fails on one document: by panicking or by an error.
+    struct Faulty {
+        panic: bool,
+    }
+
+    impl Engine for Faulty {
+        fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
+            if text == "doc 700" {
+                if self.panic {
+                    panic!("encoder bug on {text:?}");
+                }
+                return Err(TokenizerError::Encode(format!("cannot encode {text:?}")));
+            }
+            out.extend(text.bytes().map(u32::from));
+            Ok(())
+        }
+    }
+
+    /// Run the pipeline over 2,000 one-line documents with a faulty encoder
+    /// on 3 workers; the error it ends with, within 60 s (a panicking worker
+    /// used to hang the run, or, once every batch was drawn, to crash it).
+    fn run_faulty(panic: bool) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("docs.jsonl");
+        let lines: String = (0..2000)
+            .map(|i| format!("{{\"text\": \"doc {i}\"}}\n"))
+            .collect();
+        std::fs::write(&input, lines).unwrap();
+        let mut config = PipelineConfig::new(vec![input], dir.path().join("out"));
+        config.workers = 3;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let tokenizer = Tokenizer::from_engine(
+                TokenizerKind::CharLevel,
+                "faulty",
+                Box::new(Faulty { panic }),
+                256,
+                Some(0),
+            );
+            let result = run(&config, &tokenizer, &mut Silent);
+            let _ = tx.send(result.map(|_| ()).map_err(|e| format!("{e:#}")));
+            drop(dir);
+        });
+        let result = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the pipeline hung on a faulty encoder");
+        result.expect_err("a faulty encoder must fail the run")
+    }
+
+    #[test]
+    fn a_panicking_encoder_thread_ends_the_run_with_an_error() {
+        let err = run_faulty(true);
+        assert!(
+            err.contains("panicked") && err.contains("encoder bug on \"doc 700\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_failing_encoder_ends_the_run_with_an_error_naming_the_document() {
+        let err = run_faulty(false);
+        assert!(
+            err.contains("cannot encode \"doc 700\"") && err.contains("line 701"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn key_prefixes_follow_gpt_neox() {
