@@ -11,14 +11,18 @@ use neox_trainer::device::Device;
 /// Train a GPT-NeoX model on token shards made by `neox-data`.
 ///
 /// Configuration is GPT-NeoX's YAML: give one or more files; they are merged in
-/// order (later files override earlier ones) and option names may use `-` or
-/// `_`. Typically a model file and a data file:
+/// order and option names may use `-` or `_`. Where GPT-NeoX refuses an option
+/// set in two files, here the later file wins and the override is logged.
+/// Typically a model file and a data file:
 ///
 ///   neox-train --config configs/cpu-tiny.yml configs/enron.yml
 ///
-/// GPT-NeoX options that this trainer does not act on (DeepSpeed, fusion
-/// kernels, fp16, ...) are listed at start; unknown options and bad values are
-/// refused with the file and option named. Metrics go to `log_dir` (else
+/// GPT-NeoX options that this trainer does not act on and that change nothing
+/// computed (DeepSpeed's ZeRO, fusion kernels, logging services, ...) are listed
+/// at start. Options whose value would change the model, the data or the
+/// numerics and that are not implemented yet (fp16 enabled, num_kv_heads, ...)
+/// stop the run, unless --allow-unimplemented. Unknown options and bad values
+/// are refused with the file and option named. Metrics go to `log_dir` (else
 /// `save`) as `metrics.jsonl`; checkpoints to `save`, resumed from `load`.
 #[derive(Debug, Parser)]
 #[command(name = "neox-train", version, verbatim_doc_comment)]
@@ -44,6 +48,11 @@ struct Args {
     )]
     #[allow(dead_code)] // for Placement::from_env, when the data-parallel mode lands
     local_rank: Option<usize>,
+
+    /// Go on despite options that are not implemented yet and would change the
+    /// run (e.g. `fp16: {enabled: true}` then trains in f32).
+    #[arg(long)]
+    allow_unimplemented: bool,
 }
 
 fn main() -> ExitCode {
@@ -61,6 +70,26 @@ fn run(args: Args) -> Result<()> {
     let mut neox = NeoxArgs::from_files(&args.config).context("reading the configuration")?;
     for (name, file) in &neox.not_acted_on {
         tracing::warn!(option = %name, file = %file.display(), "GPT-NeoX option not acted on by neox-train");
+    }
+    if args.allow_unimplemented {
+        for u in &neox.unimplemented {
+            tracing::warn!("not implemented, going on without it (--allow-unimplemented): {u}");
+        }
+    } else {
+        neox.refuse_unimplemented()
+            .context("reading the configuration")?;
+    }
+    if let Some(o) = neox.schedule.warmup_overshoot(neox.training.train_iters) {
+        tracing::warn!(
+            "LEARNING RATE ABOVE ITS PEAK: warmup x lr_decay_iters is {:.3} iterations, under \
+             one, so GPT-NeoX's warmup (lr x max(1, n) / warmup iterations) runs {} step(s) at up \
+             to {:.3e}, {:.1}x the peak lr {:.3e}; raise `warmup` or `lr_decay_iters` to avoid it",
+            o.warmup_iters,
+            o.steps,
+            o.max_lr,
+            o.factor(),
+            o.peak
+        );
     }
     if neox.padded_vocab_size.is_none() {
         let vocab = tokenizer_vocab(&neox)?;
@@ -102,11 +131,14 @@ fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// The unpadded vocabulary of the configured tokenizer, as GPT-NeoX takes it.
+/// The unpadded vocabulary of the configured tokenizer, as GPT-NeoX takes it
+/// (`tokenizer_type` is GPT-NeoX's default GPT2BPETokenizer when only
+/// `vocab_file` and `merge_file` are given).
 fn tokenizer_vocab(neox: &NeoxArgs) -> Result<usize> {
     let Some(kind) = &neox.tokenizer_type else {
         bail!(
-            "the vocabulary size is unknown: set `padded_vocab_size` or `tokenizer_type` (with `vocab_file`)"
+            "the vocabulary size is unknown: set `padded_vocab_size`, `tokenizer_type`, or \
+             `vocab_file` and `merge_file` (GPT-NeoX's default GPT2BPETokenizer)"
         );
     };
     let kind: neox_tokenize::TokenizerKind = kind

@@ -69,6 +69,61 @@ pub fn latest(save: &Path) -> Result<Option<PathBuf>, CheckpointError> {
     Ok(Some(save.join(name)))
 }
 
+/// The checkpoint a run with `load` resumes from: `None` when `load` does not
+/// exist or holds nothing yet (a first run with `save` = `load`); refused when
+/// it holds something that is not a neox checkpoint (a Hugging Face model
+/// folder, `global_step` folders without `latest`, a file), so that a run
+/// never starts from random weights while the user meant to load some.
+pub fn resume_point(load: &Path) -> Result<Option<PathBuf>, CheckpointError> {
+    let refuse = |message: String| CheckpointError::State {
+        path: load.to_path_buf(),
+        message,
+    };
+    if !load.exists() {
+        return Ok(None);
+    }
+    if !load.is_dir() {
+        return Err(refuse(
+            "`load` must name a checkpoint folder (holding `latest`), found a file".into(),
+        ));
+    }
+    if let Some(dir) = latest(load)? {
+        if !dir.join("state.json").is_file() {
+            return Err(refuse(format!(
+                "`latest` names {}, which holds no checkpoint (no state.json)",
+                dir.display()
+            )));
+        }
+        return Ok(Some(dir));
+    }
+    let mut found = Vec::new();
+    for entry in fs::read_dir(load).map_err(io(load))? {
+        let name = entry.map_err(io(load))?.file_name();
+        let name = name.to_string_lossy();
+        let model_file = ["config.json", "model.safetensors", "pytorch_model.bin"]
+            .contains(&name.as_ref())
+            || name.ends_with(".safetensors");
+        if model_file || name.starts_with(PREFIX) {
+            found.push(name.into_owned());
+        }
+    }
+    if found.is_empty() {
+        return Ok(None);
+    }
+    found.sort();
+    let what = if found.iter().any(|n| !n.starts_with(PREFIX)) {
+        "looks like a Hugging Face model folder, not a neox checkpoint \
+         (converting one is a separate step)"
+    } else {
+        "holds checkpoint folders but no `latest` naming one \
+         (write the folder name, e.g. `global_step1000`, into `latest`)"
+    };
+    Err(refuse(format!(
+        "`load` {what}: found {}; training would start from random weights",
+        found.join(", ")
+    )))
+}
+
 /// Writes a checkpoint of `model`, `optim` and `state` into `save`, moves
 /// `latest` to it, then keeps only the newest `keep_last` checkpoints.
 ///
@@ -126,15 +181,11 @@ pub fn save<B: AutodiffBackend>(
     }
     dp.barrier()?;
     if first {
-        if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        for step in publish_steps(save, &temp, &name) {
+            step.run(save)?;
         }
-        fs::rename(&temp, &dir).map_err(io(&dir))?;
-        sync_dir(&dir).map_err(io(&dir))?;
-        let pointer = save.join(LATEST);
-        write_atomic(&pointer, name.as_bytes()).map_err(io(&pointer))?;
         if let Some(keep) = keep_last {
-            prune(save, keep)?;
+            prune(save, keep, &dir)?;
         }
     }
     dp.barrier()?;
@@ -171,8 +222,62 @@ fn dir_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Removes all but the newest `keep` checkpoints.
-fn prune(save: &Path, keep: usize) -> Result<(), CheckpointError> {
+/// One filesystem step of putting a written checkpoint in place.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Rename(PathBuf, PathBuf),
+    Remove(PathBuf),
+    /// Points `latest` at this folder name.
+    Point(String),
+}
+
+impl Step {
+    fn run(&self, save: &Path) -> Result<(), CheckpointError> {
+        match self {
+            Step::Rename(from, to) => {
+                fs::rename(from, to).map_err(io(to))?;
+                sync_dir(to).map_err(io(to))
+            }
+            Step::Remove(path) => fs::remove_dir_all(path).map_err(io(path)),
+            Step::Point(name) => {
+                let pointer = save.join(LATEST);
+                write_atomic(&pointer, name.as_bytes()).map_err(io(&pointer))
+            }
+        }
+    }
+}
+
+/// The steps that move the complete checkpoint in `temp` to `save/name` and
+/// point `latest` at it, such that `latest` names a complete checkpoint after
+/// every step. Re-saving a step whose folder exists (and which `latest` may
+/// name) moves the new and the old copy under names `latest` accepts, and
+/// points `latest` at whichever is not being moved.
+fn publish_steps(save: &Path, temp: &Path, name: &str) -> Vec<Step> {
+    let dir = save.join(name);
+    if !dir.exists() {
+        return vec![
+            Step::Rename(temp.to_path_buf(), dir),
+            Step::Point(name.to_string()),
+        ];
+    }
+    let new = format!("{name}.new-{}", std::process::id());
+    let old = format!("{name}.old-{}", std::process::id());
+    vec![
+        Step::Rename(temp.to_path_buf(), save.join(&new)),
+        Step::Point(new.clone()),
+        Step::Rename(dir.clone(), save.join(&old)),
+        Step::Point(old.clone()),
+        Step::Rename(save.join(&new), dir),
+        Step::Point(name.to_string()),
+        Step::Remove(save.join(&old)),
+    ]
+}
+
+/// Removes all but the newest `keep` checkpoints, never `written` nor the one
+/// `latest` names (a run resumed from an older checkpoint writes below newer
+/// ones left by an earlier run).
+fn prune(save: &Path, keep: usize, written: &Path) -> Result<(), CheckpointError> {
+    let protected = [Some(written.to_path_buf()), latest(save)?];
     let mut steps: Vec<(u64, PathBuf)> = Vec::new();
     for entry in fs::read_dir(save).map_err(io(save))? {
         let path = entry.map_err(io(save))?.path();
@@ -188,7 +293,9 @@ fn prune(save: &Path, keep: usize) -> Result<(), CheckpointError> {
     steps.sort();
     let excess = steps.len().saturating_sub(keep);
     for (_, path) in steps.into_iter().take(excess) {
-        fs::remove_dir_all(&path).map_err(io(&path))?;
+        if !protected.contains(&Some(path.clone())) {
+            fs::remove_dir_all(&path).map_err(io(&path))?;
+        }
     }
     Ok(())
 }
@@ -244,4 +351,116 @@ pub fn load<B: AutodiffBackend>(
         optim,
         state,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in checkpoint folder: what `resume_point` checks for.
+    fn fake_checkpoint(dir: &Path) {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join("state.json"), "{}").unwrap();
+    }
+
+    fn latest_is_complete(save: &Path) -> bool {
+        latest(save)
+            .unwrap()
+            .is_some_and(|dir| dir.join("state.json").is_file())
+    }
+
+    #[test]
+    fn re_saving_a_step_never_leaves_latest_dangling() {
+        let save = tempfile::tempdir().unwrap();
+        let save = save.path();
+        fake_checkpoint(&save.join("global_step200"));
+        Step::Point("global_step200".into()).run(save).unwrap();
+        let temp = save.join(".global_step200.partial");
+        fake_checkpoint(&temp);
+        fs::write(temp.join("new"), "").unwrap();
+        for step in publish_steps(save, &temp, "global_step200") {
+            step.run(save).unwrap();
+            assert!(latest_is_complete(save), "after {step:?}");
+        }
+        assert!(save.join("global_step200/new").is_file());
+        let names: Vec<_> = fs::read_dir(save)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}"); // global_step200 and latest
+    }
+
+    #[test]
+    fn pruning_keeps_the_checkpoint_written_and_the_one_latest_names() {
+        let save = tempfile::tempdir().unwrap();
+        let save = save.path();
+        // An earlier run reached 400; this one resumed from 100 and writes 200.
+        for step in [100, 300, 400] {
+            fake_checkpoint(&save.join(format!("global_step{step}")));
+        }
+        Step::Point("global_step100".into()).run(save).unwrap();
+        let written = save.join("global_step200");
+        fake_checkpoint(&written);
+        prune(save, 2, &written).unwrap();
+        assert!(written.is_dir());
+        assert!(
+            save.join("global_step100").is_dir(),
+            "latest's target pruned"
+        );
+        Step::Point("global_step200".into()).run(save).unwrap();
+        prune(save, 2, &written).unwrap();
+        assert!(written.is_dir() && latest_is_complete(save));
+        assert!(!save.join("global_step100").exists());
+        // Otherwise the oldest go first.
+        let written = save.join("global_step500");
+        fake_checkpoint(&written);
+        Step::Point("global_step500".into()).run(save).unwrap();
+        prune(save, 2, &written).unwrap();
+        let mut left: Vec<_> = fs::read_dir(save)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["global_step400", "global_step500", "latest"]);
+    }
+
+    #[test]
+    fn load_must_name_a_neox_checkpoint_or_nothing_yet() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        // Nothing yet: a first run.
+        assert_eq!(resume_point(&root.join("missing")).unwrap(), None);
+        fs::write(root.join("metrics.jsonl"), "").unwrap();
+        assert_eq!(resume_point(root).unwrap(), None);
+        // A Hugging Face folder.
+        let hf = root.join("hf");
+        fs::create_dir(&hf).unwrap();
+        fs::write(hf.join("config.json"), "{}").unwrap();
+        fs::write(hf.join("model.safetensors"), "").unwrap();
+        let err = resume_point(&hf).unwrap_err().to_string();
+        assert!(
+            err.contains("Hugging Face") && err.contains("config.json"),
+            "{err}"
+        );
+        assert!(err.contains(&hf.display().to_string()), "{err}");
+        // Checkpoints without `latest`, and `latest` naming a missing one.
+        let neox = root.join("neox");
+        fake_checkpoint(&neox.join("global_step10"));
+        let err = resume_point(&neox).unwrap_err().to_string();
+        assert!(
+            err.contains("latest") && err.contains("global_step10"),
+            "{err}"
+        );
+        fs::write(neox.join("latest"), "global_step20").unwrap();
+        let err = resume_point(&neox).unwrap_err().to_string();
+        assert!(err.contains("global_step20"), "{err}");
+        fs::write(neox.join("latest"), "global_step10").unwrap();
+        assert_eq!(
+            resume_point(&neox).unwrap(),
+            Some(neox.join("global_step10"))
+        );
+        // A file.
+        let err = resume_point(&root.join("metrics.jsonl")).unwrap_err();
+        assert!(err.to_string().contains("file"), "{err}");
+    }
 }

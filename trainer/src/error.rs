@@ -29,6 +29,13 @@ pub enum ConfigError {
     },
     #[error("unknown option{} {}", if .0.len() > 1 { "s" } else { "" }, .0.join("; "))]
     Unknown(Vec<String>),
+    #[error(
+        "option{} not implemented yet, with a value that would change the run: {}; \
+         remove {}, or pass --allow-unimplemented to train without {}",
+        if .0.len() > 1 { "s" } else { "" }, .0.join("; "),
+        if .0.len() > 1 { "them" } else { "it" }, if .0.len() > 1 { "them" } else { "it" }
+    )]
+    Unimplemented(Vec<String>),
     #[error("option `{key}` is required: {why}")]
     Missing { key: String, why: String },
 }
@@ -70,6 +77,8 @@ pub enum TrainError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Schedule(#[from] crate::schedule::ScheduleMismatch),
     #[error("data: {0}")]
     Data(String),
     #[error("device: {0}")]

@@ -88,6 +88,21 @@ pub fn read_config(dir: &Path) -> Result<ModelConfig, CheckpointError> {
         )));
     }
     let rope = hf.rope_parameters.as_ref();
+    let rotary_pct = rope
+        .and_then(|r| r.partial_rotary_factor)
+        .or(hf.rotary_pct)
+        .unwrap_or(1.0);
+    let head_dim = hf.hidden_size / hf.num_attention_heads;
+    let rotary_dims = (head_dim as f64 * rotary_pct) as usize;
+    if !(rotary_pct > 0.0 && rotary_pct <= 1.0)
+        || rotary_dims == 0
+        || !rotary_dims.is_multiple_of(2)
+    {
+        return Err(bad(format!(
+            "rotary_pct {rotary_pct} gives {rotary_dims} rotary dims of head dim {head_dim}: \
+             expected an even number above 0"
+        )));
+    }
     Ok(ModelConfig {
         num_layers: hf.num_hidden_layers,
         hidden_size: hf.hidden_size,
@@ -98,10 +113,7 @@ pub fn read_config(dir: &Path) -> Result<ModelConfig, CheckpointError> {
         norm: NormKind::LayerNorm,
         norm_eps: hf.layer_norm_eps,
         pos_emb: PosEmb::Rotary,
-        rotary_pct: rope
-            .and_then(|r| r.partial_rotary_factor)
-            .or(hf.rotary_pct)
-            .unwrap_or(1.0),
+        rotary_pct,
         rotary_emb_base: rope
             .and_then(|r| r.rope_theta)
             .or(hf.rotary_emb_base)
@@ -433,4 +445,32 @@ pub fn save<B: Backend>(model: &GptNeox<B>, dir: &Path) -> Result<(), Checkpoint
     let text = serde_json::to_string_pretty(&config).unwrap_or_default();
     write_atomic(&config_path, text.as_bytes()).map_err(io(&config_path))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotary_dims_that_cannot_rotate_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = |pct: f64| {
+            json!({
+                "vocab_size": 16, "hidden_size": 24, "num_hidden_layers": 1,
+                "num_attention_heads": 2, "intermediate_size": 96,
+                "max_position_embeddings": 8, "rotary_pct": pct,
+            })
+        };
+        // Head dim 12: 0.25 gives 3 dims (odd), 0.05 gives 0; 0.5 gives 6.
+        for pct in [0.25, 0.05, 0.0, 1.5] {
+            std::fs::write(dir.path().join("config.json"), config(pct).to_string()).unwrap();
+            let err = read_config(dir.path()).unwrap_err().to_string();
+            assert!(
+                err.contains("config.json") && err.contains("rotary"),
+                "{pct}: {err}"
+            );
+        }
+        std::fs::write(dir.path().join("config.json"), config(0.5).to_string()).unwrap();
+        assert_eq!(read_config(dir.path()).unwrap().rotary_dims(), 6);
+    }
 }

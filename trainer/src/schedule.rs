@@ -1,8 +1,12 @@
 //! GPT-NeoX's learning-rate schedule (`AnnealingLR`): linear warmup over
-//! `warmup x lr_decay_iters` iterations, then constant, linear or cosine decay
-//! to `lr_decay_iters`, never below `min_lr`.
+//! `warmup x lr_decay_iters` iterations, then constant, linear, cosine or
+//! exponential decay over `lr_decay_iters`, never below `min_lr`. As in
+//! GPT-NeoX the decay formula goes on past `lr_decay_iters` (no clamp: a
+//! cosine rises again), and a warmup shorter than one iteration starts above
+//! the peak ([`Schedule::warmup_overshoot`] says by how much).
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 /// `lr_decay_style`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,8 +48,7 @@ impl Schedule {
         if self.warmup_iters > 0.0 && it <= self.warmup_iters {
             return self.lr * it.max(1.0) / self.warmup_iters;
         }
-        // Past the end the decay stays at its end value.
-        let done = it.min(self.decay_iters as f64) - self.warmup_iters;
+        let done = it - self.warmup_iters;
         let span = self.decay_iters as f64 - self.warmup_iters;
         let lr = if span <= 0.0 {
             self.lr
@@ -63,6 +66,113 @@ impl Schedule {
         };
         lr.max(self.min_lr)
     }
+
+    /// Where GPT-NeoX's warmup runs above the peak within the first
+    /// `train_iters` steps: `max(1, n) / warmup_iters` exceeds 1 when the
+    /// warmup is shorter than one iteration.
+    pub fn warmup_overshoot(&self, train_iters: u64) -> Option<Overshoot> {
+        let warmup_end = (self.warmup_iters.ceil() as u64).max(1).min(train_iters);
+        let above: Vec<(u64, f64)> = (0..warmup_end)
+            .map(|it| (it, self.lr_at(it)))
+            .filter(|(_, lr)| *lr > self.lr)
+            .collect();
+        let max_lr = above.iter().map(|(_, lr)| *lr).fold(f64::NAN, f64::max);
+        (!above.is_empty()).then_some(Overshoot {
+            peak: self.lr,
+            max_lr,
+            steps: above.len() as u64,
+            warmup_iters: self.warmup_iters,
+        })
+    }
+}
+
+/// The first steps' learning rate above the configured peak.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overshoot {
+    /// The configured peak (`lr`).
+    pub peak: f64,
+    /// The largest learning rate a step takes.
+    pub max_lr: f64,
+    /// How many steps run above the peak.
+    pub steps: u64,
+    /// `warmup x lr_decay_iters`.
+    pub warmup_iters: f64,
+}
+
+impl Overshoot {
+    /// `max_lr / peak`.
+    pub fn factor(&self) -> f64 {
+        self.max_lr / self.peak
+    }
+}
+
+/// GPT-NeoX's `override_lr_scheduler` and `use_checkpoint_lr_scheduler`: what
+/// a resumed run does when its configured schedule differs from the checkpoint's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResumeFlags {
+    /// Use the configured schedule, whatever the checkpoint holds.
+    pub override_lr_scheduler: bool,
+    /// Use the checkpoint's schedule, whatever the configuration says.
+    pub use_checkpoint_lr_scheduler: bool,
+}
+
+/// A resumed run whose configured schedule differs from its checkpoint's.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[error(
+    "the configured learning-rate schedule differs from the checkpoint's: {}; set \
+     `use_checkpoint_lr_scheduler: true` to continue the checkpoint's schedule or \
+     `override_lr_scheduler: true` to switch to the configured one",
+    .differences.join(", ")
+)]
+pub struct ScheduleMismatch {
+    /// `name: configured (config) vs checkpointed (checkpoint)` for each field.
+    pub differences: Vec<String>,
+}
+
+/// The schedule a resumed run follows, decided as GPT-NeoX's
+/// `AnnealingLR.load_state_dict` decides it: the configured one with
+/// `override_lr_scheduler`, the checkpoint's with `use_checkpoint_lr_scheduler`,
+/// else both must agree field by field.
+pub fn on_resume(
+    configured: &Schedule,
+    checkpointed: &Schedule,
+    flags: ResumeFlags,
+) -> Result<Schedule, ScheduleMismatch> {
+    if flags.override_lr_scheduler {
+        return Ok(configured.clone());
+    }
+    if flags.use_checkpoint_lr_scheduler {
+        return Ok(checkpointed.clone());
+    }
+    let (c, k) = (configured, checkpointed);
+    let mut differences = Vec::new();
+    let mut compare = |name: &str, a: String, b: String| {
+        if a != b {
+            differences.push(format!("{name} {a} (config) vs {b} (checkpoint)"));
+        }
+    };
+    compare("lr", c.lr.to_string(), k.lr.to_string());
+    compare("min_lr", c.min_lr.to_string(), k.min_lr.to_string());
+    compare(
+        "warmup iterations",
+        c.warmup_iters.to_string(),
+        k.warmup_iters.to_string(),
+    );
+    compare(
+        "lr_decay_iters",
+        c.decay_iters.to_string(),
+        k.decay_iters.to_string(),
+    );
+    compare(
+        "lr_decay_style",
+        format!("{:?}", c.style).to_lowercase(),
+        format!("{:?}", k.style).to_lowercase(),
+    );
+    if differences.is_empty() {
+        Ok(checkpointed.clone())
+    } else {
+        Err(ScheduleMismatch { differences })
+    }
 }
 
 #[cfg(test)]
@@ -77,10 +187,70 @@ mod tests {
         assert_eq!(s.lr_at(10), 1.0);
         assert!((s.lr_at(55) - 0.55).abs() < 1e-12);
         assert!((s.lr_at(100) - 0.1).abs() < 1e-12);
-        assert!((s.lr_at(1000) - 0.1).abs() < 1e-12);
         for i in 10..100 {
             assert!(s.lr_at(i + 1) <= s.lr_at(i));
         }
+    }
+
+    #[test]
+    fn past_the_decay_the_formula_goes_on_as_in_gpt_neox() {
+        // AnnealingLR has no clamp: the cosine rises again past lr_decay_iters.
+        let s = Schedule::new(DecayStyle::Cosine, 1.0, 0.1, 0.1, 100);
+        let expected = 0.1 + 0.9 / 2.0 * ((std::f64::consts::PI * 140.0 / 90.0).cos() + 1.0);
+        assert!((s.lr_at(150) - expected).abs() < 1e-12, "{}", s.lr_at(150));
+        assert!(s.lr_at(150) > s.lr_at(100));
+        assert!((s.lr_at(190) - 1.0).abs() < 1e-12); // a whole period later: the peak again
+        // Linear goes below zero, so min_lr holds it; exponential keeps halving.
+        let s = Schedule::new(DecayStyle::Linear, 1.0, 0.05, 0.0, 10);
+        assert_eq!(s.lr_at(15), 0.05);
+        let s = Schedule::new(DecayStyle::Exponential, 1.0, 0.0, 0.0, 10);
+        assert!((s.lr_at(20) - (-0.693f64 * 2.0).exp()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_warmup_under_one_iteration_overshoots_and_says_so() {
+        // configs/125M.yml with train_iters 5: warmup 0.01 x 5 = 0.05 iterations.
+        let s = Schedule::new(DecayStyle::Cosine, 6e-4, 6e-5, 0.01, 5);
+        assert!((s.lr_at(0) - 0.012).abs() < 1e-12); // GPT-NeoX's number, kept
+        let o = s.warmup_overshoot(5).unwrap();
+        assert_eq!((o.peak, o.steps), (6e-4, 1));
+        assert!((o.max_lr - 0.012).abs() < 1e-12 && (o.factor() - 20.0).abs() < 1e-9);
+        // A warmup of one iteration or more never passes the peak.
+        for warmup in [0.0, 0.01, 0.2] {
+            let s = Schedule::new(DecayStyle::Cosine, 6e-4, 6e-5, warmup, 100);
+            assert_eq!(s.warmup_overshoot(100), None, "{warmup}");
+        }
+    }
+
+    #[test]
+    fn resuming_with_another_schedule_follows_gpt_neox_flags() {
+        let config = Schedule::new(DecayStyle::Cosine, 1e-3, 1e-4, 0.01, 1000);
+        let ckpt = Schedule::new(DecayStyle::Linear, 2e-3, 1e-4, 0.01, 1000);
+        let err = on_resume(&config, &ckpt, ResumeFlags::default()).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.differences.len(), 2, "{text}");
+        assert!(
+            text.contains("lr 0.001 (config) vs 0.002 (checkpoint)"),
+            "{text}"
+        );
+        assert!(text.contains("lr_decay_style cosine (config) vs linear (checkpoint)"));
+        assert!(text.contains("override_lr_scheduler") && text.contains("use_checkpoint"));
+        let flags = |o, u| ResumeFlags {
+            override_lr_scheduler: o,
+            use_checkpoint_lr_scheduler: u,
+        };
+        assert_eq!(
+            on_resume(&config, &ckpt, flags(true, false)),
+            Ok(config.clone())
+        );
+        assert_eq!(
+            on_resume(&config, &ckpt, flags(false, true)),
+            Ok(ckpt.clone())
+        );
+        assert_eq!(
+            on_resume(&config, &config.clone(), ResumeFlags::default()),
+            Ok(config.clone())
+        );
     }
 
     #[test]

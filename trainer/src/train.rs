@@ -176,7 +176,7 @@ pub fn run_parallel<B: AutodiffBackend>(
     };
     let mut resumed_from = None;
     let checkpoint = match &t.load {
-        Some(load) => checkpoint::latest(load)?,
+        Some(load) => checkpoint::resume_point(load)?,
         None => None,
     };
     if let Some(dir) = checkpoint {
@@ -187,6 +187,8 @@ pub fn run_parallel<B: AutodiffBackend>(
             optimizer_shards: shards,
             ..restored.state
         };
+        state.schedule =
+            crate::schedule::on_resume(&args.schedule, &state.schedule, args.resume_flags)?;
         if first_rank {
             tracing::info!(iteration = state.iteration, checkpoint = %dir.display(), "resumed");
         }

@@ -66,14 +66,21 @@ fn gpt_neox_sizes_have_gpt_neox_values() {
         assert_eq!(args.optim.lr, lr, "{name}");
         assert_eq!(args.optim.weight_decay, 0.1, "{name}");
         assert_eq!(args.training.train_iters, 320000, "{name}");
-        // DeepSpeed / fusion / fp16 options are reported, not silently dropped.
+        // DeepSpeed / fusion options are reported, not silently dropped; fp16
+        // (not implemented yet) would stop the run.
         let reported: Vec<&str> = args.not_acted_on.iter().map(|(k, _)| k.as_str()).collect();
-        for key in ["zero_optimization", "fp16", "checkpoint_activations"] {
+        for key in [
+            "bias_gelu_fusion",
+            "checkpoint_activations",
+            "pipe_parallel_size",
+        ] {
             assert!(
                 reported.contains(&key),
                 "{name}: {key} not reported in {reported:?}"
             );
         }
+        let stopping: Vec<&str> = args.unimplemented.iter().map(|u| u.key.as_str()).collect();
+        assert_eq!(stopping, ["fp16"], "{name}");
     }
 }
 
@@ -82,6 +89,32 @@ fn cpu_tiny_is_small() {
     let args = NeoxArgs::from_files(&[configs().join("cpu-tiny.yml")]).unwrap();
     assert!(args.model.hidden_size <= 256 && args.model.num_layers <= 4);
     assert!(args.not_acted_on.is_empty(), "{:?}", args.not_acted_on);
+    assert!(args.unimplemented.is_empty(), "{:?}", args.unimplemented);
+}
+
+#[test]
+fn a_later_file_wins_and_the_override_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let later = dir.path().join("later.yml");
+    std::fs::write(&later, "train_iters: 7\nhidden_dropout: 0.2\n").unwrap();
+    let tiny = configs().join("cpu-tiny.yml");
+    let options =
+        neox_trainer::config::yaml::Options::read(&[tiny.clone(), later.clone()]).unwrap();
+    let keys: Vec<(&str, &Path, &Path)> = options
+        .overrides()
+        .iter()
+        .map(|o| (o.key.as_str(), o.old_file.as_path(), o.new_file.as_path()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("train_iters", tiny.as_path(), later.as_path()),
+            ("hidden_dropout", tiny.as_path(), later.as_path()),
+        ]
+    );
+    let args = NeoxArgs::from_options(options).unwrap();
+    assert_eq!(args.training.train_iters, 7);
+    assert_eq!(args.model.hidden_dropout, 0.2);
 }
 
 #[test]

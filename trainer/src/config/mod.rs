@@ -1,7 +1,10 @@
 //! GPT-NeoX's YAML configuration, typed: the options the trainer acts on, the
-//! GPT-NeoX options it knows but does not act on (reported), and unknown
-//! options (refused, with the closest known name).
+//! GPT-NeoX options it knows but does not act on (reported as notes when they
+//! change nothing, listed as unimplemented when their value would change the
+//! model, data or numerics: see [`keys`]), and unknown options (refused, with
+//! the closest known name).
 
+pub mod keys;
 pub mod yaml;
 
 use std::path::{Path, PathBuf};
@@ -12,11 +15,15 @@ use crate::dist::ZeroStage;
 use crate::error::ConfigError;
 use crate::model::{Activation, InitMethod, ModelConfig, NormKind, PosEmb};
 use crate::optim::OptimConfig;
-use crate::schedule::{DecayStyle, Schedule};
+use crate::schedule::{DecayStyle, ResumeFlags, Schedule};
 use yaml::{Options, canonical};
 
-/// Every option name GPT-NeoX defines (from its `neox_arguments.md`).
+/// Every option name GPT-NeoX defines (its `neox_arguments.md`, and the
+/// fields of `neox_args.py` on GPT-NeoX's main branch).
 const NEOX_OPTIONS: &str = include_str!("neox_keys.txt");
+
+/// GPT-NeoX's default `tokenizer_type`.
+pub const DEFAULT_TOKENIZER_TYPE: &str = "GPT2BPETokenizer";
 
 /// Where the training samples come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,10 +73,44 @@ pub struct NeoxArgs {
     pub merge_file: Option<PathBuf>,
     pub optim: OptimConfig,
     pub schedule: Schedule,
+    /// What a resumed run does when the checkpoint's schedule differs.
+    pub resume_flags: ResumeFlags,
     pub training: TrainingConfig,
     pub data: Option<DataSource>,
-    /// GPT-NeoX options present in the files that this trainer does not act on.
+    /// GPT-NeoX options present in the files that this trainer does not act
+    /// on and that change nothing at their values here.
     pub not_acted_on: Vec<(String, PathBuf)>,
+    /// GPT-NeoX options whose values would change the model, the data or the
+    /// numerics and that this trainer does not implement yet: a run stops on
+    /// them (see [`NeoxArgs::refuse_unimplemented`]).
+    pub unimplemented: Vec<Unimplemented>,
+}
+
+/// GPT-NeoX options not acted on, with the files that set them.
+type Notes = Vec<(String, PathBuf)>;
+
+/// A GPT-NeoX option set to a value this trainer cannot honour yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unimplemented {
+    pub key: String,
+    pub file: PathBuf,
+    /// The value, shortened for messages.
+    pub value: String,
+    /// What it changes (e.g. "half precision is not implemented yet").
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for Unimplemented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}: {}` in {} ({})",
+            self.key,
+            self.value,
+            self.file.display(),
+            self.why
+        )
+    }
 }
 
 fn bad(options_file: Option<&Path>, key: &str, message: impl Into<String>) -> ConfigError {
@@ -140,7 +181,8 @@ struct OptimizerParams {
 }
 
 impl NeoxArgs {
-    /// Reads `paths` in order, merged as GPT-NeoX merges them.
+    /// Reads `paths` in order and merges them: a later file wins over an
+    /// earlier one (GPT-NeoX refuses an option set twice; see [`yaml`]).
     pub fn from_files(paths: &[PathBuf]) -> Result<Self, ConfigError> {
         Self::from_options(Options::read(paths)?)
     }
@@ -165,14 +207,22 @@ impl NeoxArgs {
         model.vocab_size = padded_vocab_size.unwrap_or(0);
         let make_vocab_size_divisible_by =
             take_checked(&mut o, "make_vocab_size_divisible_by", 128usize, positive)?;
-        let tokenizer_type = o.take::<String>("tokenizer_type")?;
         let vocab_file = o.take::<PathBuf>("vocab_file")?;
         let merge_file = o.take::<PathBuf>("merge_file")?;
+        // GPT-NeoX's default tokenizer is GPT2BPETokenizer; it applies here when
+        // its files are given (without them, the vocabulary must come from
+        // `padded_vocab_size` or an explicit `tokenizer_type`).
+        let tokenizer_type = o.take::<String>("tokenizer_type")?.or_else(|| {
+            vocab_file
+                .as_ref()
+                .map(|_| DEFAULT_TOKENIZER_TYPE.to_string())
+        });
         let optim = Self::optim(&mut o)?;
         let training = Self::training(&mut o, world.max(1))?;
         let schedule = Self::schedule(&mut o, optim.lr, training.train_iters)?;
+        let resume_flags = Self::resume_flags(&mut o)?;
         let data = Self::data(&mut o)?;
-        let not_acted_on = Self::leftovers(o)?;
+        let (not_acted_on, unimplemented) = Self::leftovers(o)?;
         Ok(NeoxArgs {
             model,
             padded_vocab_size,
@@ -182,10 +232,24 @@ impl NeoxArgs {
             merge_file,
             optim,
             schedule,
+            resume_flags,
             training,
             data,
             not_acted_on,
+            unimplemented,
         })
+    }
+
+    /// Refuses a configuration that sets options this trainer does not
+    /// implement to values that would change the run.
+    pub fn refuse_unimplemented(&self) -> Result<(), ConfigError> {
+        if self.unimplemented.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Unimplemented(
+                self.unimplemented.iter().map(|u| u.to_string()).collect(),
+            ))
+        }
     }
 
     /// Sets the model's vocabulary from the tokenizer's (unpadded) size, padded as
@@ -240,8 +304,16 @@ impl NeoxArgs {
             ));
         }
         let seq_length = required(o, "seq_length")?;
+        // GPT-NeoX requires `max_position_embeddings >= seq_length` (and the
+        // key itself; here it defaults to `seq_length`).
         let max_position_embeddings =
-            take_checked(o, "max_position_embeddings", seq_length, positive)?;
+            take_checked(o, "max_position_embeddings", seq_length, |m| {
+                if *m >= seq_length {
+                    Ok(())
+                } else {
+                    Err(format!("{m} is below seq_length {seq_length}"))
+                }
+            })?;
         let norm = o.take_or("norm", NormKind::LayerNorm)?;
         let layernorm_epsilon = take_checked(o, "layernorm_epsilon", 1e-5, positive)?;
         let rms_norm_epsilon = take_checked(o, "rms_norm_epsilon", 1e-8, positive)?;
@@ -251,9 +323,9 @@ impl NeoxArgs {
             let dims = (head_dim as f64 * p) as usize;
             if !(*p > 0.0 && *p <= 1.0) {
                 Err(format!("expected a fraction in (0, 1], found {p}"))
-            } else if !dims.is_multiple_of(2) {
+            } else if pos_emb == PosEmb::Rotary && (dims == 0 || !dims.is_multiple_of(2)) {
                 Err(format!(
-                    "gives {dims} rotary dims of head dim {head_dim}: expected an even number"
+                    "gives {dims} rotary dims of head dim {head_dim}: expected an even number above 0"
                 ))
             } else {
                 Ok(())
@@ -263,19 +335,37 @@ impl NeoxArgs {
         let no_weight_tying = o.take_or("no_weight_tying", false)?;
         let gpt_j_residual = o.take_or("gpt_j_residual", false)?;
         let activation = o.take_or("activation", Activation::Gelu)?;
+        let mlp_file = ["intermediate_size", "expansion_factor", "mlp_multiple_of"]
+            .iter()
+            .find_map(|k| o.file_of(k).map(|f| (*k, f.to_path_buf())));
         let intermediate_size = take_checked(o, "intermediate_size", None::<usize>, |v| match v {
             Some(0) => Err("expected a value greater than zero".into()),
             _ => Ok(()),
         })?;
+        let expansion_factor = take_checked(o, "expansion_factor", None::<f64>, |v| {
+            v.map_or(Ok(()), |v| positive(&v))
+        })?;
+        let mlp_multiple_of = take_checked(o, "mlp_multiple_of", 1usize, positive)?;
         let init_method = o.take_or("init_method", InitMethod::Normal)?;
         let output_layer_init_method =
             o.take_or("output_layer_init_method", InitMethod::ScaledNormal)?;
         let init_method_std = take_checked(o, "init_method_std", 0.02f64, positive)?;
-        let hidden_dropout = take_checked(o, "hidden_dropout", 0.1f64, probability)?;
-        let attention_dropout = take_checked(o, "attention_dropout", 0.1f64, probability)?;
+        let hidden_dropout = take_checked(o, "hidden_dropout", 0.0f64, probability)?;
+        let attention_dropout = take_checked(o, "attention_dropout", 0.0f64, probability)?;
         let use_bias_in_attn_linear = o.take_or("use_bias_in_attn_linear", true)?;
         let use_bias_in_mlp = o.take_or("use_bias_in_mlp", true)?;
         let use_bias_in_norms = o.take_or("use_bias_in_norms", true)?;
+        let ffn = ModelConfig::ffn_size(
+            hidden_size,
+            activation,
+            intermediate_size,
+            expansion_factor,
+            mlp_multiple_of,
+        )
+        .map_err(|m| {
+            let (key, file) = mlp_file.unwrap_or(("hidden_size", hidden_file.unwrap_or_default()));
+            bad(Some(&file), key, format!("MLP width: {m}"))
+        })?;
         let norm_eps = match norm {
             NormKind::LayerNorm => layernorm_epsilon,
             NormKind::RmsNorm => rms_norm_epsilon,
@@ -295,7 +385,7 @@ impl NeoxArgs {
             gpt_j_residual,
             tied_embeddings: !no_weight_tying,
             activation,
-            intermediate_size: ModelConfig::ffn_size(hidden_size, activation, intermediate_size),
+            intermediate_size: ffn,
             init_method,
             output_layer_init_method,
             init_method_std,
@@ -312,7 +402,7 @@ impl NeoxArgs {
         let section = o.take::<OptimizerSection>("optimizer")?;
         let top_lr_file = o.file_of("lr").map(Path::to_path_buf);
         let top_lr = o.take::<f64>("lr")?;
-        let weight_decay = take_checked(o, "weight_decay", 0.01f64, non_negative)?;
+        let weight_decay = take_checked(o, "weight_decay", 0.1f64, non_negative)?;
         let gradient_clipping = take_checked(o, "gradient_clipping", 1.0f64, non_negative)?;
         let (kind, params) = match section {
             Some(s) => (s.kind, s.params),
@@ -532,7 +622,14 @@ impl NeoxArgs {
 
     fn schedule(o: &mut Options, lr: f64, train_iters: u64) -> Result<Schedule, ConfigError> {
         let style = o.take_or("lr_decay_style", DecayStyle::Linear)?;
-        let min_lr = take_checked(o, "min_lr", 0.0f64, non_negative)?;
+        let min_lr = take_checked(o, "min_lr", 0.0f64, |m| {
+            non_negative(m)?;
+            if *m <= lr {
+                Ok(())
+            } else {
+                Err(format!("{m} is above the learning rate {lr}"))
+            }
+        })?;
         let warmup = take_checked(o, "warmup", 0.01f64, |w| {
             if (0.0..=1.0).contains(w) {
                 Ok(())
@@ -560,7 +657,24 @@ impl NeoxArgs {
         Ok(Schedule::new(style, lr, min_lr, warmup, decay_iters))
     }
 
+    fn resume_flags(o: &mut Options) -> Result<ResumeFlags, ConfigError> {
+        let file = o.file_of("override_lr_scheduler").map(Path::to_path_buf);
+        let flags = ResumeFlags {
+            override_lr_scheduler: o.take_or("override_lr_scheduler", false)?,
+            use_checkpoint_lr_scheduler: o.take_or("use_checkpoint_lr_scheduler", false)?,
+        };
+        if flags.override_lr_scheduler && flags.use_checkpoint_lr_scheduler {
+            return Err(bad(
+                file.as_deref(),
+                "override_lr_scheduler",
+                "cannot be set together with `use_checkpoint_lr_scheduler` (as in GPT-NeoX)",
+            ));
+        }
+        Ok(flags)
+    }
+
     fn data(o: &mut Options) -> Result<Option<DataSource>, ConfigError> {
+        let data_path_file = o.file_of("data_path").map(Path::to_path_buf);
         let data_path = o.take::<PathBuf>("data_path")?;
         let split = o.take_or("split", "969, 30, 1".to_string())?;
         let mut paths = |name: &str| -> Result<Vec<(PathBuf, f64)>, ConfigError> {
@@ -588,24 +702,45 @@ impl NeoxArgs {
         let train = paths("train")?;
         let valid = paths("valid")?;
         let test = paths("test")?;
+        // GPT-NeoX's data_utils.py: separate paths, when given, win over `data_path`.
         Ok(match (data_path, train.is_empty()) {
-            (Some(prefix), _) => Some(DataSource::Split { prefix, split }),
-            (None, false) => Some(DataSource::Paths { train, valid, test }),
+            (prefix, false) => {
+                if let Some(prefix) = prefix {
+                    tracing::warn!(
+                        data_path = %prefix.display(),
+                        file = %data_path_file.unwrap_or_default().display(),
+                        "`data_path` is ignored: `train_data_paths` is set, and wins as in GPT-NeoX"
+                    );
+                }
+                Some(DataSource::Paths { train, valid, test })
+            }
+            (Some(prefix), true) => Some(DataSource::Split { prefix, split }),
             (None, true) => None,
         })
     }
 
-    /// Sorts what nobody took into GPT-NeoX options (reported) and unknown ones (refused).
-    fn leftovers(o: Options) -> Result<Vec<(String, PathBuf)>, ConfigError> {
+    /// Sorts what nobody took into GPT-NeoX options that change nothing
+    /// (reported), ones that would change the run (unimplemented), and unknown
+    /// ones (refused).
+    fn leftovers(o: Options) -> Result<(Notes, Vec<Unimplemented>), ConfigError> {
         let known: Vec<&str> = NEOX_OPTIONS
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .collect();
         let mut not_acted_on = Vec::new();
+        let mut unimplemented = Vec::new();
         let mut unknown = Vec::new();
         for (name, entry) in o.into_remaining() {
-            if known.contains(&name.as_str()) {
+            if let Some(why) = keys::why_unimplemented(&name, &entry.value) {
+                unimplemented.push(Unimplemented {
+                    value: serde_json::to_string(&entry.value)
+                        .unwrap_or_else(|_| yaml::show(&entry.value)),
+                    key: name,
+                    file: entry.file,
+                    why,
+                });
+            } else if known.contains(&name.as_str()) {
                 not_acted_on.push((name, entry.file));
             } else {
                 let hint = closest(&name, &known)
@@ -615,7 +750,7 @@ impl NeoxArgs {
             }
         }
         if unknown.is_empty() {
-            Ok(not_acted_on)
+            Ok((not_acted_on, unimplemented))
         } else {
             Err(ConfigError::Unknown(unknown))
         }
@@ -652,6 +787,19 @@ fn edit_distance(a: &str, b: &str) -> usize {
 mod tests {
     use super::*;
 
+    /// Any serialisable value as a YAML value (for the defaults table).
+    mod erased {
+        pub trait Ser {
+            fn value(&self) -> serde_yaml_ng::Value;
+        }
+        impl<T: serde::Serialize> Ser for T {
+            fn value(&self) -> serde_yaml_ng::Value {
+                serde_yaml_ng::to_value(self).unwrap()
+            }
+        }
+    }
+    use serde_yaml_ng::Value;
+
     fn parse(text: &str) -> Result<NeoxArgs, ConfigError> {
         let mut o = Options::default();
         o.merge_str(text, Path::new("t.yml"))?;
@@ -675,11 +823,239 @@ mod tests {
     #[test]
     fn known_but_unused_options_are_reported() {
         let args = parse(&format!(
-            "{BASE}fp16: {{enabled: true}}\nwall_clock_breakdown: true\n"
+            "{BASE}fp16: {{enabled: false}}\nwall_clock_breakdown: true\n\
+             hostfile: /job/hosts\nbias_gelu_fusion: true\n"
         ))
         .unwrap();
         let names: Vec<&str> = args.not_acted_on.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["fp16", "wall_clock_breakdown"]);
+        assert_eq!(
+            names,
+            [
+                "bias_gelu_fusion",
+                "fp16",
+                "hostfile",
+                "wall_clock_breakdown"
+            ]
+        );
+        assert!(args.unimplemented.is_empty());
+        assert!(args.refuse_unimplemented().is_ok());
+    }
+
+    #[test]
+    fn options_that_would_change_the_run_are_refused_by_name() {
+        let args = parse(&format!(
+            "{BASE}fp16: {{enabled: true}}\nnum_kv_heads: 2\nmodel_parallel_size: 2\n\
+             z_loss: 0.001\npipe_parallel_size: 1\nwall_clock_breakdown: true\n"
+        ))
+        .unwrap();
+        let names: Vec<&str> = args.unimplemented.iter().map(|u| u.key.as_str()).collect();
+        assert_eq!(
+            names,
+            ["fp16", "model_parallel_size", "num_kv_heads", "z_loss"]
+        );
+        let err = args.refuse_unimplemented().unwrap_err().to_string();
+        for needle in [
+            "`fp16: {\"enabled\":true}`",
+            "t.yml",
+            "half precision",
+            "--allow-unimplemented",
+        ] {
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_gpt_neox_option_is_read_or_classified() {
+        // An option the trainer reads is taken even when null; any other must
+        // be in the table of keys.rs, so none is ignored without a decision.
+        // (An entry of the table that the trainer has come to read is inert.)
+        let base_keys: Vec<&str> = BASE.lines().filter_map(|l| l.split(':').next()).collect();
+        for key in NEOX_OPTIONS
+            .lines()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+        {
+            if base_keys.contains(&key) {
+                continue;
+            }
+            let args =
+                parse(&format!("{BASE}{key}: null\n")).unwrap_or_else(|e| panic!("{key}: {e}"));
+            let left = args.not_acted_on.iter().any(|(n, _)| n == key);
+            assert!(
+                !left || keys::classify(key).is_some(),
+                "`{key}`: neither read by the trainer nor classified in keys.rs"
+            );
+        }
+    }
+
+    /// Every GPT-NeoX default (`neox_args.py`, `deepspeed_args.py`, torch's Adam)
+    /// of an option neox reads, against the value read from a minimal config.
+    /// GPT-NeoX requires `num_layers`, `hidden_size`, `num_attention_heads`,
+    /// `max_position_embeddings` (here: `seq_length`), `lr` and `train_iters`;
+    /// `checkpoint_scale` accepts only its default, `linear`.
+    #[test]
+    fn defaults_are_gpt_neox_defaults() {
+        let a = parse(BASE).unwrap();
+        let rms = parse(&format!("{BASE}norm: rmsnorm\n")).unwrap();
+        let bpe = parse(&format!("{BASE}vocab_file: v.json\nmerge_file: m.txt\n")).unwrap();
+        let split = match parse(&format!("{BASE}data_path: d\n")).unwrap().data {
+            Some(DataSource::Split { split, .. }) => split,
+            other => panic!("{other:?}"),
+        };
+        let (m, t, s) = (&a.model, &a.training, &a.schedule);
+        let v = |x: &dyn erased::Ser| x.value();
+        let rows: Vec<(&str, &str, Value)> = vec![
+            ("norm", "layernorm", v(&m.norm)),
+            ("layernorm_epsilon", "1.0e-5", v(&m.norm_eps)),
+            ("rms_norm_epsilon", "1.0e-8", v(&rms.model.norm_eps)),
+            ("pos_emb", "learned", v(&m.pos_emb)),
+            ("no_weight_tying", "false", v(&!m.tied_embeddings)),
+            (
+                "make_vocab_size_divisible_by",
+                "128",
+                v(&a.make_vocab_size_divisible_by),
+            ),
+            ("activation", "gelu", v(&m.activation)),
+            ("init_method_std", "0.02", v(&m.init_method_std)),
+            ("rotary_pct", "1.0", v(&m.rotary_pct)),
+            ("rotary_emb_base", "10000", v(&m.rotary_emb_base)),
+            ("init_method", "normal", v(&m.init_method)),
+            (
+                "output_layer_init_method",
+                "scaled_normal",
+                v(&m.output_layer_init_method),
+            ),
+            ("gpt_j_residual", "false", v(&m.gpt_j_residual)),
+            ("use_bias_in_norms", "true", v(&m.use_bias_in_norms)),
+            (
+                "use_bias_in_attn_linear",
+                "true",
+                v(&m.use_bias_in_attn_linear),
+            ),
+            ("use_bias_in_mlp", "true", v(&m.use_bias_in_mlp)),
+            // intermediate_size and expansion_factor None, mlp_multiple_of 1: 4 x 64.
+            ("intermediate_size", "256", v(&m.intermediate_size)),
+            ("hidden_dropout", "0.0", v(&m.hidden_dropout)),
+            ("attention_dropout", "0.0", v(&m.attention_dropout)),
+            ("weight_decay", "0.1", v(&a.optim.weight_decay)),
+            ("gradient_clipping", "1.0", v(&a.optim.gradient_clipping)),
+            ("optimizer.type", "adam", v(&"adam")),
+            (
+                "optimizer.params.betas",
+                "[0.9, 0.999]",
+                v(&[a.optim.beta1, a.optim.beta2]),
+            ),
+            ("optimizer.params.eps", "1.0e-8", v(&a.optim.eps)),
+            ("lr_decay_style", "linear", v(&s.style)),
+            (
+                "lr_decay_iters (None: train_iters)",
+                "10",
+                v(&s.decay_iters),
+            ),
+            ("min_lr", "0.0", v(&s.min_lr)),
+            (
+                "warmup",
+                "0.01",
+                v(&(s.warmup_iters / s.decay_iters as f64)),
+            ),
+            (
+                "override_lr_scheduler",
+                "false",
+                v(&a.resume_flags.override_lr_scheduler),
+            ),
+            (
+                "use_checkpoint_lr_scheduler",
+                "false",
+                v(&a.resume_flags.use_checkpoint_lr_scheduler),
+            ),
+            (
+                "gradient_accumulation_steps",
+                "1",
+                v(&t.gradient_accumulation_steps),
+            ),
+            ("log_interval", "100", v(&t.log_interval)),
+            ("eval_interval", "1000", v(&t.eval_interval)),
+            ("eval_iters", "100", v(&t.eval_iters)),
+            ("seed", "1234", v(&t.seed)),
+            ("save", "null", v(&t.save)),
+            ("load", "null", v(&t.load)),
+            ("log_dir", "null", v(&t.log_dir)),
+            ("checkpoint_factor", "null", v(&t.checkpoint_factor)),
+            (
+                "keep_last_n_checkpoints",
+                "null",
+                v(&t.keep_last_n_checkpoints),
+            ),
+            ("padded_vocab_size", "null", v(&a.padded_vocab_size)),
+            ("vocab_file", "null", v(&a.vocab_file)),
+            ("merge_file", "null", v(&a.merge_file)),
+            ("tokenizer_type", "GPT2BPETokenizer", v(&bpe.tokenizer_type)),
+            (
+                "data_path, train_data_paths",
+                "null",
+                v(&a.data.as_ref().map(|_| "set")),
+            ),
+            ("split", "969, 30, 1", v(&split)),
+        ];
+        let mut wrong = Vec::new();
+        for (key, neox, ours) in rows {
+            let neox: Value = serde_yaml_ng::from_str(neox).unwrap();
+            let same = match (neox.as_f64(), ours.as_f64()) {
+                (Some(x), Some(y)) => (x - y).abs() <= 1e-12 * x.abs(),
+                _ => neox == ours,
+            };
+            if !same {
+                wrong.push(format!("{key}: GPT-NeoX {neox:?}, neox {ours:?}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    #[test]
+    fn separate_data_paths_win_over_data_path() {
+        let args = parse(&format!(
+            "{BASE}data_path: all\ntrain_data_paths: [a, b]\ntrain_data_weights: [1, 3]\n\
+             valid_data_paths: [v]\ntest_data_paths: [t]\n"
+        ))
+        .unwrap();
+        match args.data {
+            Some(DataSource::Paths { train, valid, test }) => {
+                assert_eq!(train, [("a".into(), 1.0), ("b".into(), 3.0)]);
+                assert_eq!((valid.len(), test.len()), (1, 1));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn configs_that_would_panic_are_refused() {
+        for (extra, key) in [
+            // head dim 16: 0.05 gives 0 rotary dims, 0.1 gives 1.
+            ("pos_emb: rotary\nrotary_pct: 0.05\n", "rotary_pct"),
+            ("pos_emb: rotary\nrotary_pct: 0.1\n", "rotary_pct"),
+            ("max_position_embeddings: 16\n", "max_position_embeddings"),
+            ("intermediate_size: 257\n", "intermediate_size"),
+            (
+                "activation: swiglu\nintermediate_size: 512\n",
+                "intermediate_size",
+            ),
+            (
+                "intermediate_size: 100\nexpansion_factor: 2\n",
+                "intermediate_size",
+            ),
+            ("min_lr: 0.01\n", "min_lr"),
+            (
+                "override_lr_scheduler: true\nuse_checkpoint_lr_scheduler: true\n",
+                "override",
+            ),
+        ] {
+            let err = parse(&format!("{BASE}{extra}")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("t.yml"), "{extra}: {err}");
+        }
+        // rotary_pct matters only for rotary positions.
+        assert!(parse(&format!("{BASE}rotary_pct: 0.05\n")).is_ok());
+        let args = parse(&format!("{BASE}activation: swiglu\n")).unwrap();
+        assert_eq!(args.model.intermediate_size, 85); // int(256 x 2 / 3) / 2
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! GPT-NeoX YAML files read as GPT-NeoX reads them: each file a mapping of
-//! options, the files merged in order (a later file overrides an earlier one),
-//! option names with `-` and `_` equivalent.
+//! GPT-NeoX YAML files: each file a mapping of options, option names with `-`
+//! and `_` equivalent, the files merged in order. GPT-NeoX refuses an option
+//! set in two files; here the later file wins (a superset: a third file can
+//! change one value of a shipped config), and each such override is logged
+//! with the option and both files.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,11 +19,20 @@ pub struct Entry {
     pub file: PathBuf,
 }
 
+/// An option set by an earlier file and set again by a later one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    pub key: String,
+    pub old_file: PathBuf,
+    pub new_file: PathBuf,
+}
+
 /// The merged options of several files, taken out one by one as the
 /// trainer reads them; what is left at the end was not acted on.
 #[derive(Debug, Default)]
 pub struct Options {
     entries: BTreeMap<String, Entry>,
+    overrides: Vec<Override>,
 }
 
 /// The canonical spelling of an option name: `train-iters` is `train_iters`.
@@ -70,12 +81,18 @@ impl Options {
                 file: path.to_path_buf(),
             };
             if let Some(previous) = self.entries.insert(canonical(&name), entry) {
-                tracing::debug!(
+                tracing::info!(
                     option = %canonical(&name),
-                    from = %previous.file.display(),
-                    by = %path.display(),
-                    "option overridden by a later file"
+                    old = %show(&previous.value),
+                    old_file = %previous.file.display(),
+                    new_file = %path.display(),
+                    "option set again: the later value wins (GPT-NeoX would refuse this)"
                 );
+                self.overrides.push(Override {
+                    key: canonical(&name),
+                    old_file: previous.file,
+                    new_file: path.to_path_buf(),
+                });
             }
         }
         Ok(())
@@ -118,6 +135,11 @@ impl Options {
         self.entries.remove(name)
     }
 
+    /// The options that a later file set again, in the order met.
+    pub fn overrides(&self) -> &[Override] {
+        &self.overrides
+    }
+
     /// The options nobody took, with the files that set them.
     pub fn into_remaining(self) -> Vec<(String, Entry)> {
         self.entries.into_iter().collect()
@@ -149,6 +171,14 @@ mod tests {
             .merge_str("train_iters: 20\n", Path::new("b.yml"))
             .unwrap();
         assert_eq!(options.file_of("train_iters"), Some(Path::new("b.yml")));
+        assert_eq!(
+            options.overrides(),
+            [Override {
+                key: "train_iters".into(),
+                old_file: "a.yml".into(),
+                new_file: "b.yml".into(),
+            }]
+        );
         assert_eq!(options.take::<u64>("train_iters").unwrap(), Some(20));
         assert_eq!(options.take::<f64>("lr").unwrap(), Some(0.1));
         assert!(options.into_remaining().is_empty());

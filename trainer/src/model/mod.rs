@@ -49,17 +49,48 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// GPT-NeoX's MLP width: `intermediate_size`, else 4 x hidden; gated
-    /// activations take two thirds of it, rounded up to a multiple of 256.
+    /// GPT-NeoX's MLP width (`ParallelMLP`): `intermediate_size`, else
+    /// `expansion_factor` x hidden, else 4 x hidden; gated activations take
+    /// two thirds of it and feed half to `dense_4h_to_h`. GPT-NeoX rounds the
+    /// width of `dense_h_to_4h` up to a multiple of `2 x multiple_of` and the
+    /// input of `dense_4h_to_h` up to `multiple_of`. Returns the latter, or why
+    /// the two layers would not fit together (GPT-NeoX fails on a shape there).
     pub fn ffn_size(
         hidden: usize,
         activation: Activation,
         intermediate_size: Option<usize>,
-    ) -> usize {
-        let ffn = intermediate_size.unwrap_or(4 * hidden);
-        match activation {
-            Activation::Gelu => ffn,
-            Activation::Swiglu => (ffn * 2 / 3 / 2).div_ceil(256) * 256,
+        expansion_factor: Option<f64>,
+        multiple_of: usize,
+    ) -> Result<usize, String> {
+        let ffn = match (intermediate_size, expansion_factor) {
+            (Some(_), Some(_)) => {
+                return Err("set `intermediate_size` or `expansion_factor`, not both".into());
+            }
+            (Some(size), None) => size,
+            (None, Some(factor)) => (factor * hidden as f64) as usize,
+            (None, None) => 4 * hidden,
+        };
+        let m = multiple_of.max(1);
+        let (ffn, ffn_in) = match activation {
+            Activation::Gelu => (ffn, ffn),
+            Activation::Swiglu => (ffn * 2 / 3, ffn * 2 / 3 / 2),
+        };
+        let h_to_4h = ffn.div_ceil(2 * m) * 2 * m;
+        let inner = ffn_in.div_ceil(m) * m;
+        let expected = match activation {
+            Activation::Gelu => inner,
+            Activation::Swiglu => 2 * inner,
+        };
+        if inner == 0 {
+            Err(format!("gives an MLP width of 0 for hidden size {hidden}"))
+        } else if h_to_4h != expected {
+            Err(format!(
+                "gives dense_h_to_4h {h_to_4h} outputs but dense_4h_to_h {inner} inputs \
+                 (GPT-NeoX rounds them to multiples of 2 x and 1 x mlp_multiple_of {m}): \
+                 choose intermediate_size or mlp_multiple_of so that they fit"
+            ))
+        } else {
+            Ok(inner)
         }
     }
 
@@ -195,8 +226,7 @@ impl<B: Backend> GptNeox<B> {
                 }
             }
             PosEmb::Sinusoidal => {
-                x = x + position::sinusoidal_table(t, c.hidden_size, c.rotary_emb_base, &device)
-                    .unsqueeze();
+                x = x + position::sinusoidal_table(t, c.hidden_size, &device).unsqueeze();
             }
             PosEmb::Rotary | PosEmb::Alibi | PosEmb::None => {}
         }
@@ -233,4 +263,71 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int
         .gather(1, targets.reshape([b * t, 1]))
         .mean()
         .neg()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    #[test]
+    fn ffn_size_follows_gpt_neox_parallel_mlp() {
+        let ffn = ModelConfig::ffn_size;
+        // GPT-NeoX's Llama configs: hidden 4096 / 8192, swiglu, mlp_multiple_of 256.
+        assert_eq!(
+            ffn(4096, Activation::Swiglu, Some(32768), None, 256),
+            Ok(11008)
+        );
+        assert_eq!(
+            ffn(8192, Activation::Swiglu, Some(86016), None, 256),
+            Ok(28672)
+        );
+        // The default multiple is 1: two thirds of 4h, halved, no rounding to 256.
+        assert_eq!(ffn(64, Activation::Swiglu, None, None, 1), Ok(85));
+        assert_eq!(ffn(64, Activation::Gelu, None, None, 1), Ok(256));
+        assert_eq!(ffn(64, Activation::Gelu, None, Some(2.5), 1), Ok(160));
+        assert_eq!(ffn(64, Activation::Gelu, Some(100), None, 1), Ok(100));
+        // Widths GPT-NeoX's two layers disagree on, and contradictory options.
+        let err = ffn(128, Activation::Swiglu, None, None, 1).unwrap_err();
+        assert!(err.contains("342") && err.contains("170"), "{err}");
+        assert!(ffn(64, Activation::Gelu, Some(101), None, 1).is_err());
+        assert!(ffn(64, Activation::Gelu, Some(100), Some(2.0), 1).is_err());
+        assert!(ffn(64, Activation::Gelu, None, Some(0.001), 1).is_err());
+    }
+
+    #[test]
+    fn sinusoidal_positions_ignore_rotary_emb_base() {
+        let device = Default::default();
+        let config = ModelConfig {
+            num_layers: 1,
+            hidden_size: 8,
+            num_attention_heads: 2,
+            seq_length: 4,
+            max_position_embeddings: 4,
+            vocab_size: 5,
+            norm: NormKind::LayerNorm,
+            norm_eps: 1e-5,
+            pos_emb: PosEmb::Sinusoidal,
+            rotary_pct: 1.0,
+            rotary_emb_base: 10000.0,
+            gpt_j_residual: false,
+            tied_embeddings: true,
+            activation: Activation::Gelu,
+            intermediate_size: 16,
+            init_method: InitMethod::Normal,
+            output_layer_init_method: InitMethod::ScaledNormal,
+            init_method_std: 0.5,
+            hidden_dropout: 0.0,
+            attention_dropout: 0.0,
+            use_bias_in_attn_linear: true,
+            use_bias_in_mlp: true,
+            use_bias_in_norms: true,
+        };
+        let tokens = || Tensor::<Flex, 2, Int>::from_data([[1, 2, 3, 4]], &device);
+        let model = config.init::<Flex>(&device);
+        let base = model.forward(tokens()).into_data();
+        let mut other = model.clone();
+        other.config.rotary_emb_base = 500.0;
+        other.forward(tokens()).into_data().assert_eq(&base, true);
+    }
 }

@@ -64,13 +64,14 @@ pub fn apply_rotary<B: Backend>(
     }
 }
 
-/// Sinusoidal position embeddings `[t, hidden]`: `[sin(p f), cos(p f)]`.
-pub fn sinusoidal_table<B: Backend>(
-    t: usize,
-    hidden: usize,
-    base: f64,
-    device: &B::Device,
-) -> Tensor<B, 2> {
+/// The base of sinusoidal positions: GPT-NeoX's `SinusoidalPositionalEmbedding`
+/// is built with its default 10000 whatever `rotary_emb_base` says.
+pub const SINUSOIDAL_BASE: f64 = 10000.0;
+
+/// Sinusoidal position embeddings `[t, hidden]`: `[sin(p f), cos(p f)]` with
+/// `f = SINUSOIDAL_BASE^(-2i / hidden)`.
+pub fn sinusoidal_table<B: Backend>(t: usize, hidden: usize, device: &B::Device) -> Tensor<B, 2> {
+    let base = SINUSOIDAL_BASE;
     let half = hidden / 2;
     let mut table = Vec::with_capacity(t * hidden);
     for p in 0..t {
