@@ -61,6 +61,12 @@ AWKWARD = [
     "x",
     "▁ already escaped ▁▁ spaces",
     "Ünïcödé текст ελληνικά עברית العربية हिन्दी",
+    # Degenerate long texts: one character repeated, no spaces, only spaces.
+    "a" * 20000,
+    "-" * 9999,
+    "ab" * 5000,
+    " " * 5000 + "x" + "\n" * 5000,
+    "🙂" * 2000,
 ]
 
 
@@ -146,7 +152,12 @@ def reference(tokenizer_class, model: Path, corpus: Path, first: int, out: Path)
             "idx_sha256": hashlib.sha256(mmidx(sizes, code, itemsize)).hexdigest(),
         },
     }
-    (out / f"{name}.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    # One line per awkward text, the rest indented.
+    text = json.dumps(summary, indent=1, ensure_ascii=False)
+    for case in summary["awkward"]:
+        spread = json.dumps(case, indent=1, ensure_ascii=False).replace("\n", "\n  ")
+        text = text.replace(spread, json.dumps(case, ensure_ascii=False), 1)
+    (out / f"{name}.json").write_text(text + "\n")
     print(f"{name}: {len(sizes)} documents, {tokens} tokens, vocab {tok.vocab_size}, eod {tok.eod}")
 
 
