@@ -8,8 +8,15 @@
 //! - the downloaded files under their own names (and `.part` files while unfinished);
 //! - `{name}_text_document.{bin,idx}` (or `{name}-shard-K-of-N_text_document.*`
 //!   for one of N parts) and `….manifest.json` beside them;
-//! - `parts/`: per-file results of a multi-file corpus, kept until merged,
-//!   so that an interrupted run skips the files already done.
+//! - `{name}.parts/` (or `{name}-shard-K-of-N.parts/`): per-file results of a
+//!   multi-file corpus (or shard), kept until merged, so that an interrupted
+//!   run skips the files already done.
+//!
+//! Locks, in `{data_dir}/`: `.{name}.lock` (or `.{name}-shard-K-of-N.lock`)
+//! while an output is made, and `.{name}.{file}.download.lock` while a file
+//! is downloaded. The shards of a corpus hold disjoint files and outputs, so
+//! `--shard K/N` runs on shared storage proceed side by side; two runs of the
+//! same output, or two downloads of one file, wait for each other.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -171,7 +178,7 @@ pub fn prepare(
     }
     let files = plan_files(corpus, opts)?;
     let folder = opts.data_dir.join(name);
-    let _lock = FolderLock::acquire(&folder)?;
+    let _lock = FolderLock::named(&opts.data_dir, &base_name(name, opts.shard))?;
     let result = prepare_locked(corpus, opts, fetcher, files, &folder, started);
     if result.is_err() {
         // A run that failed before writing anything leaves no empty folder behind.
@@ -203,26 +210,14 @@ fn prepare_locked(
     {
         return Ok(Outcome::AlreadyPrepared { manifest, path });
     }
+    let parts_dir = folder.join(format!("{base}.parts"));
     if opts.force {
-        // Forget earlier downloads and tokenized parts (the sources are not touched).
-        let downloaded = files
-            .iter()
-            .filter(|f| matches!(Source::parse(&f.url), Ok(Source::Http(_))));
-        for f in downloaded {
-            let dest = folder.join(local_name(f, corpus));
-            for p in [
-                beside(&dest, ".download.json"),
-                beside(&dest, ".part"),
-                dest,
-            ] {
-                let _ = std::fs::remove_file(p);
-            }
-        }
-        let _ = std::fs::remove_dir_all(folder.join("parts"));
+        // Forget this output's tokenized parts; downloads are forgotten one
+        // by one under their locks (see `fetch_and_tokenize`).
+        let _ = std::fs::remove_dir_all(&parts_dir);
         let _ = std::fs::remove_file(beside(&folder.join(&base), ".done.json"));
     }
 
-    let parts_dir = folder.join("parts");
     let multi = files.len() > 1;
     let fetched = std::sync::Mutex::new(vec![None::<Fetched>; files.len()]);
     let made = fetch_and_tokenize(corpus, opts, fetcher, &files, &folder, |i, got, inputs| {
@@ -426,6 +421,35 @@ fn part(
     Ok(done)
 }
 
+/// Download one file to `dest` under its lock (another run that needs the
+/// same file, e.g. another `--shard` split, waits instead of writing the same
+/// `.part`); `--force` forgets an earlier download first. Local sources are
+/// used in place and need no lock.
+fn download(
+    corpus: &dyn DataDownloader,
+    opts: &PrepareOptions,
+    fetcher: &Fetcher,
+    file: &RemoteFile,
+    dest: &Path,
+) -> anyhow::Result<Fetched> {
+    let _lock = match Source::parse(&file.url)? {
+        Source::Local(_) => None,
+        Source::Http(_) => {
+            let stored = dest.file_name().unwrap_or_default().to_string_lossy();
+            let lock = format!("{}.{stored}.download", corpus.name());
+            let lock = FolderLock::named(&opts.data_dir, &lock)?;
+            if opts.force {
+                for p in [beside(dest, ".download.json"), beside(dest, ".part")] {
+                    let _ = std::fs::remove_file(p);
+                }
+                let _ = std::fs::remove_file(dest);
+            }
+            Some(lock)
+        }
+    };
+    Ok(corpus.download(file, dest, fetcher)?)
+}
+
 /// Download the files with up to `parallel_downloads` at once while the
 /// calling thread tokenizes those that have arrived; results in file order.
 fn fetch_and_tokenize(
@@ -449,8 +473,7 @@ fn fetch_and_tokenize(
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(file) = files.get(i) else { break };
                     let dest = folder.join(local_name(file, corpus));
-                    let got = corpus
-                        .download(file, &dest, fetcher)
+                    let got = download(corpus, opts, fetcher, file, &dest)
                         .with_context(|| format!("cannot download {}", file.url))
                         .and_then(|f| {
                             let inputs = corpus

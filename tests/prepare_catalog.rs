@@ -92,7 +92,10 @@ fn a_catalog_corpus_of_several_files_prepares_like_tokenize_and_resumes_by_part(
     );
     // The local file is used in place, not copied.
     assert!(!folder.join("part-2.jsonl.zst").exists());
-    assert!(!folder.join("parts").exists(), "merged parts are removed");
+    assert!(
+        !folder.join("mail3.parts").exists(),
+        "merged parts are removed"
+    );
 
     let row = listed_row(&catalog, &data, "mail3");
     assert_eq!(row["figures"]["kind"], "measured");

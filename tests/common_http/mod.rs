@@ -34,6 +34,9 @@ pub struct Request {
     pub status: u16,
     /// Body bytes actually written to the socket.
     pub body_bytes: usize,
+    /// When the request arrived, and when its answer was written.
+    pub began: std::time::Instant,
+    pub ended: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -154,6 +157,7 @@ fn etag_of(bytes: &[u8]) -> String {
 }
 
 fn handle(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
+    let began = std::time::Instant::now();
     stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut first = String::new();
@@ -242,6 +246,8 @@ fn handle(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             if_range,
             status,
             body_bytes,
+            began,
+            ended: std::time::Instant::now(),
         });
     Ok(())
 }

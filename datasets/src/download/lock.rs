@@ -1,14 +1,15 @@
-//! A lock per dataset folder, so that two runs on one corpus never interleave.
-//! The lock file sits beside the folder (`{data_dir}/.{name}.lock`), so a run
-//! that fails before writing anything leaves the folder absent.
+//! Locks on pieces of work in a data folder, so that two runs never do the
+//! same piece at once: a lock file `{parent}/.{name}.lock` per piece (a
+//! corpus's output, one download). Lock files sit beside the dataset folders,
+//! so a run that fails before writing anything leaves no folder behind.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
 use super::FetchError;
 
-/// Held while a corpus folder is being worked on; released on drop (or when
-/// the process dies: the operating system drops the lock with the file).
+/// Held while a piece of work is being done; released on drop (or when the
+/// process dies: the operating system drops the lock with the file).
 #[derive(Debug)]
 pub struct FolderLock {
     _file: File,
@@ -23,8 +24,19 @@ impl FolderLock {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        std::fs::create_dir_all(&parent).map_err(FetchError::io(&parent))?;
         let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        FolderLock::named(&parent, &name)
+    }
+
+    /// Lock the piece of work `name` (e.g. one output or one download) with
+    /// the file `{parent}/.{name}.lock`, waiting for another holder to finish.
+    pub fn named(parent: &Path, name: &str) -> Result<FolderLock, FetchError> {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        std::fs::create_dir_all(parent).map_err(FetchError::io(parent))?;
         let path = parent.join(format!(".{name}.lock"));
         let file = OpenOptions::new()
             .create(true)
@@ -36,8 +48,8 @@ impl FolderLock {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 tracing::info!(
-                    "{}: another run holds this folder's lock; waiting for it to finish",
-                    dir.display()
+                    "{}: another run holds this lock; waiting for it to finish",
+                    path.display()
                 );
                 file.lock().map_err(FetchError::io(&path))?;
             }
@@ -77,6 +89,11 @@ mod tests {
         waiter.join().unwrap();
         assert!(!dir.exists(), "locking must not create the folder");
         assert!(base.join(".corpus.lock").exists());
+
+        // Locks of different names do not wait for each other.
+        let _a = FolderLock::named(&base, "corpus-shard-1-of-2").unwrap();
+        let _b = FolderLock::named(&base, "corpus-shard-2-of-2").unwrap();
+        assert!(base.join(".corpus-shard-2-of-2.lock").exists());
         std::fs::remove_dir_all(&base).unwrap();
     }
 }
