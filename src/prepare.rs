@@ -5,7 +5,9 @@
 //! parts, resumes, merges and records.
 //!
 //! Layout in `{data_dir}/{name}/`:
-//! - the downloaded files under their own names (and `.part` files while unfinished);
+//! - the downloaded files under their own names, prefixed with a digest of
+//!   their URL when two files of the corpus share a name (and `.part` files
+//!   while unfinished);
 //! - `{name}_text_document.{bin,idx}` (or `{name}-shard-K-of-N_text_document.*`
 //!   for one of N parts) and `….manifest.json` beside them;
 //! - `{name}.parts/` (or `{name}-shard-K-of-N.parts/`): per-file results of a
@@ -24,7 +26,9 @@ use std::sync::{Arc, mpsc};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use neox_datasets::download::{Fetched, Fetcher, FolderLock, Source, beside, measure, mirrored};
+use neox_datasets::download::{
+    Fetched, Fetcher, FolderLock, Source, beside, distinct_name, measure, mirrored,
+};
 use neox_datasets::{DataDownloader, RemoteFile};
 use neox_registry::manifest::{Manifest, OutputRecord, ShardOf, SourceRecord};
 use neox_tokenize::{Tokenizer, TokenizerSpec};
@@ -108,11 +112,22 @@ pub fn base_name(corpus: &str, shard: Option<ShardOf>) -> String {
     }
 }
 
+/// A file to fetch, and the name it is stored under in the corpus folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    /// Where it comes from, with its declared size and checksum.
+    pub file: RemoteFile,
+    /// Its name in `{data_dir}/{name}/` when downloaded: its own name, made
+    /// unique (see [`neox_datasets::download::distinct_name`]) when another
+    /// file of the corpus has the same one.
+    pub stored: String,
+}
+
 /// The files to fetch after `--url`, `--mirror` and pins, and `--shard`'s selection.
 pub fn plan_files(
     corpus: &dyn DataDownloader,
     opts: &PrepareOptions,
-) -> anyhow::Result<Vec<RemoteFile>> {
+) -> anyhow::Result<Vec<Planned>> {
     let mut files = if opts.urls.is_empty() {
         corpus.files()
     } else {
@@ -124,9 +139,35 @@ pub fn plan_files(
             corpus.name()
         );
     }
+    // Names that several files have (a mirror keeps names, so these stay shared).
+    let mut seen = std::collections::HashSet::new();
+    let twins: std::collections::HashSet<String> = files
+        .iter()
+        .map(|f| f.file_name().to_string())
+        .filter(|n| !seen.insert(n.clone()))
+        .collect();
+    let shared = |name: &str| twins.contains(name);
     if let Some(base) = &opts.mirror {
+        if let Some(twin) = files.iter().find(|f| shared(f.file_name())) {
+            bail!(
+                "--mirror: corpus `{}` has several files named {} (e.g. {}); a mirror holds files \
+                 under their own names, so it cannot serve them all: give them with --url instead",
+                corpus.name(),
+                twin.file_name(),
+                twin.url
+            );
+        }
         for f in &mut files {
             f.url = mirrored(base, &f.url);
+        }
+    }
+    for (name, _) in &opts.pins {
+        if shared(name) {
+            bail!(
+                "--sha256 {name}=…: corpus `{}` has several files named {name}; declare their \
+                 checksums in a catalog instead",
+                corpus.name()
+            );
         }
     }
     for (name, sum) in &opts.pins {
@@ -144,6 +185,23 @@ pub fn plan_files(
         f.sha256 = Some(sum.clone());
         f.size = None;
     }
+    // Names are made unique over the whole corpus, so that every shard
+    // stores a file under the same name.
+    let mut files: Vec<Planned> = files
+        .iter()
+        .map(|f| {
+            let name = local_name(f, corpus);
+            let stored = if shared(f.file_name()) {
+                distinct_name(&f.url, &name)
+            } else {
+                name
+            };
+            Planned {
+                file: f.clone(),
+                stored,
+            }
+        })
+        .collect();
     if let Some(s) = opts.shard {
         if s.index == 0 || s.index > s.count {
             bail!("--shard {}/{}: K must be between 1 and N", s.index, s.count);
@@ -191,7 +249,7 @@ fn prepare_locked(
     corpus: &dyn DataDownloader,
     opts: &PrepareOptions,
     fetcher: &Fetcher,
-    files: Vec<RemoteFile>,
+    files: Vec<Planned>,
     folder: &Path,
     started: Instant,
 ) -> anyhow::Result<Outcome> {
@@ -317,19 +375,23 @@ fn prepare_locked(
 fn finished(
     folder: &Path,
     prefix: &str,
-    files: &[RemoteFile],
+    files: &[Planned],
     tokenizer: &str,
 ) -> Option<(Manifest, PathBuf)> {
     let path = Manifest::path_for(folder, prefix);
     let manifest = Manifest::read(&path).ok()?;
     let same_sources = manifest.sources.len() == files.len()
-        && manifest.sources.iter().zip(files).all(|(s, f)| {
-            // A pinned or declared checksum identifies the file wherever it is served from.
-            match f.sha256.as_deref() {
-                Some(want) => want.eq_ignore_ascii_case(&s.sha256),
-                None => s.url == f.url,
-            }
-        });
+        && manifest
+            .sources
+            .iter()
+            .zip(files)
+            .all(|(s, Planned { file: f, .. })| {
+                // A pinned or declared checksum identifies the file wherever it is served from.
+                match f.sha256.as_deref() {
+                    Some(want) => want.eq_ignore_ascii_case(&s.sha256),
+                    None => s.url == f.url,
+                }
+            });
     (same_sources && manifest.tokenizer == tokenizer && manifest.outputs_present(folder))
         .then_some((manifest, path))
 }
@@ -456,7 +518,7 @@ fn fetch_and_tokenize(
     corpus: &dyn DataDownloader,
     opts: &PrepareOptions,
     fetcher: &Fetcher,
-    files: &[RemoteFile],
+    files: &[Planned],
     folder: &Path,
     mut tokenize: impl FnMut(usize, &Fetched, &[PathBuf]) -> anyhow::Result<Vec<PartDone>>,
 ) -> anyhow::Result<Vec<Vec<PartDone>>> {
@@ -471,8 +533,10 @@ fn fetch_and_tokenize(
             scope.spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(file) = files.get(i) else { break };
-                    let dest = folder.join(local_name(file, corpus));
+                    let Some(Planned { file, stored }) = files.get(i) else {
+                        break;
+                    };
+                    let dest = folder.join(stored);
                     let got = download(corpus, opts, fetcher, file, &dest)
                         .with_context(|| format!("cannot download {}", file.url))
                         .and_then(|f| {
@@ -501,7 +565,7 @@ fn fetch_and_tokenize(
     results
         .into_iter()
         .enumerate()
-        .map(|(i, r)| r.with_context(|| format!("file {} was never prepared", files[i].url)))
+        .map(|(i, r)| r.with_context(|| format!("file {} was never prepared", files[i].file.url)))
         .collect()
 }
 
@@ -532,8 +596,12 @@ mod tests {
         o.mirror = Some("http://127.0.0.1:9/pile/".into());
         o.pins = vec![("07.jsonl.zst".into(), "ab".repeat(32))];
         let files = plan_files(pile.as_ref(), &o).unwrap();
-        assert_eq!(files[7].url, "http://127.0.0.1:9/pile/07.jsonl.zst");
-        assert_eq!(files[7].sha256.as_deref(), Some("ab".repeat(32).as_str()));
+        assert_eq!(files[7].file.url, "http://127.0.0.1:9/pile/07.jsonl.zst");
+        assert_eq!(files[7].stored, "07.jsonl.zst");
+        assert_eq!(
+            files[7].file.sha256.as_deref(),
+            Some("ab".repeat(32).as_str())
+        );
 
         // 30 files in 4 parts: runs of 7, 8, 7, 8 files that cover all, in order.
         let mut seen = Vec::new();
@@ -556,10 +624,40 @@ mod tests {
         o.urls = vec!["/tmp/b.jsonl".into(), "/tmp/c.jsonl".into()];
         let files = plan_files(&c, &o).unwrap();
         assert_eq!(files.len(), 2);
-        assert_eq!(files[1].url, "/tmp/c.jsonl");
+        assert_eq!(files[1].file.url, "/tmp/c.jsonl");
         assert_eq!(
             base_name("x", Some(ShardOf { index: 2, count: 3 })),
             "x-shard-2-of-3"
         );
+    }
+
+    #[test]
+    fn files_of_one_name_are_stored_under_distinct_names_in_every_shard() {
+        let urls = [
+            "http://h/a/d.jsonl",
+            "http://h/b/d.jsonl",
+            "http://h/e.jsonl",
+        ];
+        let c = Corpus::new("x", "", urls.map(String::from));
+        let mut o = opts();
+        let whole: Vec<String> = plan_files(&c, &o)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.stored)
+            .collect();
+        assert_ne!(whole[0], whole[1]);
+        assert!(whole[0].ends_with("-d.jsonl") && whole[1].ends_with("-d.jsonl"));
+        assert_eq!(whole[2], "e.jsonl");
+        o.shard = Some(ShardOf { index: 2, count: 3 });
+        assert_eq!(plan_files(&c, &o).unwrap()[0].stored, whole[1]);
+
+        o.shard = None;
+        o.mirror = Some("http://m/".into());
+        let e = plan_files(&c, &o).unwrap_err().to_string();
+        assert!(e.contains("several files named d.jsonl"), "{e}");
+        o.mirror = None;
+        o.pins = vec![("d.jsonl".into(), "ab".repeat(32))];
+        let e = plan_files(&c, &o).unwrap_err().to_string();
+        assert!(e.contains("several files named d.jsonl"), "{e}");
     }
 }

@@ -26,7 +26,7 @@ pub use error::FetchError;
 pub use lock::FolderLock;
 pub use progress::{Progress, Silent};
 pub use record::{DownloadRecord, beside, write_atomically};
-pub use source::{Source, file_name_of, mirrored};
+pub use source::{Source, distinct_name, file_name_of, mirrored};
 pub use verify::{measure, same_checksum};
 
 use crate::downloader::RemoteFile;
@@ -203,13 +203,21 @@ fn check_cached(file: &RemoteFile, dest: &Path, record_path: &Path) -> Result<Fe
     {
         return Err(format!("{size} bytes, but the corpus declares {expected}"));
     }
-    if let Some(expected) = &file.sha256
-        && !same_checksum(expected, &rec.sha256)
-    {
-        return Err(format!(
-            "recorded SHA-256 {} differs from the declared {expected}",
-            rec.sha256
-        ));
+    match &file.sha256 {
+        Some(expected) if !same_checksum(expected, &rec.sha256) => {
+            return Err(format!(
+                "recorded SHA-256 {} differs from the declared {expected}",
+                rec.sha256
+            ));
+        }
+        // Without a checksum only the URL says which file this is.
+        None if rec.url != file.url => {
+            return Err(format!(
+                "it was downloaded from {}, not from {}",
+                rec.url, file.url
+            ));
+        }
+        _ => {}
     }
     Ok(Fetched {
         path: dest.to_path_buf(),

@@ -50,6 +50,15 @@ pub fn file_name_of(location: &str) -> &str {
     path.rsplit(['/', '\\']).next().unwrap_or(path)
 }
 
+/// `name` made unique to `location`: `{12 hex digits of its SHA-256}-{name}`,
+/// for a file whose name another file of the same corpus also has (the name
+/// stays at the end, so the format still follows from it).
+pub fn distinct_name(location: &str, name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = super::verify::hex(&Sha256::digest(location.as_bytes()));
+    format!("{}-{name}", &digest[..12])
+}
+
 /// `location`'s file under the mirror `base` (a URL or a folder): files keep their names.
 pub fn mirrored(base: &str, location: &str) -> String {
     format!("{}/{}", base.trim_end_matches('/'), file_name_of(location))
@@ -101,5 +110,13 @@ mod tests {
             mirrored("/mnt/corpora", "http://h/x.zip"),
             "/mnt/corpora/x.zip"
         );
+        let a = distinct_name("http://h/a/data.jsonl", "data.jsonl");
+        let b = distinct_name("http://h/b/data.jsonl", "data.jsonl");
+        assert_ne!(a, b);
+        assert!(
+            a.ends_with("-data.jsonl") && a.len() == "data.jsonl".len() + 13,
+            "{a}"
+        );
+        assert_eq!(a, distinct_name("http://h/a/data.jsonl", "data.jsonl"));
     }
 }
