@@ -42,6 +42,8 @@ pub struct PipelineConfig {
     pub max_docs: Option<u64>,
     /// Make a malformed line fatal instead of counting and skipping it.
     pub strict: bool,
+    /// The most bytes one document may hold (see `neox_datasets::read::ReadOptions`).
+    pub max_document_bytes: u64,
 }
 
 impl PipelineConfig {
@@ -56,6 +58,7 @@ impl PipelineConfig {
             workers: default_workers(),
             max_docs: None,
             strict: false,
+            max_document_bytes: neox_datasets::read::DEFAULT_MAX_DOCUMENT_BYTES,
         }
     }
 
@@ -162,6 +165,7 @@ pub fn run(
     let dtype = DType::for_vocab_size(tokenizer.vocab_size());
     let options = ReadOptions {
         keys: config.keys.clone(),
+        max_document_bytes: config.max_document_bytes,
     };
     let docs = documents(&config.inputs, &options)?;
     let bytes_read = docs.bytes_read();

@@ -57,6 +57,8 @@ pub struct PrepareOptions {
     pub tokenize: TokenizeSettings,
     /// Files downloaded at once.
     pub parallel_downloads: usize,
+    /// The most bytes one document may hold (see `neox_datasets::read::ReadOptions`).
+    pub max_document_bytes: u64,
 }
 
 /// The tokenizer and the encoding threads; every document gets the EOD id
@@ -452,6 +454,7 @@ fn part(
     config.keys = keys.to_vec();
     config.append_eod = true;
     config.workers = opts.tokenize.workers;
+    config.max_document_bytes = opts.max_document_bytes;
     let mut reporter = ProgressReporter::new(None);
     let result = pipeline::run(&config, &opts.tokenize.tokenizer, &mut reporter);
     reporter.finish();
@@ -586,6 +589,7 @@ mod tests {
             tokenize: TokenizeSettings::load(&TokenizerSpec::new(TokenizerKind::CharLevel), 1)
                 .unwrap(),
             parallel_downloads: 1,
+            max_document_bytes: neox_datasets::read::DEFAULT_MAX_DOCUMENT_BYTES,
         }
     }
 

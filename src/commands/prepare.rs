@@ -100,6 +100,12 @@ pub struct PrepareArgs {
     /// First wait between retries, in seconds (doubles each time, at most 60).
     #[arg(long, default_value_t = 1.0)]
     pub retry_wait: f64,
+
+    /// The most bytes one document (a JSON line, a .txt file, an archive
+    /// member) may hold, decompressed; a longer one stops the run, naming
+    /// the file and offset (a guard against corrupt input and gzip/zip bombs).
+    #[arg(long, env = "NEOX_MAX_DOCUMENT_BYTES", default_value_t = neox_datasets::read::DEFAULT_MAX_DOCUMENT_BYTES)]
+    pub max_document_bytes: u64,
 }
 
 fn parse_kind(s: &str) -> Result<TokenizerKind, String> {
@@ -174,6 +180,7 @@ pub fn run_with(args: PrepareArgs, mut registry: Registry) -> anyhow::Result<()>
             },
         )?,
         parallel_downloads: args.parallel_downloads.max(1),
+        max_document_bytes: args.max_document_bytes,
     };
     match prepare(corpus.as_ref(), &opts, &fetcher)? {
         Outcome::AlreadyPrepared { manifest, path } => {

@@ -103,6 +103,12 @@ pub struct TokenizeArgs {
     /// text) fatal instead of reporting and skipping it.
     #[arg(long)]
     pub strict: bool,
+
+    /// The most bytes one document (a JSON line, a .txt file, an archive
+    /// member) may hold, decompressed; a longer one stops the run, naming
+    /// the file and offset (a guard against corrupt input and gzip/zip bombs).
+    #[arg(long, env = "NEOX_MAX_DOCUMENT_BYTES", default_value_t = neox_datasets::read::DEFAULT_MAX_DOCUMENT_BYTES)]
+    pub max_document_bytes: u64,
 }
 
 fn parse_engine(s: &str) -> Result<EngineChoice, String> {
@@ -151,6 +157,7 @@ pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
     config.append_eod = args.append_eod;
     config.max_docs = args.max_docs;
     config.strict = args.strict;
+    config.max_document_bytes = args.max_document_bytes;
     if let Some(workers) = args.workers {
         if workers == 0 {
             bail!("--workers must be at least 1");

@@ -52,7 +52,7 @@ pub(crate) fn read_zip(file: File, origin: &Origin<'_>, sink: &Sink) -> Result<(
 }
 
 fn read_member(
-    mut member: impl Read,
+    member: impl Read,
     name: &str,
     default: Member,
     origin: &Origin<'_>,
@@ -72,10 +72,7 @@ fn read_member(
         Format::JsonlGz => read_lines(BufReader::new(MultiGzDecoder::new(member)), origin, sink),
         // lm_dataformat reads archive members as they are (no newline translation).
         Format::Txt => {
-            let mut bytes = Vec::new();
-            member
-                .read_to_end(&mut bytes)
-                .map_err(|e| origin.io_error(e))?;
+            let bytes = origin.read_whole(member)?;
             sink.emit(origin.raw_document(bytes))
         }
         Format::Tar { .. } | Format::Zip | Format::Parquet => {

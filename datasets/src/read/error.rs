@@ -56,6 +56,24 @@ pub enum ReadError {
         /// "file" or "member".
         what: &'static str,
     },
+    /// One document (a JSON line, a `.txt` file, an archive member) is
+    /// longer than the limit: refused rather than read into memory.
+    #[error(
+        "{location}: a {what} longer than {limit} bytes (the limit on one document), from byte {offset} \
+         of the {within} as decompressed; refusing it (a corrupt or hostile file? raise the limit with --max-document-bytes)"
+    )]
+    TooLarge {
+        /// Where.
+        location: Location,
+        /// "line", "file" or "member".
+        what: &'static str,
+        /// "file" or "member": what `offset` counts in.
+        within: &'static str,
+        /// Where the document starts, in decompressed bytes of the file or member.
+        offset: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// The reading thread stopped on a bug (a panic) before the end of the input.
     #[error("the reading thread failed before the end of the input (a bug: please report it)")]
     ReaderFailed,

@@ -1,6 +1,6 @@
 //! JSON lines: one document a line, lm_dataformat's way.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 use serde_json::Value;
 
@@ -22,7 +22,9 @@ pub(crate) fn read_lines(
     let mut offset = 0u64;
     loop {
         line.clear();
-        let n = reader
+        // At most one byte past the limit is ever held.
+        let n = (&mut reader)
+            .take(origin.limit.saturating_add(1))
             .read_until(b'\n', &mut line)
             .map_err(|e| origin.io_error(e))?;
         if n == 0 {
@@ -31,14 +33,20 @@ pub(crate) fn read_lines(
         line_no += 1;
         let start = offset;
         offset += n as u64;
+        if n as u64 > origin.limit && line.last() != Some(&b'\n') {
+            return Err(ReadError::TooLarge {
+                location: origin.location(Position::Line(line_no)),
+                what: "line",
+                within: origin.within(),
+                offset: start,
+                limit: origin.limit,
+            }
+            .into());
+        }
         let text = std::str::from_utf8(&line).map_err(|e| ReadError::InvalidUtf8 {
             location: origin.location(Position::Line(line_no)),
             offset: start + e.valid_up_to() as u64,
-            what: if origin.member.is_some() {
-                "member"
-            } else {
-                "file"
-            },
+            what: origin.within(),
         })?;
         if text.trim().is_empty() {
             continue;
@@ -138,6 +146,7 @@ mod tests {
             file: Arc::from(Path::new("in.jsonl")),
             member: None,
             keys: &keys,
+            limit: 1 << 20,
             meter: Arc::new(Meter::new(Arc::new(AtomicU64::new(0)))),
         };
         let (tx, rx) = sync_channel(1000);
@@ -199,6 +208,7 @@ mod tests {
             file: Arc::from(Path::new("in.jsonl")),
             member: None,
             keys: &keys,
+            limit: 1 << 20,
             meter: Arc::new(Meter::new(Arc::new(AtomicU64::new(0)))),
         };
         let (tx, _rx) = sync_channel(10);
@@ -213,5 +223,51 @@ mod tests {
             }
             _ => panic!("expected a fatal error"),
         }
+    }
+
+    #[test]
+    fn a_line_past_the_limit_ends_the_stream_with_its_line_and_offset() {
+        let keys = vec!["text".to_string()];
+        let origin = Origin {
+            file: Arc::from(Path::new("in.jsonl")),
+            member: None,
+            keys: &keys,
+            limit: 16,
+            meter: Arc::new(Meter::new(Arc::new(AtomicU64::new(0)))),
+        };
+        // 15 bytes + newline fit exactly; the third line has 17 bytes before its end.
+        let exact = "{\"text\": \"abc\"}";
+        let input = format!("{exact}\n\"0123456789ab\"\n\"0123456789abcde\"\n");
+        let (tx, rx) = sync_channel(10);
+        match read_lines(input.as_bytes(), &origin, &Sink(tx)) {
+            Err(Halt::Fatal(e)) => {
+                let msg = e.to_string();
+                assert!(
+                    matches!(
+                        e,
+                        ReadError::TooLarge {
+                            offset: 31,
+                            limit: 16,
+                            ..
+                        }
+                    ),
+                    "{msg}"
+                );
+                assert!(
+                    msg.contains("in.jsonl line 3") && msg.contains("from byte 31 of the file"),
+                    "{msg}"
+                );
+            }
+            _ => panic!("expected the long line to be refused"),
+        }
+        let read: Vec<_> = rx.try_iter().map(|d| d.unwrap().texts[0].clone()).collect();
+        assert_eq!(read, ["abc", "0123456789ab"]);
+        // No newline at the end: the limit holds for the last line too.
+        let (tx, _rx) = sync_channel(10);
+        let last = "\"0123456789abcdef\"";
+        assert!(matches!(
+            read_lines(last.as_bytes(), &origin, &Sink(tx)),
+            Err(Halt::Fatal(ReadError::TooLarge { offset: 0, .. }))
+        ));
     }
 }

@@ -19,6 +19,13 @@
 //! that is not text) is a [`ReadError::Malformed`]: the stream goes on after
 //! it. Other errors (a file that cannot be opened, a corrupt compressed
 //! stream, invalid UTF-8) end the stream.
+//!
+//! Memory stays bounded whatever the input: one JSON line, one `.txt` file
+//! and one raw archive member may hold at most
+//! [`ReadOptions::max_document_bytes`] (decompressed); past that, reading
+//! stops with [`ReadError::TooLarge`], naming the file and offset. A gzip or
+//! zip bomb (a small file that inflates to a huge line or member) is refused
+//! that way instead of exhausting memory.
 
 mod archive;
 mod error;
@@ -83,17 +90,26 @@ impl fmt::Display for Location {
     }
 }
 
+/// The default limit on one document's bytes (a JSON line, a `.txt` file,
+/// an archive member): 256 MiB, far above any real document (the Pile's
+/// largest components average under 1 MiB a document), far below memory.
+pub const DEFAULT_MAX_DOCUMENT_BYTES: u64 = 256 << 20;
+
 /// What to read from each document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadOptions {
     /// The JSON keys (Parquet columns) that hold text, `["text"]` by default.
     pub keys: Vec<String>,
+    /// The most bytes one JSON line, `.txt` file or raw archive member may
+    /// hold (decompressed); a longer one ends reading with [`ReadError::TooLarge`].
+    pub max_document_bytes: u64,
 }
 
 impl Default for ReadOptions {
     fn default() -> Self {
         Self {
             keys: vec!["text".to_string()],
+            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
         }
     }
 }

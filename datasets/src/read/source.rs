@@ -41,6 +41,8 @@ pub(crate) struct Origin<'a> {
     pub(crate) file: Arc<Path>,
     pub(crate) member: Option<Arc<str>>,
     pub(crate) keys: &'a [String],
+    /// The most bytes one document may hold.
+    pub(crate) limit: u64,
     /// Bytes of the file read from disk so far.
     pub(crate) meter: Arc<Meter>,
 }
@@ -70,6 +72,34 @@ impl Origin<'_> {
             member: Some(name.into()),
             ..self.clone()
         }
+    }
+
+    /// "file", or "member" inside an archive.
+    pub(crate) fn within(&self) -> &'static str {
+        if self.member.is_some() {
+            "member"
+        } else {
+            "file"
+        }
+    }
+
+    /// All of `reader` (a whole file or member), refused past the limit.
+    pub(crate) fn read_whole(&self, reader: impl Read) -> Result<Vec<u8>, ReadError> {
+        let mut bytes = Vec::new();
+        reader
+            .take(self.limit.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.io_error(e))?;
+        if bytes.len() as u64 > self.limit {
+            return Err(ReadError::TooLarge {
+                location: self.location(Position::Whole),
+                what: self.within(),
+                within: self.within(),
+                offset: 0,
+                limit: self.limit,
+            });
+        }
+        Ok(bytes)
     }
 
     /// A whole file or member as one document, checked to be UTF-8.

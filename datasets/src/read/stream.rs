@@ -71,10 +71,11 @@ pub fn documents(inputs: &[PathBuf], options: &ReadOptions) -> Result<Documents,
     let bytes_read = Arc::new(AtomicU64::new(0));
     let (tx, rx) = sync_channel(READ_AHEAD);
     let keys = options.keys.clone();
+    let limit = options.max_document_bytes;
     let counter = Arc::clone(&bytes_read);
     let reader = thread::Builder::new()
         .name("neox-read".into())
-        .spawn(move || read_all(&files, &keys, &counter, &Sink(tx)))
+        .spawn(move || read_all(&files, &keys, limit, &counter, &Sink(tx)))
         .map_err(|source| ReadError::Open {
             path: PathBuf::from("<reader thread>"),
             source,
@@ -125,13 +126,20 @@ impl Iterator for Documents {
     }
 }
 
-fn read_all(files: &[(PathBuf, Format)], keys: &[String], total: &Arc<AtomicU64>, sink: &Sink) {
+fn read_all(
+    files: &[(PathBuf, Format)],
+    keys: &[String],
+    limit: u64,
+    total: &Arc<AtomicU64>,
+    sink: &Sink,
+) {
     for (path, format) in files {
         let meter = Arc::new(Meter::new(Arc::clone(total)));
         let origin = Origin {
             file: Arc::from(path.as_path()),
             member: None,
             keys,
+            limit,
             meter: Arc::clone(&meter),
         };
         let outcome = read_file(path, *format, &origin, sink);
@@ -173,9 +181,7 @@ fn read_file(path: &Path, format: Format, origin: &Origin<'_>, sink: &Sink) -> R
             sink,
         ),
         Format::Txt => {
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut { counted }, &mut bytes)
-                .map_err(|e| origin.io_error(e))?;
+            let bytes = origin.read_whole(counted)?;
             let document = origin.raw_document(python_newlines(bytes))?;
             sink.emit(Ok(document))
         }
