@@ -76,6 +76,28 @@ fn server_errors_are_retried_then_succeed() {
 }
 
 #[test]
+fn a_transfer_that_keeps_progressing_is_retried_past_the_retry_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (server, corpus, expected) = serve(tmp.path(), 150);
+    // Five drops, each after a further sixth of the file: more failures than
+    // --retries 2 allows in all, but never more than one in a row without progress.
+    let piece = corpus.len() / 6;
+    server.fault(FILE, &[Fault::DropAfter(piece); 5]);
+    let said = text(&run_ok(
+        prepare_enron(&data, &server).args(["--retries", "2"]),
+    ));
+    assert_eq!(read_pair(&data.join("enron/enron_text_document")), expected);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 6, "{requests:?}\n{said}");
+    for (i, r) in requests.iter().enumerate().skip(1) {
+        assert_eq!(r.range, Some(format!("bytes={}-", i * piece)), "{said}");
+    }
+    assert_eq!(server.bytes_served(FILE), corpus.len());
+    assert!(!said.contains("retry 2 of"), "{said}");
+}
+
+#[test]
 fn persistent_server_errors_give_up_after_the_retries() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

@@ -93,7 +93,8 @@ pub struct PrepareArgs {
     #[arg(long, default_value_t = 4)]
     pub parallel_downloads: usize,
 
-    /// Retries of a failing transfer (connection errors, 5xx), with doubling waits.
+    /// Retries of a failing transfer (connection errors, 5xx), with doubling waits;
+    /// failures are counted in a row: an attempt that gets the file further starts afresh.
     #[arg(long, default_value_t = 5)]
     pub retries: u32,
 

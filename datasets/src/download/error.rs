@@ -16,8 +16,11 @@ pub enum FetchError {
     /// The server answered with a status that retrying cannot fix (4xx).
     #[error("{url}: the server answered {status}; not retrying")]
     Status { url: String, status: u16 },
-    /// Connection errors or 5xx answers persisted through every retry.
-    #[error("{url}: gave up after {attempts} attempts; last error: {last}")]
+    /// Connection errors or 5xx answers persisted through every retry
+    /// (`attempts` failed in a row, none getting further than the one before).
+    #[error(
+        "{url}: gave up after {attempts} attempts in a row without progress; last error: {last}"
+    )]
     GaveUp {
         url: String,
         attempts: u32,

@@ -1,6 +1,9 @@
 //! One http(s) download into a `.part` file: resumed with a range request
 //! when the server's validators allow it, retried with backoff on connection
-//! errors and 5xx answers, never on other 4xx answers.
+//! errors and 5xx answers, never on other 4xx answers. Retries count failures
+//! in a row: an attempt that got the file further than ever before starts
+//! the count (and the backoff) afresh, so a long transfer over a flaky link
+//! finishes as long as it keeps moving.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -30,7 +33,7 @@ pub(super) fn download(
 ) -> Result<u64, FetchError> {
     let meta_path = beside(part, ".json");
     let mut transferred = 0u64;
-    let mut failures = 0u32;
+    let mut streak = Streak::new(part_size(part));
     loop {
         match attempt(fetcher, url, part, &meta_path, &mut transferred) {
             Ok(()) => return Ok(transferred),
@@ -40,7 +43,7 @@ pub(super) fn download(
                 return Err(e);
             }
             Err(Stop::Retry(why)) => {
-                failures += 1;
+                let failures = streak.failed(part_size(part));
                 if failures > fetcher.retries {
                     return Err(FetchError::GaveUp {
                         url: url.to_string(),
@@ -57,6 +60,38 @@ pub(super) fn download(
                 std::thread::sleep(wait);
             }
         }
+    }
+}
+
+fn part_size(part: &Path) -> u64 {
+    std::fs::metadata(part).map_or(0, |m| m.len())
+}
+
+/// Failed attempts in a row, where an attempt that left the partial file
+/// longer than it ever was before counts as progress and ends the row.
+/// (A server that ignores ranges and drops the connection at the same place
+/// each time makes no progress, and is given up on.)
+struct Streak {
+    furthest: u64,
+    failures: u32,
+}
+
+impl Streak {
+    fn new(have: u64) -> Streak {
+        Streak {
+            furthest: have,
+            failures: 0,
+        }
+    }
+
+    /// An attempt failed with `have` bytes in the partial file: the failures in a row.
+    fn failed(&mut self, have: u64) -> u32 {
+        if have > self.furthest {
+            self.furthest = have;
+            self.failures = 0;
+        }
+        self.failures += 1;
+        self.failures
     }
 }
 
@@ -263,6 +298,20 @@ mod tests {
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
         assert_eq!(parse_content_range("items 5-9/10"), None);
         assert_eq!(parse_content_range("bytes x-9/10"), None);
+    }
+
+    #[test]
+    fn progress_ends_a_row_of_failures() {
+        let mut s = Streak::new(0);
+        assert_eq!(s.failed(0), 1);
+        assert_eq!(s.failed(0), 2);
+        assert_eq!(s.failed(100), 1, "got further: a new row");
+        assert_eq!(s.failed(100), 2);
+        // Starting over and dying earlier is no progress.
+        assert_eq!(s.failed(40), 3);
+        assert_eq!(s.failed(100), 4);
+        assert_eq!(s.failed(101), 1);
+        assert_eq!(Streak::new(500).failed(300), 1);
     }
 
     #[test]
