@@ -23,7 +23,7 @@ use crate::Corpus;
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     /// The file cannot be read.
-    #[error("{path}: cannot read the catalog: {source}")]
+    #[error("{path}: cannot read the catalog")]
     Read {
         path: PathBuf,
         source: std::io::Error,

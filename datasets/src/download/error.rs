@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-/// A failed fetch. Each variant names the file or URL and what was expected.
+/// A failed fetch. Each variant names the file or URL and what was expected;
+/// an underlying error is the `source()`, never repeated in the message.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The location is neither http(s)://, file:// nor a plain path.
@@ -41,13 +42,13 @@ pub enum FetchError {
         actual: String,
     },
     /// A local source (file:// or a path) does not exist or cannot be read.
-    #[error("{path}: cannot read the local source: {source}")]
+    #[error("{path}: cannot read the local source")]
     LocalSource {
         path: PathBuf,
         source: std::io::Error,
     },
     /// Reading or writing a file in the data folder failed.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

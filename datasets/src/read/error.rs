@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use super::Location;
 
-/// An error while reading documents.
+/// An error while reading documents. An underlying error is this error's
+/// `source()`, never repeated in its message (`{:#}` of an `anyhow` chain
+/// prints each cause once).
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// One line or row is not what was expected; reading goes on after it.
@@ -16,7 +18,7 @@ pub enum ReadError {
         reason: String,
     },
     /// A file could not be opened or listed.
-    #[error("cannot open {path}: {source}")]
+    #[error("cannot open {path}")]
     Open {
         /// The file.
         path: PathBuf,
@@ -34,7 +36,7 @@ pub enum ReadError {
     },
     /// Reading or decompressing failed (e.g. a corrupt or truncated
     /// compressed stream).
-    #[error("{file}{}: read error at compressed byte offset {offset}: {source}", member_suffix(.member))]
+    #[error("{file}{}: read error at compressed byte offset {offset}", member_suffix(.member))]
     Io {
         /// The file.
         file: PathBuf,
