@@ -72,7 +72,7 @@ pub struct PrepareArgs {
     pub force: bool,
 
     /// Tokenizer: GPT2BPETokenizer (GPT-NeoX's default, built in), HFTokenizer,
-    /// HFGPT2Tokenizer, CharLevelTokenizer or TiktokenTokenizer.
+    /// HFGPT2Tokenizer, SPMTokenizer, CharLevelTokenizer or TiktokenTokenizer.
     #[arg(long, default_value = "GPT2BPETokenizer", value_parser = parse_kind)]
     pub tokenizer_type: TokenizerKind,
 

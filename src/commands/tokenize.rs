@@ -49,13 +49,14 @@ pub struct TokenizeArgs {
     pub max_docs: Option<u64>,
 
     /// Tokenizer: GPT2BPETokenizer, HFTokenizer, HFGPT2Tokenizer,
-    /// CharLevelTokenizer or TiktokenTokenizer (any case).
+    /// SPMTokenizer, CharLevelTokenizer or TiktokenTokenizer (any case).
     #[arg(long, value_parser = parse_kind)]
     pub tokenizer_type: TokenizerKind,
 
     /// GPT-2's vocab.json (GPT2BPETokenizer), a tokenizer.json (HFTokenizer),
-    /// a tokenizer directory or tokenizer.json (HFGPT2Tokenizer), or an
-    /// encoding name such as cl100k_base (TiktokenTokenizer). Without it,
+    /// a tokenizer directory or tokenizer.json (HFGPT2Tokenizer), a
+    /// SentencePiece .model file (SPMTokenizer), or an encoding name such as
+    /// cl100k_base (TiktokenTokenizer). Without it,
     /// GPT2BPETokenizer and HFGPT2Tokenizer use the built-in GPT-2 files and
     /// HFTokenizer the built-in GPT-NeoX-20B tokenizer.
     #[arg(long)]
