@@ -53,8 +53,9 @@ impl RemoteFile {
     }
 }
 
-/// What is known about a whole corpus before preparing it (published figures).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What is known about a whole corpus before preparing it (published figures),
+/// and where that is published.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KnownFigures {
     /// Bytes of the files as downloaded.
@@ -69,6 +70,12 @@ pub struct KnownFigures {
     /// Number of tokens with GPT-NeoX's default tokenizer (GPT-2 BPE, EOD appended).
     #[serde(default)]
     pub tokens: Option<u64>,
+    /// Where the figures are published.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// What the figures describe exactly, or why one is missing.
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// A corpus that `neox-data prepare NAME` can download and prepare.

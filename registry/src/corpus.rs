@@ -74,7 +74,7 @@ impl DataDownloader for Corpus {
     }
 
     fn known(&self) -> KnownFigures {
-        self.known
+        self.known.clone()
     }
 
     fn jsonl_keys(&self) -> Vec<String> {

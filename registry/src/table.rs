@@ -42,6 +42,10 @@ pub struct Row {
     pub tokenizer: Option<String>,
     /// Where the figures come from.
     pub figures: Figures,
+    /// Where published figures are published (none for measured ones).
+    pub source: Option<String>,
+    /// What published figures describe exactly, or why one is missing.
+    pub note: Option<String>,
 }
 
 /// Rows for every registered corpus, then prepared datasets the registry does not know.
@@ -61,6 +65,8 @@ pub fn rows(registry: &Registry, data_dir: &Path) -> Vec<Row> {
                 tokens: known.tokens,
                 tokenizer: None,
                 figures: Figures::Known,
+                source: known.source,
+                note: known.note,
             };
             measured(corpus.name(), data_dir).map_or(published, |m| Row {
                 description: corpus.description().to_string(),
@@ -125,6 +131,8 @@ fn measured(name: &str, data_dir: &Path) -> Option<Row> {
         tokens: sum(|m| m.tokens),
         tokenizer: chosen.first().map(|m| m.tokenizer.clone()),
         figures,
+        source: None,
+        note: None,
     })
 }
 

@@ -116,6 +116,21 @@ fn render(rows: &[Row]) -> String {
     for c in &cells {
         out.push_str(&line(c));
     }
+    // Where the published figures come from (measured rows have their manifests).
+    let cited: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.figures == Figures::Known && (r.source.is_some() || r.note.is_some()))
+        .collect();
+    if !cited.is_empty() {
+        out.push_str("\npublished figures:\n");
+    }
+    for r in cited {
+        let said: Vec<&str> = [r.source.as_deref(), r.note.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        out.push_str(&format!("  {}: {}\n", r.name, said.join("; ")));
+    }
     out
 }
 
@@ -173,6 +188,10 @@ mod tests {
             enron.contains("517,401") && enron.ends_with("published"),
             "{enron}"
         );
+        let cited = text.lines().find(|l| l.starts_with("  enron: ")).unwrap();
+        assert!(cited.contains("EleutherAI/the-pile"), "{cited}");
+        let c4 = text.lines().find(|l| l.starts_with("  c4: ")).unwrap();
+        assert!(c4.contains("no files"), "{c4}");
         assert!(text.lines().next().unwrap().starts_with("corpus"));
     }
 }
