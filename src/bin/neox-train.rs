@@ -2,11 +2,17 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use neox_trainer::NeoxArgs;
 use neox_trainer::device::Device;
+use neox_trainer::dist::comm::tcp::{TcpComm, TcpConfig};
+use neox_trainer::dist::comm::threads::ThreadComm;
+use neox_trainer::dist::placement::Placement;
+use neox_trainer::dist::{Communicator, DataParallel, ZeroStage};
 
 /// Train a GPT-NeoX model on token shards made by `neox-data`.
 ///
@@ -24,6 +30,16 @@ use neox_trainer::device::Device;
 /// stop the run, unless --allow-unimplemented. Unknown options and bad values
 /// are refused with the file and option named. Metrics go to `log_dir` (else
 /// `save`) as `metrics.jsonl`; checkpoints to `save`, resumed from `load`.
+///
+/// On many ranks (data parallelism, `zero_optimization: {stage: 0|1|2}`), start
+/// one process per rank; each reads its place from the launcher's environment
+/// (torchrun / DeepSpeed: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
+/// MASTER_PORT; Slurm's srun; OpenMPI's mpirun) and the ranks meet at
+/// MASTER_ADDR:
+///
+///   neox-launch --nproc 2 -- neox-train --config configs/cpu-tiny.yml configs/enron.yml
+///   torchrun --nproc_per_node 2 --no-python neox-train --config ...
+///   srun neox-train --config ...
 #[derive(Debug, Parser)]
 #[command(name = "neox-train", version, verbatim_doc_comment)]
 struct Args {
@@ -39,14 +55,24 @@ struct Args {
     #[arg(long)]
     check: bool,
 
-    /// DeepSpeed's launcher appends `--local_rank=N`; LOCAL_RANK says the same.
+    /// Seconds any rank waits for another (rendezvous, each collective) before
+    /// the run stops with an error naming the rank that did not answer.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 300,
+        env = "NEOX_COMM_TIMEOUT"
+    )]
+    comm_timeout: u64,
+
+    /// This rank's place on its machine, as DeepSpeed's launcher passes it
+    /// (`--local_rank=N`); the environment's `LOCAL_RANK` otherwise.
     #[arg(
         long = "local_rank",
         alias = "local-rank",
         value_name = "N",
         hide = true
     )]
-    #[allow(dead_code)] // for Placement::from_env, when the data-parallel mode lands
     local_rank: Option<usize>,
 
     /// Go on despite options that are not implemented yet and would change the
@@ -57,19 +83,74 @@ struct Args {
 
 fn main() -> ExitCode {
     neox::logging::init();
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+    let args = Args::parse();
+    let placement = match Placement::from_env(args.local_rank) {
+        Ok(p) => p,
         Err(e) => {
+            eprintln!("error: reading this process's place among the ranks: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(args, &placement) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if placement.is_single() => {
             eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: rank {}: {e:#}", placement.rank);
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(args: Args) -> Result<()> {
-    let mut neox = NeoxArgs::from_files(&args.config).context("reading the configuration")?;
-    for (name, file) in &neox.not_acted_on {
-        tracing::warn!(option = %name, file = %file.display(), "GPT-NeoX option not acted on by neox-train");
+/// The data-parallel group this process trains in: alone, or its ranks
+/// connected over TCP through the rendezvous at `MASTER_ADDR`.
+fn data_parallel(
+    placement: &Placement,
+    zero: ZeroStage,
+    timeout: Duration,
+) -> Result<DataParallel> {
+    if placement.is_single() && zero == ZeroStage::Off {
+        return Ok(DataParallel::single());
+    }
+    let comm: Arc<dyn Communicator> = if placement.is_single() {
+        Arc::new(ThreadComm::group(1, timeout).remove(0))
+    } else {
+        tracing::info!(
+            rank = placement.rank,
+            world = placement.world_size,
+            rendezvous = %placement.rendezvous_addr(),
+            launcher = ?placement.launcher,
+            "joining the ranks"
+        );
+        Arc::new(
+            TcpComm::connect(TcpConfig {
+                rank: placement.rank,
+                world: placement.world_size,
+                master_addr: placement.master_addr.clone(),
+                master_port: placement.rendezvous_port,
+                timeout,
+            })
+            .with_context(|| {
+                format!(
+                    "rank {} joining {} ranks",
+                    placement.rank, placement.world_size
+                )
+            })?,
+        )
+    };
+    Ok(DataParallel::new(comm, zero))
+}
+
+fn run(args: Args, placement: &Placement) -> Result<()> {
+    let first = placement.rank == 0;
+    let mut neox = NeoxArgs::from_files_in(&args.config, placement.world_size)
+        .context("reading the configuration")?;
+    if first {
+        for (name, file) in &neox.not_acted_on {
+            tracing::warn!(option = %name, file = %file.display(), "GPT-NeoX option not acted on by neox-train");
+        }
     }
     if args.allow_unimplemented {
         for u in &neox.unimplemented {
@@ -97,22 +178,59 @@ fn run(args: Args) -> Result<()> {
     }
     let vocab = neox.vocab_size()?;
     let model = &neox.model;
-    tracing::info!(
-        layers = model.num_layers,
-        hidden = model.hidden_size,
-        heads = model.num_attention_heads,
-        seq = model.seq_length,
-        vocab,
-        pos_emb = ?model.pos_emb,
-        device = %args.device,
-        "model"
-    );
+    let t = &neox.training;
+    if first {
+        tracing::info!(
+            ranks = placement.world_size,
+            micro_batch = t.micro_batch_size,
+            gradient_accumulation = t.gradient_accumulation_steps,
+            global_batch =
+                t.micro_batch_size * t.gradient_accumulation_steps * t.data_parallel_size,
+            zero_stage = t.zero_stage.number(),
+            "layout"
+        );
+    }
+    if first {
+        tracing::info!(
+            layers = model.num_layers,
+            hidden = model.hidden_size,
+            heads = model.num_attention_heads,
+            seq = model.seq_length,
+            vocab,
+            pos_emb = ?model.pos_emb,
+            device = %args.device,
+            "model"
+        );
+    }
     if args.check {
         println!("{:#?}", neox);
         return Ok(());
     }
-    let data = neox_trainer::data::open_splits(&neox).context("opening the training data")?;
-    let summary = neox_trainer::device::train(&neox, &data, args.device).context("training")?;
+    let device = match args.device {
+        // One GPU per process: the launcher's local rank picks it.
+        Device::Cuda(0) if !placement.is_single() => Device::Cuda(placement.local_rank),
+        d => d,
+    };
+    let dp = data_parallel(
+        placement,
+        neox.training.zero_stage,
+        Duration::from_secs(args.comm_timeout.max(1)),
+    )?;
+    // Rank 0 builds the sample-index caches next to the data, the others then
+    // read them (as GPT-NeoX does).
+    let open = || neox_trainer::data::open_splits(&neox).context("opening the training data");
+    let data = if first { Some(open()?) } else { None };
+    dp.barrier()
+        .context("waiting for rank 0 to index the data")?;
+    let data = match data {
+        Some(data) => data,
+        None => open()?,
+    };
+    let summary =
+        neox_trainer::device::train_parallel(&neox, &data, device, &dp).context("training")?;
+    if !first {
+        return Ok(());
+    }
     println!(
         "trained {} iterations{}; last valid loss {}; test loss {}",
         summary.iterations,

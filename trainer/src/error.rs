@@ -66,8 +66,9 @@ pub enum CheckpointError {
     },
     #[error("{path}: {message}")]
     State { path: PathBuf, message: String },
+    /// The ranks could not agree while saving or loading together.
     #[error("checkpoint: {0}")]
-    Ranks(#[from] crate::dist::CommError),
+    Ranks(crate::dist::CommError),
 }
 
 /// Anything that stops a training run.
@@ -90,6 +91,12 @@ pub enum TrainError {
     },
     #[error("training diverged at iteration {iteration}: loss is {loss}")]
     Diverged { iteration: u64, loss: f64 },
-    #[error("ranks: {0}")]
+    #[error(transparent)]
     Ranks(#[from] crate::dist::CommError),
+}
+
+impl From<crate::dist::CommError> for CheckpointError {
+    fn from(e: crate::dist::CommError) -> Self {
+        CheckpointError::Ranks(e)
+    }
 }
