@@ -7,6 +7,7 @@
 
 pub mod commands;
 pub mod launch;
+pub mod leftovers;
 pub mod logging;
 pub mod pipeline;
 pub mod prepare;

@@ -239,6 +239,8 @@ pub fn prepare(
     let files = plan_files(corpus, opts)?;
     let folder = opts.data_dir.join(name);
     let _lock = FolderLock::named(&opts.data_dir, &base_name(name, opts.shard))?;
+    // Temporary files are locked by their writers: other shards' live ones stay.
+    crate::leftovers::reclaim(&folder);
     let result = prepare_locked(corpus, opts, fetcher, files, &folder, started);
     if result.is_err() {
         // A run that failed before writing anything leaves no empty folder behind.
@@ -481,7 +483,7 @@ fn part(
         })
         .collect();
     let json = serde_json::to_vec_pretty(&done)?;
-    neox_datasets::download::write_atomically(&record, &json)
+    neox_fsio::write_atomic(&record, &json)
         .with_context(|| format!("cannot write {}", record.display()))?;
     Ok(done)
 }

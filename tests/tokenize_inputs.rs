@@ -352,7 +352,7 @@ fn assert_no_output(prefix: &Path) {
     let left: Vec<_> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&stem) || n.contains(".tmp"))
+        .filter(|n| n.starts_with(&stem) || n.contains("tmp"))
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -109,6 +109,15 @@ pub enum Error {
         /// Its dtype.
         found: DType,
     },
+    /// Inputs that together need offsets past what an `.idx` holds.
+    #[error(
+        "merge into {}: the inputs together exceed the i64 byte offsets and counts an .idx holds",
+        output.display()
+    )]
+    MergeTooLarge {
+        /// The output prefix.
+        output: PathBuf,
+    },
     /// `merge` called without inputs.
     #[error("merge into {}: no input prefixes given", output.display())]
     NoInputs {
@@ -202,6 +211,18 @@ pub enum Corruption {
         offset: u64,
         /// The value.
         size: i32,
+    },
+    /// The sizes add up past the largest byte offset a pointer can hold.
+    #[error(
+        "size of sequence {index} (byte {offset}) takes the .bin past byte {max}, \
+         the largest offset an i64 pointer holds",
+        max = i64::MAX
+    )]
+    OffsetOverflow {
+        /// Sequence.
+        index: u64,
+        /// Byte offset of its size in the `.idx`.
+        offset: u64,
     },
     /// A pointer that does not follow the previous sequence.
     #[error(

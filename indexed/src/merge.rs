@@ -37,23 +37,36 @@ pub fn merge(inputs: &[PathBuf], output_prefix: &Path) -> Result<WriteSummary> {
         });
     }
 
+    // Every shifted pointer and doc_idx entry is at most these totals, so
+    // checking them once makes the arithmetic in `write_idx` safe.
+    let too_large = || Error::MergeTooLarge {
+        output: output_prefix.to_path_buf(),
+    };
+    let total = |f: fn(&IndexedDataset) -> u64| {
+        datasets
+            .iter()
+            .try_fold(0u64, |sum, d| sum.checked_add(f(d)))
+            .filter(|&t| i64::try_from(t).is_ok())
+    };
+    let bin_bytes = total(IndexedDataset::bin_bytes).ok_or_else(too_large)?;
+    let sequences = total(|d| d.len() as u64).ok_or_else(too_large)?;
+    let documents = total(|d| d.num_documents() as u64).ok_or_else(too_large)?;
+    let header = Header {
+        dtype,
+        sequences,
+        doc_idx_len: documents + 1,
+    };
+    let idx_bytes = header.idx_len().ok_or_else(too_large)?;
+
     let mut bin = PendingFile::create(&bin_path(output_prefix))?;
     for ds in &datasets {
         let mut input =
             File::open(ds.bin_path()).map_err(|e| Error::io(ds.bin_path(), "open", e))?;
-        io::copy(&mut input, bin.tmp.as_file_mut())
+        io::copy(&mut input, bin.tmp.file_mut())
             .map_err(|e| Error::io(&bin.path, "copy into", e))?;
     }
 
     let idx_path = idx_path(output_prefix);
-    let header = Header {
-        dtype,
-        sequences: datasets.iter().map(|d| d.len() as u64).sum(),
-        doc_idx_len: 1 + datasets
-            .iter()
-            .map(|d| d.num_documents() as u64)
-            .sum::<u64>(),
-    };
     let mut out = BufWriter::with_capacity(1 << 20, PendingFile::create(&idx_path)?);
     write_idx(&datasets, header, &mut out).map_err(|e| Error::io(&idx_path, "write", e))?;
     let idx = out
@@ -62,12 +75,12 @@ pub fn merge(inputs: &[PathBuf], output_prefix: &Path) -> Result<WriteSummary> {
     commit(bin, idx)?;
     Ok(WriteSummary {
         dtype,
-        sequences: header.sequences,
-        documents: header.doc_idx_len - 1,
+        sequences,
+        documents,
         tokens: datasets.iter().map(|d| d.num_tokens()).sum(),
         empty_documents_dropped: 0,
-        bin_bytes: datasets.iter().map(|d| d.bin_bytes()).sum(),
-        idx_bytes: header.idx_len().unwrap_or(u64::MAX),
+        bin_bytes,
+        idx_bytes,
     })
 }
 

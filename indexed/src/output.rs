@@ -5,35 +5,25 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use tempfile::NamedTempFile;
+use neox_fsio::{AtomicFile, parent_dir};
 
 use crate::error::{Error, Result};
 
-/// A file being written under a temporary name next to its final path.
+/// A file being written under a temporary name next to its final path
+/// (`neox_fsio`'s `.{name}.{pid}-{unique}.neox-tmp`, locked while open).
 /// Dropping it deletes the temporary file.
 pub(crate) struct PendingFile {
-    pub tmp: NamedTempFile,
+    pub tmp: AtomicFile,
     pub path: PathBuf,
 }
 
 impl PendingFile {
-    /// Start `path` as `.{name}.XXXXXX.tmp` in the same folder, creating the
-    /// folder if needed.
+    /// Start `path` in the same folder, creating the folder if needed.
     pub fn create(path: &Path) -> Result<Self> {
         let dir = parent_dir(path);
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create folder", e))?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let prefix = format!(".{name}.");
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(&prefix).suffix(".tmp");
-        #[cfg(unix)]
-        builder.permissions(shard_permissions());
-        let tmp = builder
-            .tempfile_in(dir)
-            .map_err(|e| Error::io(path, "create temporary file", e))?;
+        let tmp =
+            AtomicFile::create(path).map_err(|e| Error::io(path, "create temporary file", e))?;
         Ok(PendingFile {
             tmp,
             path: path.to_path_buf(),
@@ -50,14 +40,6 @@ impl Write for PendingFile {
     }
 }
 
-/// Shards are data to share (a cluster's other users, a Slurm job's other
-/// nodes): readable by all as the umask allows, not tempfile's private 0600.
-#[cfg(unix)]
-fn shard_permissions() -> fs::Permissions {
-    use std::os::unix::fs::PermissionsExt;
-    fs::Permissions::from_mode(0o644)
-}
-
 /// An unnamed scratch file in `near`'s folder, gone when closed (or on a crash).
 pub(crate) fn scratch_file(near: &Path) -> Result<File> {
     let dir = parent_dir(near);
@@ -69,10 +51,7 @@ pub(crate) fn scratch_file(near: &Path) -> Result<File> {
 /// dataset, an `.idx`-less (unreadable) one, or the complete new one.
 pub(crate) fn commit(bin: PendingFile, idx: PendingFile) -> Result<()> {
     for f in [&bin, &idx] {
-        f.tmp
-            .as_file()
-            .sync_all()
-            .map_err(|e| Error::io(&f.path, "sync", e))?;
+        f.tmp.sync().map_err(|e| Error::io(&f.path, "sync", e))?;
     }
     match fs::remove_file(&idx.path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -83,23 +62,8 @@ pub(crate) fn commit(bin: PendingFile, idx: PendingFile) -> Result<()> {
     for f in [bin, idx] {
         let path = f.path;
         f.tmp
-            .persist(&path)
-            .map_err(|e| Error::io(&path, "rename into place", e.error))?;
-        sync_dir(&path)?;
+            .persist()
+            .map_err(|e| Error::io(&path, "rename into place", e))?;
     }
     Ok(())
-}
-
-fn sync_dir(path: &Path) -> Result<()> {
-    let dir = parent_dir(path);
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, "sync folder", e))
-}
-
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
 }

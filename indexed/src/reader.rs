@@ -117,6 +117,60 @@ fn escape(bytes: &[u8]) -> String {
     bytes.escape_ascii().to_string()
 }
 
+/// Where the sequences checked so far end in the `.bin`, in bytes: each
+/// pointer must equal it, and each size moves it on. A crafted `.idx` can
+/// describe more bytes than an i64 offset holds, so every step is checked.
+struct SequenceEnd {
+    bytes: u64,
+    elem: u64,
+    sequences: u64,
+}
+
+impl SequenceEnd {
+    fn new(dtype: DType, sequences: u64) -> Self {
+        SequenceEnd {
+            bytes: 0,
+            elem: dtype.size() as u64,
+            sequences,
+        }
+    }
+
+    /// Check sequence `index` (its `size` and `pointer`) and move past it.
+    fn follow(&mut self, index: u64, size: i32, pointer: i64) -> Result<(), Corruption> {
+        // Byte offsets of the fields in the .idx, for messages (saturating:
+        // never used to index anything).
+        let size_at = (HEADER_LEN as u64).saturating_add(index.saturating_mul(4));
+        let pointer_at = (HEADER_LEN as u64)
+            .saturating_add(self.sequences.saturating_mul(4))
+            .saturating_add(index.saturating_mul(8));
+        let Ok(size) = u64::try_from(size) else {
+            return Err(Corruption::NegativeSize {
+                index,
+                offset: size_at,
+                size,
+            });
+        };
+        // `bytes` never exceeds i64::MAX (checked below).
+        if u64::try_from(pointer).ok() != Some(self.bytes) {
+            return Err(Corruption::BadPointer {
+                index,
+                offset: pointer_at,
+                expected: self.bytes as i64,
+                found: pointer,
+            });
+        }
+        self.bytes = size
+            .checked_mul(self.elem)
+            .and_then(|n| n.checked_add(self.bytes))
+            .filter(|&end| i64::try_from(end).is_ok())
+            .ok_or(Corruption::OffsetOverflow {
+                index,
+                offset: size_at,
+            })?;
+        Ok(())
+    }
+}
+
 impl IndexedDataset {
     /// Map and validate `prefix.idx` and `prefix.bin`.
     pub fn open(prefix: impl AsRef<Path>) -> Result<Self> {
@@ -126,8 +180,18 @@ impl IndexedDataset {
         let idx = map(&idx_path)?;
         let header = parse_header(&idx, &idx_path)?;
         // The .idx length equals a value computed from the counts, so they fit usize.
-        let len = header.sequences as usize;
-        let doc_idx_len = header.doc_idx_len as usize;
+        let (Ok(len), Ok(doc_idx_len)) = (
+            usize::try_from(header.sequences),
+            usize::try_from(header.doc_idx_len),
+        ) else {
+            return Err(Error::corrupt(
+                &idx_path,
+                Corruption::ImpossibleCounts {
+                    sequences: header.sequences,
+                    doc_idx_len: header.doc_idx_len,
+                },
+            ));
+        };
         let bin = map(&bin_path)?;
         let ds = IndexedDataset {
             bin_path,
@@ -144,29 +208,13 @@ impl IndexedDataset {
     }
 
     fn check_sizes_and_pointers(&self) -> Result<()> {
-        let corrupt = |problem| Error::corrupt(&self.idx_path, problem);
-        let elem = self.dtype.size() as i64;
-        let mut end: i64 = 0;
+        let mut end = SequenceEnd::new(self.dtype, self.len as u64);
         for (i, (size, pointer)) in self.sizes().iter().zip(self.pointers().iter()).enumerate() {
-            if size < 0 {
-                return Err(corrupt(Corruption::NegativeSize {
-                    index: i as u64,
-                    offset: (HEADER_LEN + 4 * i) as u64,
-                    size,
-                }));
-            }
-            if pointer != end {
-                return Err(corrupt(Corruption::BadPointer {
-                    index: i as u64,
-                    offset: (HEADER_LEN + 4 * self.len + 8 * i) as u64,
-                    expected: end,
-                    found: pointer,
-                }));
-            }
-            // At most N * i32::MAX * 8 < 2^63 for any N an .idx can hold.
-            end += i64::from(size) * elem;
+            end.follow(i as u64, size, pointer)
+                .map_err(|problem| Error::corrupt(&self.idx_path, problem))?;
         }
-        let needed = end as u64;
+        let elem = self.dtype.size() as i64;
+        let needed = end.bytes;
         let found = self.bin.len() as u64;
         let tokens = needed / elem as u64;
         if found < needed {
@@ -195,6 +243,8 @@ impl IndexedDataset {
     }
 
     fn check_doc_idx(&self) -> Result<()> {
+        // Offsets below lie inside the .idx, whose length equals the checked
+        // sum `Header::idx_len`: they cannot overflow.
         let corrupt = |problem| Error::corrupt(&self.idx_path, problem);
         let base = HEADER_LEN + 12 * self.len;
         let mut previous = 0i64;

@@ -535,3 +535,59 @@ fn finished_shards_are_readable_by_others() {
         assert_eq!(mode & 0o044, 0o044, "{} has mode {mode:o}", path.display());
     }
 }
+
+#[test]
+fn refuses_crafted_counts_whose_offsets_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = fixture(dir.path());
+    let max = u64::MAX;
+    for (n, d) in [
+        (max / 12 + 1, 1),    // 12 N overflows
+        (max / 12, 1),        // 12 N + 8 D overflows
+        (1, max / 8 + 1),     // 8 D overflows
+        ((max - 33) / 12, 3), // only the header's 34 bytes overflow it
+        (1 << 62, 1 << 62),   // both huge
+        (0, max),
+    ] {
+        edit(idx_path(&prefix), |b| {
+            b[18..26].copy_from_slice(&n.to_le_bytes());
+            b[26..34].copy_from_slice(&d.to_le_bytes());
+        });
+        assert_eq!(
+            corruption(&prefix),
+            Corruption::ImpossibleCounts {
+                sequences: n,
+                doc_idx_len: d
+            },
+            "N {n}, D {d}"
+        );
+    }
+}
+
+#[test]
+fn sizes_that_pass_an_i64_offset_are_refused() {
+    // No file small enough to ship reaches 2^63 bytes: start the walk near it.
+    let mut end = SequenceEnd::new(DType::I64, 3);
+    end.bytes = i64::MAX as u64 - 8 * 10;
+    end.follow(7, 10, i64::MAX - 80).unwrap();
+    assert_eq!(end.bytes, i64::MAX as u64);
+    assert_eq!(
+        end.follow(8, 1, i64::MAX),
+        Err(Corruption::OffsetOverflow {
+            index: 8,
+            offset: 34 + 4 * 8
+        })
+    );
+    let e = Error::corrupt(
+        Path::new("x.idx"),
+        Corruption::OffsetOverflow {
+            index: 8,
+            offset: 66,
+        },
+    );
+    assert_eq!(
+        e.to_string(),
+        "x.idx: size of sequence 8 (byte 66) takes the .bin past byte 9223372036854775807, \
+         the largest offset an i64 pointer holds"
+    );
+}

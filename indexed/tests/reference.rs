@@ -8,11 +8,11 @@ use neox_indexed::{DType, IndexedDataset, IndexedWriter, bin_path, idx_path, mer
 
 const NAMES: [&str; 3] = ["gpt2", "neox20b", "char"];
 
+#[path = "../../tests/common/shared_dir.rs"]
+mod shared_dir;
+
 fn reference_dir() -> PathBuf {
-    let shared = std::env::var_os("NEOX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")));
-    let dir = shared.join("fixtures/neox-reference");
+    let dir = shared_dir::shared_dir().join("fixtures/neox-reference");
     assert!(
         dir.is_dir(),
         "{} is missing: these tests need the shared folder (set NEOX_SHARED)",

@@ -113,7 +113,7 @@ impl Manifest {
             source,
         };
         let json = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
-        neox_datasets::download::write_atomically(path, &json).map_err(io)
+        neox_fsio::write_atomic(path, &json).map_err(io)
     }
 
     /// Whether the outputs it lists are all present with their recorded sizes.

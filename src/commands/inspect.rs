@@ -1,11 +1,13 @@
 //! `neox-data inspect`: describe a `.bin/.idx` shard.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
 use neox_indexed::{IndexedDataset, Lengths, Stats, prefix_of};
 use serde::Serialize;
+
+use crate::leftovers;
 
 /// Arguments of `neox-data inspect` (the help text below is what `--help` shows).
 #[derive(Debug, Args)]
@@ -46,6 +48,39 @@ struct Report {
     idx_bytes: u64,
     document_tokens: Option<LengthReport>,
     shown: Vec<Shown>,
+    /// Temporary files of this shard's outputs (and its caches) beside it.
+    temporary_files: Vec<TempReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct TempReport {
+    path: PathBuf,
+    bytes: u64,
+    pid: u32,
+    /// A live process is writing it (else it is a killed run's leftover).
+    live: bool,
+    #[serde(skip)]
+    line: String,
+}
+
+/// The temporary files beside `prefix` whose output's name starts with the prefix's.
+fn temporary_files(prefix: &Path) -> Vec<TempReport> {
+    let stem = prefix
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    neox_fsio::leftovers(neox_fsio::parent_dir(prefix))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|l| l.name.target.starts_with(&stem))
+        .map(|l| TempReport {
+            line: leftovers::describe(&l),
+            path: l.path,
+            bytes: l.bytes,
+            pid: l.name.pid,
+            live: l.live,
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -81,8 +116,14 @@ struct Shown {
 /// Run `neox-data inspect`.
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     let prefix = prefix_of(&args.prefix);
-    let ds = IndexedDataset::open(&prefix)
-        .with_context(|| format!("cannot read shard {}", prefix.display()))?;
+    let temporary = temporary_files(&prefix);
+    let ds = IndexedDataset::open(&prefix).with_context(|| {
+        let mut msg = format!("cannot read shard {}", prefix.display());
+        for t in &temporary {
+            msg += &format!("\n  temporary file {}", t.line);
+        }
+        msg
+    })?;
     let stats = Stats::of(&ds);
     let mut shown = Vec::new();
     for index in 0..args.show.min(ds.len()) {
@@ -107,6 +148,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         idx_bytes: stats.idx_bytes,
         document_tokens: stats.document_tokens.map(LengthReport::from),
         shown,
+        temporary_files: temporary,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -158,6 +200,9 @@ fn text(r: &Report) -> String {
             s += &format!(" ... ({more} more)");
         }
         s += "\n";
+    }
+    for t in &r.temporary_files {
+        s += &format!("  temporary  {}\n", t.line);
     }
     s
 }

@@ -5,8 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use neox_fsio::Leftover;
 use neox_registry::Registry;
 use neox_registry::table::{self, Figures, Row};
+use serde::Serialize;
+
+use crate::leftovers;
 
 /// Arguments of `neox-data list`.
 #[derive(Debug, Args)]
@@ -42,13 +46,48 @@ pub fn run_with(args: ListArgs, mut registry: Registry) -> anyhow::Result<()> {
         registry.load_catalog(catalog)?;
     }
     let rows = table::rows(&registry, &args.data_dir);
+    let leftovers: Vec<Vec<Leftover>> = rows
+        .iter()
+        .map(|r| leftovers::in_folder(&args.data_dir.join(&r.name)))
+        .collect();
     if args.json {
+        let rows: Vec<JsonRow> = rows
+            .iter()
+            .zip(&leftovers)
+            .map(|(row, l)| JsonRow {
+                row,
+                temporary_files: l.len(),
+                temporary_bytes: l.iter().map(|l| l.bytes).sum(),
+            })
+            .collect();
         let json = serde_json::to_string_pretty(&rows).context("cannot print the table as JSON")?;
         println!("{json}");
     } else {
         print!("{}", render(&rows));
+        for (row, found) in rows.iter().zip(&leftovers).filter(|(_, l)| !l.is_empty()) {
+            println!(
+                "{}: {} temporary file(s) of interrupted or running preparations, {}:",
+                row.name,
+                found.len(),
+                neox_fsio::human(found.iter().map(|l| l.bytes).sum())
+            );
+            for l in found {
+                println!("  {}", leftovers::describe(l));
+            }
+        }
     }
     Ok(())
+}
+
+/// A row of `--json`, with the dataset's temporary files.
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    #[serde(flatten)]
+    row: &'a Row,
+    /// Temporary files in the dataset's folder (killed runs' or a running one's).
+    temporary_files: usize,
+    /// Their bytes.
+    temporary_bytes: u64,
 }
 
 /// The table as text: measured figures plain, published ones marked `(published)`.

@@ -3,15 +3,15 @@
 
 use std::path::PathBuf;
 
-/// `$NEOX_SHARED`, else `shared/` beside the clone; fails with a clear
-/// message when it is not there.
+mod shared_dir;
+
+/// The shared folder (see `shared_dir`); fails with a clear message when it
+/// lacks the corpora.
 pub fn shared() -> PathBuf {
-    let dir = std::env::var_os("NEOX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")));
+    let dir = shared_dir::shared_dir();
     assert!(
         dir.join("fixtures/neox-reference").is_dir() && dir.join("data").is_dir(),
-        "{} is missing or incomplete: these tests need the shared folder beside the clone (or NEOX_SHARED naming it)",
+        "{} is incomplete: these tests need its data/ and fixtures/ (set NEOX_SHARED)",
         dir.display()
     );
     dir

@@ -30,14 +30,14 @@ pub(crate) fn neox20b_tokenizer_json() -> Result<Vec<u8>, TokenizerError> {
 }
 
 #[cfg(test)]
+#[path = "../../tests/common/shared_dir.rs"]
+mod shared_dir;
+
+#[cfg(test)]
 mod tests {
     use std::path::PathBuf;
 
-    fn shared() -> PathBuf {
-        std::env::var_os("NEOX_SHARED")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared").into())
-    }
+    use super::shared_dir::shared_dir as shared;
 
     #[test]
     fn embedded_files_match_the_reference_copies() {

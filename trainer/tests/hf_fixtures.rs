@@ -11,11 +11,11 @@ use neox_trainer::model::cross_entropy;
 
 type B = Flex;
 
+#[path = "../../tests/common/shared_dir.rs"]
+mod shared_dir;
+
 fn fixtures() -> PathBuf {
-    let shared = std::env::var_os("NEOX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")));
-    let dir = shared.join("fixtures/hf-gptneox-tiny");
+    let dir = shared_dir::shared_dir().join("fixtures/hf-gptneox-tiny");
     assert!(
         dir.is_dir(),
         "shared fixtures missing: {} (set NEOX_SHARED)",

@@ -151,6 +151,7 @@ impl Fetcher {
             return Err(e);
         }
         std::fs::rename(&part, dest).map_err(FetchError::io(dest))?;
+        neox_fsio::sync_dir(dest).map_err(FetchError::io(dest))?;
         record::remove_if_present(&beside(&part, ".json"));
         let rec = DownloadRecord {
             url: file.url.clone(),

@@ -1,7 +1,6 @@
 //! Small JSON side files kept next to downloads: what a finished file is, and
 //! what a partial one was fetched from (so that it can be resumed safely).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -64,14 +63,9 @@ pub fn store<T: Serialize>(path: &Path, value: &T) -> Result<(), FetchError> {
     write_atomically(path, &json).map_err(FetchError::io(path))
 }
 
-/// Write `bytes` to `path` through a temporary file in the same folder.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = beside(path, &format!(".tmp{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
+/// Write `bytes` to `path` atomically: the workspace's one helper, kept
+/// under its old name here for the callers that use it.
+pub use neox_fsio::write_atomic as write_atomically;
 
 /// Remove a file that may not exist.
 pub fn remove_if_present(path: &Path) {

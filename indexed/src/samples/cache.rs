@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::array::Array;
 use super::error::SampleError;
 use super::index::{
     IndexSpec, SampleIdx, SampleIndex, ShuffleIdx, num_epochs, sample_idx_is_int64,
@@ -102,8 +103,8 @@ impl CachePaths {
                 ));
             }
         };
-        // Each file is decoded and checked before the next is read, so at
-        // most one file's raw bytes are held besides the arrays.
+        // Each file is mapped, not read: the arrays are views of the cache
+        // files, so a loaded index costs page cache rather than memory.
         let read = |path: &Path| match NpyFile::read(path) {
             Ok(f) => Ok(Ok(f)),
             Err(e @ SampleError::BadNpy { .. }) => Ok(Err(e.to_string())),
@@ -150,9 +151,9 @@ fn expect_shape(f: &NpyFile, shape: &[usize]) -> Result<(), String> {
 /// doc_idx: int32, entries inside the document range, and the same count,
 /// sum and sum of squares as every document taken `epochs` times (a cheap,
 /// sequential stand-in for comparing the multisets).
-fn check_doc_idx(file: NpyFile, spec: &IndexSpec, epochs: u32) -> Result<Vec<i32>, String> {
+fn check_doc_idx(file: NpyFile, spec: &IndexSpec, epochs: u32) -> Result<Array<i32>, String> {
     let docs = &spec.documents;
-    let doc_idx: Vec<i32> = file.to_vec().map_err(|e| e.to_string())?;
+    let doc_idx: Array<i32> = file.to_array().map_err(|e| e.to_string())?;
     expect_shape(&file, &[docs.len() * epochs as usize])?;
     let (mut sum, mut squares) = (0u128, 0u128);
     for (i, &d) in doc_idx.iter().enumerate() {
@@ -197,9 +198,9 @@ fn check_sample_idx(
     let rows = samples as usize + 1;
     expect_shape(&file, &[rows, 2])?;
     let sample_idx = if sample_idx_is_int64(epochs, tokens, spec.seq_length) {
-        SampleIdx::I64(file.to_vec().map_err(|e| e.to_string())?)
+        SampleIdx::I64(file.to_array().map_err(|e| e.to_string())?)
     } else {
-        SampleIdx::I32(file.to_vec().map_err(|e| e.to_string())?)
+        SampleIdx::I32(file.to_array().map_err(|e| e.to_string())?)
     };
     let bad_row = |r: usize, (p, o): (i64, i64)| {
         format!(
@@ -242,9 +243,9 @@ fn check_sample_idx(
 fn check_shuffle_idx(file: NpyFile, samples: u64) -> Result<ShuffleIdx, String> {
     expect_shape(&file, &[samples as usize])?;
     let shuffle_idx = if shuffle_idx_is_int64(samples) {
-        ShuffleIdx::I64(file.to_vec().map_err(|e| e.to_string())?)
+        ShuffleIdx::I64(file.to_array().map_err(|e| e.to_string())?)
     } else {
-        ShuffleIdx::U32(file.to_vec().map_err(|e| e.to_string())?)
+        ShuffleIdx::U32(file.to_array().map_err(|e| e.to_string())?)
     };
     let mut hit = vec![false; samples as usize];
     for i in 0..shuffle_idx.len() {

@@ -1,20 +1,18 @@
 //! The index, samples and blend of `../shared/fixtures/neox-reference/`
 //! (made by GPT-NeoX itself), reproduced byte for byte.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::npy::{NpyFile, to_npy_bytes};
 use super::*;
 use crate::IndexedDataset;
 
+#[path = "../../../tests/common/shared_dir.rs"]
+mod shared_dir;
+
 fn reference() -> PathBuf {
-    let shared = std::env::var_os("NEOX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")).to_path_buf()
-        });
-    let dir = shared.join("fixtures/neox-reference");
+    let dir = shared_dir::shared_dir().join("fixtures/neox-reference");
     assert!(
         dir.join("index").is_dir(),
         "the shared fixtures are missing: expected {} (set NEOX_SHARED)",
@@ -125,6 +123,10 @@ fn gpt_dataset_writes_the_same_cache_and_serves_the_same_tokens() {
         let again = GptDataset::open("train", data.clone(), spec, Some(cache.path())).unwrap();
         assert_eq!(again.origin(), &IndexOrigin::Reused);
         assert_eq!(again.get(3).unwrap(), ds.get(3).unwrap());
+        // A reused index is a view of the mapped cache files, not a copy.
+        assert!(again.index().is_mapped());
+        assert!(!ds.index().is_mapped());
+        assert_eq!(again.index(), ds.index());
     }
 }
 
@@ -155,9 +157,10 @@ fn a_cache_that_does_not_match_is_rebuilt_with_the_reason() {
     };
     let swapped_rows = {
         let good = build_sample_index(&data.sizes().to_vec(), &spec).unwrap();
-        let SampleIdx::I32(mut rows) = good.sample_idx else {
+        let SampleIdx::I32(rows) = good.sample_idx else {
             panic!("int32 expected")
         };
+        let mut rows = rows.to_vec();
         rows.swap(10, 12);
         rows.swap(11, 13);
         to_npy_bytes(&[205, 2], &rows)

@@ -20,6 +20,7 @@
 
 use std::ops::Range;
 
+use super::array::Array;
 use super::error::SampleError;
 use super::random_state::RandomState;
 
@@ -47,7 +48,7 @@ pub struct SampleIndex {
     /// Tokens in one pass over the documents.
     pub tokens_per_epoch: u64,
     /// The documents of every epoch, shuffled (int32).
-    pub doc_idx: Vec<i32>,
+    pub doc_idx: Array<i32>,
     /// Where each sample starts; one row more than there are samples.
     pub sample_idx: SampleIdx,
     /// The order in which samples are served.
@@ -59,15 +60,28 @@ impl SampleIndex {
     pub fn total_samples(&self) -> u64 {
         self.sample_idx.rows().saturating_sub(1) as u64
     }
+
+    /// Whether all three arrays are read from mapped cache files.
+    pub fn is_mapped(&self) -> bool {
+        let sample = match &self.sample_idx {
+            SampleIdx::I32(a) => a.is_mapped(),
+            SampleIdx::I64(a) => a.is_mapped(),
+        };
+        let shuffle = match &self.shuffle_idx {
+            ShuffleIdx::U32(a) => a.is_mapped(),
+            ShuffleIdx::I64(a) => a.is_mapped(),
+        };
+        self.doc_idx.is_mapped() && sample && shuffle
+    }
 }
 
 /// `sample_idx`, row-major `[rows, 2]`: (position in `doc_idx`, token offset).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SampleIdx {
     /// `helpers.build_sample_idx_int32`'s output.
-    I32(Vec<i32>),
+    I32(Array<i32>),
     /// `helpers.build_sample_idx_int64`'s output.
-    I64(Vec<i64>),
+    I64(Array<i64>),
 }
 
 impl SampleIdx {
@@ -101,9 +115,9 @@ impl SampleIdx {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShuffleIdx {
     /// Fewer than `u32::MAX - 1` samples.
-    U32(Vec<u32>),
+    U32(Array<u32>),
     /// Larger indexes.
-    I64(Vec<i64>),
+    I64(Array<i64>),
 }
 
 impl ShuffleIdx {
@@ -320,14 +334,14 @@ pub fn build_sample_idx(
         for (position, offset) in boundaries {
             v.extend([position as i64, offset]);
         }
-        SampleIdx::I64(v)
+        SampleIdx::I64(v.into())
     } else {
         let mut v = Vec::with_capacity(rows * 2);
         for (position, offset) in boundaries {
             // Below the int32 threshold both fit; helpers.cpp casts the same way.
             v.extend([position as i32, offset as i32]);
         }
-        SampleIdx::I32(v)
+        SampleIdx::I32(v.into())
     };
     if sample_idx.rows() != rows {
         return Err(SampleError::Internal(format!(
@@ -345,11 +359,11 @@ pub fn build_shuffle_idx(size: u64, rng: &mut RandomState) -> Result<ShuffleIdx,
     Ok(if shuffle_idx_is_int64(size) {
         let mut v: Vec<i64> = (0..len as i64).collect();
         rng.shuffle(&mut v);
-        ShuffleIdx::I64(v)
+        ShuffleIdx::I64(v.into())
     } else {
         let mut v: Vec<u32> = (0..len as u32).collect();
         rng.shuffle(&mut v);
-        ShuffleIdx::U32(v)
+        ShuffleIdx::U32(v.into())
     })
 }
 
@@ -392,7 +406,7 @@ pub fn build_sample_index(sizes: &[i32], spec: &IndexSpec) -> Result<SampleIndex
     Ok(SampleIndex {
         num_epochs: epochs,
         tokens_per_epoch: tokens,
-        doc_idx,
+        doc_idx: doc_idx.into(),
         sample_idx,
         shuffle_idx,
     })

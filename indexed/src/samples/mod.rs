@@ -5,6 +5,7 @@
 //!   `gpt2_dataset.py` ([`IndexSpec`] in, [`SampleIndex`] out).
 //! - [`npy`]: the `.npy` files GPT-NeoX caches them in.
 
+mod array;
 mod blend;
 mod cache;
 mod error;
@@ -16,6 +17,7 @@ pub mod npy;
 mod random_state;
 mod split;
 
+pub use array::Array;
 pub use blend::{
     BlendingIndices, SplitSamples, build_blending_indices, normalize_like_numpy,
     weighted_num_samples,

@@ -9,9 +9,15 @@
 //! grow to 21 digits; we do the same, so our files equal numpy's.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use memmap2::Mmap;
+
+use neox_fsio::AtomicFile;
+
+use super::array::Array;
 use super::error::SampleError;
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -21,7 +27,7 @@ const ALIGN: usize = 64;
 const GROWTH_DIGITS: usize = 21;
 
 /// A number type stored in `.npy` files (little-endian, native numpy name).
-pub trait NpyElement: Copy + Send + Sync + 'static {
+pub trait NpyElement: bytemuck::Pod + Send + Sync + 'static {
     /// numpy's `descr`, e.g. `<i4`.
     const DESCR: &'static str;
     /// Bytes per element.
@@ -150,8 +156,7 @@ pub fn write_npy<T: NpyElement>(
         fortran_order: false,
         shape: shape.to_vec(),
     };
-    let tmp = temporary_name(path);
-    let io = |action: &'static str, path: &Path| {
+    let io = |action: &'static str| {
         let path = path.to_path_buf();
         move |source| SampleError::Io {
             path,
@@ -159,39 +164,23 @@ pub fn write_npy<T: NpyElement>(
             source,
         }
     };
-    let file = File::create(&tmp).map_err(io("create", &tmp))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    let result = (|| {
-        out.write_all(&header.to_bytes())
-            .map_err(io("write", &tmp))?;
-        let mut buf = Vec::with_capacity(64 * 1024);
-        for chunk in data.chunks(64 * 1024 / T::SIZE.max(1)) {
-            buf.clear();
-            for &x in chunk {
-                x.put(&mut buf);
-            }
-            out.write_all(&buf).map_err(io("write", &tmp))?;
+    // The temporary file goes away on any error (and its lock on a crash).
+    let pending = AtomicFile::create(path).map_err(io("create a temporary file for"))?;
+    let mut out = BufWriter::with_capacity(1 << 20, pending);
+    out.write_all(&header.to_bytes()).map_err(io("write"))?;
+    let mut buf = Vec::with_capacity(64 * 1024);
+    for chunk in data.chunks(64 * 1024 / T::SIZE.max(1)) {
+        buf.clear();
+        for &x in chunk {
+            x.put(&mut buf);
         }
-        let file = out
-            .into_inner()
-            .map_err(|e| io("write", &tmp)(e.into_error()))?;
-        file.sync_all().map_err(io("fsync", &tmp))?;
-        std::fs::rename(&tmp, path).map_err(io("rename into place", path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        out.write_all(&buf).map_err(io("write"))?;
     }
-    result
+    let pending = out.into_inner().map_err(|e| io("write")(e.into_error()))?;
+    pending.persist().map_err(io("sync and rename into place"))
 }
 
-/// `name.npy` -> `name.npy.tmp.<pid>` in the same folder.
-fn temporary_name(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp.{}", std::process::id()));
-    path.with_file_name(name)
-}
-
-/// A `.npy` file read into memory: its header and its raw data bytes.
+/// A `.npy` file mapped into memory: its header and its raw data bytes.
 #[derive(Debug, Clone)]
 pub struct NpyFile {
     /// The file it came from (for error messages).
@@ -199,22 +188,26 @@ pub struct NpyFile {
     /// Its header.
     pub header: NpyHeader,
     /// The whole file; the data starts at `data_start`.
-    bytes: Vec<u8>,
+    bytes: Arc<Mmap>,
     data_start: usize,
 }
 
 impl NpyFile {
-    /// Read and check a `.npy` file (versions 1.0, 2.0 and 3.0): the magic,
+    /// Map and check a `.npy` file (versions 1.0, 2.0 and 3.0): the magic,
     /// the header dict, and that the data length is what the shape says.
     pub fn read(path: &Path) -> Result<Self, SampleError> {
-        let mut bytes = Vec::new();
-        File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(|source| SampleError::Io {
-                path: path.to_path_buf(),
-                action: "read",
+        let io = |action: &'static str| {
+            let path = path.to_path_buf();
+            move |source| SampleError::Io {
+                path,
+                action,
                 source,
-            })?;
+            }
+        };
+        let file = File::open(path).map_err(io("open"))?;
+        // SAFETY: read-only. Caches are only ever replaced by renaming a new
+        // file over them, never changed in place, so the mapped bytes stay.
+        let bytes = Arc::new(unsafe { Mmap::map(&file) }.map_err(io("map"))?);
         let bad = |offset: usize, problem: String| SampleError::BadNpy {
             path: path.to_path_buf(),
             offset,
@@ -269,9 +262,29 @@ impl NpyFile {
         })
     }
 
-    /// The elements, if the file holds C-ordered `T`s; else an error naming
-    /// the dtype found.
+    /// The elements as a view of the mapped file (a decoded copy only when
+    /// the data is misaligned or this machine big-endian), if the file holds
+    /// C-ordered `T`s; else an error naming the dtype found.
+    pub fn to_array<T: NpyElement>(&self) -> Result<Array<T>, SampleError> {
+        self.check_type::<T>()?;
+        let len = (self.bytes.len() - self.data_start) / T::SIZE;
+        match Array::mapped(Arc::clone(&self.bytes), self.data_start, len) {
+            Some(a) => Ok(a),
+            None => self.to_vec().map(Array::from),
+        }
+    }
+
+    /// The elements, copied, if the file holds C-ordered `T`s; else an error
+    /// naming the dtype found.
     pub fn to_vec<T: NpyElement>(&self) -> Result<Vec<T>, SampleError> {
+        self.check_type::<T>()?;
+        Ok(self.bytes[self.data_start..]
+            .chunks_exact(T::SIZE)
+            .map(T::take)
+            .collect())
+    }
+
+    fn check_type<T: NpyElement>(&self) -> Result<(), SampleError> {
         if self.header.descr != T::DESCR {
             return Err(SampleError::BadNpy {
                 path: self.path.clone(),
@@ -286,10 +299,7 @@ impl NpyFile {
                 problem: "array is in Fortran order, expected C order".into(),
             });
         }
-        Ok(self.bytes[self.data_start..]
-            .chunks_exact(T::SIZE)
-            .map(T::take)
-            .collect())
+        Ok(())
     }
 }
 
@@ -504,7 +514,9 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert!(
-            names.iter().all(|n| !n.to_string_lossy().contains(".tmp.")),
+            names
+                .iter()
+                .all(|n| !n.to_string_lossy().ends_with(".neox-tmp")),
             "{names:?}"
         );
     }

@@ -10,11 +10,12 @@ use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
-/// `../shared` (or `$NEOX_SHARED`), with a clear message when it is missing.
+#[path = "../../../tests/common/shared_dir.rs"]
+mod shared_dir;
+
+/// The shared folder (see `shared_dir`), with a clear message when it lacks tokenizers.
 pub fn shared() -> PathBuf {
-    let dir = std::env::var_os("NEOX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")));
+    let dir = shared_dir::shared_dir();
     assert!(
         dir.join("tokenizers").is_dir(),
         "the shared folder {} is missing: set NEOX_SHARED to it",
