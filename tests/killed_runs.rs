@@ -127,14 +127,14 @@ fn prepare_killed_at_several_moments_finishes_clean_with_the_same_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start();
     server.put(FILE, std::fs::read(mail()).unwrap());
-    let run = |data: &Path| {
+    let prepare_in = |data: &Path| {
         let mut cmd = prepare("enron", data);
         cmd.arg("--mirror").arg(server.base_url());
         cmd
     };
 
     let clean = tmp.path().join("clean");
-    run_ok(&mut run(&clean));
+    run_ok(&mut prepare_in(&clean));
     let prefix = "enron_text_document";
     let expected = read_pair(&clean.join("enron").join(prefix));
     let bin_len = expected.0.len() as u64;
@@ -147,14 +147,14 @@ fn prepare_killed_at_several_moments_finishes_clean_with_the_same_bytes() {
         move || temps(&folder, &bin).iter().any(|(_, n)| *n >= part)
     };
     kill_when(
-        &mut run(&data),
+        &mut prepare_in(&data),
         "the .bin's temporary file appears",
         &folder,
         &bin,
         grown(0),
     );
     kill_when(
-        &mut run(&data),
+        &mut prepare_in(&data),
         "the .bin is a third written",
         &folder,
         &bin,
@@ -191,13 +191,13 @@ fn prepare_killed_at_several_moments_finishes_clean_with_the_same_bytes() {
     );
 
     kill_when(
-        &mut run(&data),
+        &mut prepare_in(&data),
         "the .bin is two thirds written",
         &folder,
         &bin,
         grown(2 * bin_len / 3),
     );
-    let said = text(&run_ok(&mut run(&data)));
+    let said = text(&run_ok(&mut prepare_in(&data)));
     assert!(
         said.contains("removed 1 temporary file") && said.contains("left by interrupted runs"),
         "{said}"
