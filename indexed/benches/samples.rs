@@ -77,7 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let index = SampleIndex {
         num_epochs: epochs,
         tokens_per_epoch: tokens,
-        doc_idx,
+        doc_idx: doc_idx.into(),
         sample_idx,
         shuffle_idx,
     };

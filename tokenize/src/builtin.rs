@@ -35,7 +35,6 @@ mod shared_dir;
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
 
     use super::shared_dir::shared_dir as shared;
 
