@@ -17,11 +17,9 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spm")
 }
 
-fn shared() -> PathBuf {
-    std::env::var_os("NEOX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared").into())
-}
+#[path = "../../tests/common/shared_dir.rs"]
+mod shared_dir;
+use shared_dir::shared_dir as shared;
 
 fn load(name: &str) -> Tokenizer {
     let spec = TokenizerSpec {
