@@ -65,6 +65,12 @@ struct Args {
     )]
     comm_timeout: u64,
 
+    /// How ranks exchange gradients: `tcp` (CPU ranks, any machine), `nccl`
+    /// (GPU ranks, a `--features cuda` build; the TCP rendezvous hands out
+    /// NCCL's id), or `auto`: NCCL on CUDA devices, TCP otherwise.
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
+    comm: Engine,
+
     /// This rank's place on its machine, as DeepSpeed's launcher passes it
     /// (`--local_rank=N`); the environment's `LOCAL_RANK` otherwise.
     #[arg(
@@ -79,6 +85,14 @@ struct Args {
     /// run (e.g. `fp16: {enabled: true}` then trains in f32).
     #[arg(long)]
     allow_unimplemented: bool,
+}
+
+/// The communicator engine of a multi-rank run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Engine {
+    Auto,
+    Tcp,
+    Nccl,
 }
 
 fn main() -> ExitCode {
@@ -105,42 +119,69 @@ fn main() -> ExitCode {
 }
 
 /// The data-parallel group this process trains in: alone, or its ranks
-/// connected over TCP through the rendezvous at `MASTER_ADDR`.
+/// connected over TCP through the rendezvous at `MASTER_ADDR` (and, for GPU
+/// ranks, through NCCL, the TCP connection handing out its id).
 fn data_parallel(
     placement: &Placement,
     zero: ZeroStage,
     timeout: Duration,
+    engine: Engine,
+    device: Device,
 ) -> Result<DataParallel> {
-    if placement.is_single() && zero == ZeroStage::Off {
+    // `--comm nccl` goes through NCCL even alone (a check of the GPU path).
+    let alone = placement.is_single() && engine != Engine::Nccl;
+    if alone && zero == ZeroStage::Off {
         return Ok(DataParallel::single());
     }
-    let comm: Arc<dyn Communicator> = if placement.is_single() {
-        Arc::new(ThreadComm::group(1, timeout).remove(0))
-    } else {
-        tracing::info!(
-            rank = placement.rank,
-            world = placement.world_size,
-            rendezvous = %placement.rendezvous_addr(),
-            launcher = ?placement.launcher,
-            "joining the ranks"
-        );
-        Arc::new(
-            TcpComm::connect(TcpConfig {
-                rank: placement.rank,
-                world: placement.world_size,
-                master_addr: placement.master_addr.clone(),
-                master_port: placement.rendezvous_port,
-                timeout,
-            })
-            .with_context(|| {
-                format!(
-                    "rank {} joining {} ranks",
-                    placement.rank, placement.world_size
-                )
-            })?,
-        )
+    if alone {
+        return Ok(DataParallel::new(
+            Arc::new(ThreadComm::group(1, timeout).remove(0)),
+            zero,
+        ));
+    }
+    tracing::info!(
+        rank = placement.rank,
+        world = placement.world_size,
+        rendezvous = %placement.rendezvous_addr(),
+        launcher = %placement.launcher,
+        "joining the ranks"
+    );
+    let tcp: Arc<dyn Communicator> = Arc::new(
+        TcpComm::connect(TcpConfig {
+            rank: placement.rank,
+            world: placement.world_size,
+            master_addr: placement.master_addr.clone(),
+            master_port: placement.rendezvous_port,
+            timeout,
+        })
+        .with_context(|| {
+            format!(
+                "rank {} joining {} ranks",
+                placement.rank, placement.world_size
+            )
+        })?,
+    );
+    let nccl = match (engine, device) {
+        (Engine::Nccl, _) | (Engine::Auto, Device::Cuda(_)) => true,
+        (Engine::Tcp, _) | (Engine::Auto, Device::Cpu) => false,
     };
+    let comm = if nccl { nccl_comm(tcp, device)? } else { tcp };
     Ok(DataParallel::new(comm, zero))
+}
+
+#[cfg(feature = "cuda")]
+fn nccl_comm(control: Arc<dyn Communicator>, device: Device) -> Result<Arc<dyn Communicator>> {
+    let Device::Cuda(gpu) = device else {
+        bail!("--comm nccl needs a CUDA device (--device cuda)");
+    };
+    let comm = neox_trainer::dist::comm::nccl::NcclComm::new(control, gpu)
+        .with_context(|| format!("starting NCCL on GPU {gpu}"))?;
+    Ok(Arc::new(comm))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn nccl_comm(_: Arc<dyn Communicator>, _: Device) -> Result<Arc<dyn Communicator>> {
+    bail!("NCCL needs a neox-train built with `--features cuda`; use --comm tcp")
 }
 
 fn run(args: Args, placement: &Placement) -> Result<()> {
@@ -215,6 +256,8 @@ fn run(args: Args, placement: &Placement) -> Result<()> {
         placement,
         neox.training.zero_stage,
         Duration::from_secs(args.comm_timeout.max(1)),
+        args.comm,
+        device,
     )?;
     // Rank 0 builds the sample-index caches next to the data, the others then
     // read them (as GPT-NeoX does).

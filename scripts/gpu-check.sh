@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The GPU check, in two halves (the GPU machine has no Rust):
+#
+#   scripts/gpu-check.sh pack    # here: build the cuda binaries (release,
+#                                # stripped) and a small char-level shard into
+#                                # gpu-pack/ (ignored by git; carry it)
+#   scripts/gpu-check.sh run     # on the GPU machine, from the repository root
+#
+# `run` prints one line per check and ends non-zero when one fails:
+#   1. NCCL against TCP, one rank: every collective bit for bit (nccl_check).
+#   2. Two ranks on the one GPU (NCCL >= 2.30 with NCCL_MULTI_RANK_GPU_ENABLE=1),
+#      reported as skipped when this NCCL refuses it.
+#   3. cpu-tiny on cuda:0 for 20 steps: the loss falls; ms/step.
+#   4. One data-parallel step through NCCL (ZeRO-1, one rank) equals the
+#      same run without any communicator: metrics.jsonl losses equal.
+# Needs: libcuda.so.1, libnvrtc, CUDA headers ($CUDA_PATH/include), and a
+# `libnccl.so` (pip's nvidia-nccl-cu13 ships libnccl.so.2: linked here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pack=gpu-pack
+
+case "${1:-}" in
+pack)
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+  cargo build --release --features cuda --bin neox-train --bin neox-data
+  cargo build --release -p neox-trainer --features cuda --example nccl_check
+  rm -rf "$pack" && mkdir -p "$pack"
+  for b in neox-train neox-data; do cp "$CARGO_TARGET_DIR/release/$b" "$pack/"; done
+  cp "$CARGO_TARGET_DIR/release/examples/nccl_check" "$pack/"
+  strip "$pack"/neox-train "$pack"/neox-data "$pack"/nccl_check
+  shared="${NEOX_SHARED:-../shared}"
+  "$pack/neox-data" tokenize --input "$shared/data/mail.jsonl.zst" \
+    --tokenizer-type CharLevelTokenizer --append-eod --max-docs 2000 \
+    --output-prefix "$pack/mail"
+  du -sh "$pack"
+  ;;
+run)
+  [ -x "$pack/neox-train" ] || { echo "error: $pack/ is missing: run 'scripts/gpu-check.sh pack' here first" >&2; exit 1; }
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  # A libnccl.so for cudarc's dynamic loading.
+  nccl_dir="$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null || true)"
+  if [ -n "$nccl_dir" ] && [ -e "$nccl_dir/libnccl.so.2" ]; then
+    mkdir -p "$pack/lib" && ln -sf "$nccl_dir/libnccl.so.2" "$pack/lib/libnccl.so"
+    export LD_LIBRARY_PATH="$PWD/$pack/lib:$nccl_dir:${LD_LIBRARY_PATH:-}"
+  fi
+  export CUDA_PATH="${CUDA_PATH:-/usr/local/cuda}"
+  status=0
+  work="$(mktemp -d)"
+  echo "== 1. NCCL vs TCP, one rank"
+  if MASTER_PORT=29600 "$pack/nccl_check"; then echo "PASS nccl one rank"; else echo "FAIL nccl one rank"; status=1; fi
+  echo "== 2. NCCL, two ranks on one GPU"
+  if NCCL_MULTI_RANK_GPU_ENABLE=1 timeout 120 torchrun --nproc-per-node 2 --master-port 29610 --no-python "$pack/nccl_check"; then
+    echo "PASS nccl two ranks"
+  else
+    echo "SKIP nccl two ranks (this NCCL refuses two ranks on one GPU, or torchrun is missing)"
+  fi
+  data="$work/data.yml"
+  printf 'data_path: %s\nsplit: "949,50,1"\ntokenizer_type: CharLevelTokenizer\npadded_vocab_size: 512\ntrain_iters: 20\nlr_decay_iters: 20\neval_interval: 10\neval_iters: 2\nlog_interval: 1\n' \
+    "$PWD/$pack/mail_text_document" > "$data"
+  echo "== 3. cpu-tiny on cuda:0"
+  printf 'log_dir: %s\n' "$work/plain" > "$work/plain.yml"
+  if "$pack/neox-train" --config configs/cpu-tiny.yml "$data" "$work/plain.yml" --device cuda:0; then
+    python3 - "$work/plain/metrics.jsonl" <<'PY'
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1]) if '"train"' in l]
+ms = sorted(x["step_ms"] for x in r[3:])
+print(f"first loss {r[0]['loss']:.4f} last {r[-1]['loss']:.4f}; median {ms[len(ms)//2]:.1f} ms/step; {r[-1]['tokens_per_s']:.0f} tokens/s")
+print("PASS loss falls" if r[-1]["loss"] < r[0]["loss"] else "FAIL loss does not fall")
+PY
+  else echo "FAIL cpu-tiny on cuda:0"; status=1; fi
+  echo "== 4. one data-parallel rank through NCCL (ZeRO-1) equals the plain run"
+  printf 'log_dir: %s\nzero_optimization: {stage: 1}\n' "$work/nccl" > "$work/nccl.yml"
+  if MASTER_PORT=29620 "$pack/neox-train" --config configs/cpu-tiny.yml "$data" "$work/nccl.yml" --device cuda:0 --comm nccl; then
+    python3 - "$work/plain/metrics.jsonl" "$work/nccl/metrics.jsonl" <<'PY'
+import json, sys
+key = lambda r: (r["kind"], r["iteration"], r["loss"], r.get("grad_norm"))
+a, b = ([key(json.loads(l)) for l in open(p)] for p in sys.argv[1:3])
+print("PASS NCCL step equals plain" if a == b else f"FAIL NCCL differs: {a[:2]} vs {b[:2]}")
+PY
+  else echo "FAIL neox-train --comm nccl"; status=1; fi
+  exit $status
+  ;;
+*)
+  echo "usage: scripts/gpu-check.sh pack|run" >&2; exit 2 ;;
+esac
