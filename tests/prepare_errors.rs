@@ -48,4 +48,26 @@ fn a_missing_file_is_reported_once_with_its_path() {
         &catalog.display().to_string(),
     );
     assert!(said.contains("cannot read the catalog"), "{said}");
+
+    // A tokenizer file, and a shard to inspect.
+    once(
+        neox_data()
+            .args([
+                "tokenize",
+                "--tokenizer-type",
+                "HFTokenizer",
+                "--vocab-file",
+            ])
+            .arg(&missing)
+            .arg("--input")
+            .arg(&missing)
+            .arg("--output-prefix")
+            .arg(tmp.path().join("out")),
+        &shown,
+    );
+    let shard = tmp.path().join("gone_text_document");
+    once(
+        neox_data().arg("inspect").arg(&shard),
+        &shard.display().to_string(),
+    );
 }

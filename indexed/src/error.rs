@@ -9,7 +9,7 @@ use crate::DType;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An operating-system error on a file.
-    #[error("{}: {action}: {source}", path.display())]
+    #[error("{}: {action}", path.display())]
     Io {
         /// The file.
         path: PathBuf,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     /// A tokenizer file could not be read.
-    #[error("cannot read tokenizer file {path}: {source}")]
+    #[error("cannot read tokenizer file {path}")]
     Read {
         /// The file.
         path: PathBuf,

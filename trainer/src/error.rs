@@ -7,15 +7,15 @@ use thiserror::Error;
 /// A configuration that cannot be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: not valid YAML: {source}")]
+    #[error("{path}: not valid YAML: {error}")]
     Yaml {
         path: PathBuf,
-        source: serde_yaml_ng::Error,
+        error: serde_yaml_ng::Error,
     },
     #[error("{path}: expected a mapping of options (`name: value`) at the top level")]
     NotMapping { path: PathBuf },
@@ -43,7 +43,7 @@ pub enum ConfigError {
 /// A Hugging Face checkpoint that cannot be read or written.
 #[derive(Debug, Error)]
 pub enum CheckpointError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -84,7 +84,7 @@ pub enum TrainError {
     Data(String),
     #[error("device: {0}")]
     Device(String),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -56,9 +56,9 @@ impl Options {
 
     /// Merges one file's text (`path` names it in messages).
     pub fn merge_str(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
-        let value: Value = serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Yaml {
+        let value: Value = serde_yaml_ng::from_str(text).map_err(|error| ConfigError::Yaml {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let mapping = match value {
             Value::Mapping(mapping) => mapping,
