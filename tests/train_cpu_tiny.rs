@@ -176,6 +176,55 @@ fn killed_run_resumes_bit_for_bit() {
 }
 
 #[test]
+fn a_run_killed_while_saving_leaves_only_finished_checkpoints() {
+    let extra = "train_iters: 12\nlr_decay_iters: 12\ncheckpoint_factor: 4\nkeep_last_n_checkpoints: 1\n\
+                 eval_iters: 0\nlog_interval: 1\n";
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_config(dir.path(), extra);
+    let command = || {
+        let mut c = Command::new(TRAIN);
+        c.arg("--config").arg(cpu_tiny()).arg(&data);
+        c
+    };
+    // Every save pauses with its files written but not published: kill the
+    // run inside the save of step 8.
+    let mut child = command()
+        .env("NEOX_FAULT_PAUSE_IN_SAVE_MS", "2000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = dir.path().join("run");
+    let partial = run.join(".global_step8.partial");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !partial.join("model.bin").exists() {
+        assert!(Instant::now() < deadline, "no save of step 8 within 120 s");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The unfinished checkpoint is not the latest one.
+    let latest = std::fs::read_to_string(run.join("latest")).unwrap();
+    assert_eq!(latest.trim(), "global_step4");
+    assert!(partial.is_dir());
+
+    let out = command().output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(resumed at 4)"));
+    let mut names: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["global_step12", "latest", "metrics.jsonl"]);
+}
+
+#[test]
 fn every_shipped_config_checks() {
     let data = root().join("configs/enron.yml");
     for entry in std::fs::read_dir(root().join("configs")).unwrap() {

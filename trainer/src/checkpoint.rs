@@ -173,6 +173,14 @@ pub fn save<B: AutodiffBackend>(
     if dp.writes_optimizer_state() {
         written.extend(optim.save(&temp, dp.rank())?);
     }
+    // Fault injection for the tests of a run killed mid-save: wait here,
+    // with the files written but not yet published.
+    if let Some(ms) = std::env::var("NEOX_FAULT_PAUSE_IN_SAVE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     // Each rank makes its own files durable before saying it is done.
     for path in written {
         fs::File::open(&path)
