@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::args::{self, even_split, mismatch, ranges};
 use super::{CommError, Communicator, DType, ReduceOp, reduce_into};
 
 /// How a process reaches the other ranks of its world.
@@ -245,39 +246,6 @@ impl<L: Links> MeshComm<L> {
     }
 }
 
-/// Byte ranges of `counts` laid end to end.
-pub(crate) fn ranges(counts: &[usize]) -> Vec<std::ops::Range<usize>> {
-    let mut start = 0;
-    counts
-        .iter()
-        .map(|&c| {
-            start += c;
-            start - c..start
-        })
-        .collect()
-}
-
-/// `elements` split into `n` nearly equal runs (the first ones one longer).
-pub(crate) fn even_split(elements: usize, n: usize) -> Vec<usize> {
-    (0..n)
-        .map(|r| elements / n + usize::from(r < elements % n))
-        .collect()
-}
-
-fn mismatch(during: &'static str, message: String) -> CommError {
-    CommError::Mismatch { during, message }
-}
-
-fn check_counts(counts: &[usize], size: usize, during: &'static str) -> Result<(), CommError> {
-    if counts.len() != size {
-        return Err(mismatch(
-            during,
-            format!("{} counts given for a group of {size} ranks", counts.len()),
-        ));
-    }
-    Ok(())
-}
-
 /// A 64-bit mix (splitmix64's finalizer): channels of sub-groups.
 fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -300,12 +268,7 @@ impl<L: Links> Communicator for MeshComm<L> {
 
     fn all_reduce(&self, buf: &mut [u8], dtype: DType, op: ReduceOp) -> Result<(), CommError> {
         const DURING: &str = "all_reduce";
-        if !buf.len().is_multiple_of(dtype.size()) {
-            return Err(mismatch(
-                DURING,
-                format!("{} bytes is not a whole number of {dtype:?}", buf.len()),
-            ));
-        }
+        args::whole(buf.len(), dtype, DURING)?;
         let n = self.ranks.len();
         if n == 1 {
             return Ok(());
@@ -331,13 +294,7 @@ impl<L: Links> Communicator for MeshComm<L> {
 
     fn broadcast(&self, buf: &mut [u8], root: usize) -> Result<(), CommError> {
         const DURING: &str = "broadcast";
-        let n = self.ranks.len();
-        if root >= n {
-            return Err(mismatch(
-                DURING,
-                format!("root {root} is not a rank of a group of {n}"),
-            ));
-        }
+        args::root(root, self.ranks.len(), DURING)?;
         if self.me == root {
             for p in self.peers() {
                 self.put(p, buf, DURING)?;
@@ -351,20 +308,15 @@ impl<L: Links> Communicator for MeshComm<L> {
 
     fn all_gather(&self, send: &[u8], recv: &mut [u8], counts: &[usize]) -> Result<(), CommError> {
         const DURING: &str = "all_gather";
-        check_counts(counts, self.ranks.len(), DURING)?;
+        args::counts(
+            counts,
+            self.me,
+            self.ranks.len(),
+            recv.len(),
+            send.len(),
+            DURING,
+        )?;
         let slices = ranges(counts);
-        let total = counts.iter().sum::<usize>();
-        if send.len() != counts[self.me] || recv.len() != total {
-            return Err(mismatch(
-                DURING,
-                format!(
-                    "send has {} bytes and recv {}; the counts say {} and {total}",
-                    send.len(),
-                    recv.len(),
-                    counts[self.me]
-                ),
-            ));
-        }
         for p in self.peers() {
             self.put(p, send, DURING)?;
         }
@@ -385,47 +337,29 @@ impl<L: Links> Communicator for MeshComm<L> {
         op: ReduceOp,
     ) -> Result<(), CommError> {
         const DURING: &str = "reduce_scatter";
-        check_counts(counts, self.ranks.len(), DURING)?;
-        let total = counts.iter().sum::<usize>();
-        if send.len() != total || recv.len() != counts[self.me] {
-            return Err(mismatch(
-                DURING,
-                format!(
-                    "send has {} bytes and recv {}; the counts say {total} and {}",
-                    send.len(),
-                    recv.len(),
-                    counts[self.me]
-                ),
-            ));
-        }
-        if let Some(c) = counts.iter().find(|&&c| !c.is_multiple_of(dtype.size())) {
-            return Err(mismatch(
-                DURING,
-                format!("a count of {c} bytes is not a whole number of {dtype:?}"),
-            ));
+        args::counts(
+            counts,
+            self.me,
+            self.ranks.len(),
+            send.len(),
+            recv.len(),
+            DURING,
+        )?;
+        for &c in counts {
+            args::whole(c, dtype, DURING)?;
         }
         self.reduce_owned(send, &ranges(counts), recv, dtype, op, DURING)
     }
 
     fn send(&self, buf: &[u8], to: usize) -> Result<(), CommError> {
         const DURING: &str = "send";
-        if to >= self.ranks.len() || to == self.me {
-            return Err(mismatch(
-                DURING,
-                format!("cannot send to rank {to} from rank {}", self.me),
-            ));
-        }
+        args::peer(to, self.me, self.ranks.len(), DURING)?;
         self.put_on(self.channel + 1, to, buf, DURING)
     }
 
     fn recv(&self, buf: &mut [u8], from: usize) -> Result<(), CommError> {
         const DURING: &str = "recv";
-        if from >= self.ranks.len() || from == self.me {
-            return Err(mismatch(
-                DURING,
-                format!("cannot receive from rank {from} at rank {}", self.me),
-            ));
-        }
+        args::peer(from, self.me, self.ranks.len(), DURING)?;
         let data = self.get_on(self.channel + 1, from, buf.len(), DURING)?;
         buf.copy_from_slice(&data);
         Ok(())

@@ -10,6 +10,7 @@
 //! waits at most the communicator's timeout; a rank that died or stalled ends
 //! the call with [`CommError`] naming it, never a hang.
 
+mod args;
 pub mod mesh;
 #[cfg(feature = "cuda")]
 pub mod nccl;

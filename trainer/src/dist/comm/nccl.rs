@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DriverError};
 use cudarc::nccl::{self, Comm, Id, result::NcclError};
 
-use super::mesh::{even_split, ranges};
+use super::args::{self, even_split, ranges};
 use super::{CommError, Communicator, DType, ReduceOp, reduce_into};
 
 /// A rank of a group of GPUs; see the module docs.
@@ -199,10 +199,6 @@ impl NcclComm {
     }
 }
 
-fn mismatch(during: &'static str, message: String) -> CommError {
-    CommError::Mismatch { during, message }
-}
-
 impl Communicator for NcclComm {
     fn rank(&self) -> usize {
         self.rank
@@ -218,12 +214,7 @@ impl Communicator for NcclComm {
 
     fn all_reduce(&self, buf: &mut [u8], dtype: DType, op: ReduceOp) -> Result<(), CommError> {
         const DURING: &str = "all_reduce";
-        if !buf.len().is_multiple_of(dtype.size()) {
-            return Err(mismatch(
-                DURING,
-                format!("{} bytes is not a whole number of {dtype:?}", buf.len()),
-            ));
-        }
+        args::whole(buf.len(), dtype, DURING)?;
         if self.size == 1 {
             return Ok(());
         }
@@ -239,12 +230,7 @@ impl Communicator for NcclComm {
 
     fn broadcast(&self, buf: &mut [u8], root: usize) -> Result<(), CommError> {
         const DURING: &str = "broadcast";
-        if root >= self.size {
-            return Err(mismatch(
-                DURING,
-                format!("root {root} is not a rank of a group of {}", self.size),
-            ));
-        }
+        args::root(root, self.size, DURING)?;
         if buf.is_empty() || self.size == 1 {
             return Ok(());
         }
@@ -259,18 +245,7 @@ impl Communicator for NcclComm {
 
     fn all_gather(&self, send: &[u8], recv: &mut [u8], counts: &[usize]) -> Result<(), CommError> {
         const DURING: &str = "all_gather";
-        let total = counts.iter().sum::<usize>();
-        if counts.len() != self.size || send.len() != counts[self.rank] || recv.len() != total {
-            return Err(mismatch(
-                DURING,
-                format!(
-                    "counts {counts:?} for a group of {}, send of {} bytes, recv of {}",
-                    self.size,
-                    send.len(),
-                    recv.len()
-                ),
-            ));
-        }
+        args::counts(counts, self.rank, self.size, recv.len(), send.len(), DURING)?;
         let slices = ranges(counts);
         let everything = vec![0..send.len(); self.size];
         let parts = self.exchange(send, &everything, |p| counts[p], DURING)?;
@@ -292,21 +267,9 @@ impl Communicator for NcclComm {
         op: ReduceOp,
     ) -> Result<(), CommError> {
         const DURING: &str = "reduce_scatter";
-        let total = counts.iter().sum::<usize>();
-        if counts.len() != self.size
-            || send.len() != total
-            || recv.len() != counts[self.rank]
-            || counts.iter().any(|c| !c.is_multiple_of(dtype.size()))
-        {
-            return Err(mismatch(
-                DURING,
-                format!(
-                    "counts {counts:?} (whole {dtype:?}s) for a group of {}, send of {} bytes, recv of {}",
-                    self.size,
-                    send.len(),
-                    recv.len()
-                ),
-            ));
+        args::counts(counts, self.rank, self.size, send.len(), recv.len(), DURING)?;
+        for &c in counts {
+            args::whole(c, dtype, DURING)?;
         }
         let slices = ranges(counts);
         let mine = slices[self.rank].clone();
@@ -324,12 +287,7 @@ impl Communicator for NcclComm {
 
     fn send(&self, buf: &[u8], to: usize) -> Result<(), CommError> {
         const DURING: &str = "send";
-        if to >= self.size || to == self.rank {
-            return Err(mismatch(
-                DURING,
-                format!("cannot send to rank {to} from rank {}", self.rank),
-            ));
-        }
+        args::peer(to, self.rank, self.size, DURING)?;
         if buf.is_empty() {
             return Ok(());
         }
@@ -341,12 +299,7 @@ impl Communicator for NcclComm {
 
     fn recv(&self, buf: &mut [u8], from: usize) -> Result<(), CommError> {
         const DURING: &str = "recv";
-        if from >= self.size || from == self.rank {
-            return Err(mismatch(
-                DURING,
-                format!("cannot receive from rank {from} at rank {}", self.rank),
-            ));
-        }
+        args::peer(from, self.rank, self.size, DURING)?;
         if buf.is_empty() {
             return Ok(());
         }
