@@ -5,13 +5,10 @@
 //! - a run killed mid-way resumes from its last checkpoint and continues bit
 //!   for bit like an uninterrupted run.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use neox_indexed::{DType, IndexedWriter};
 use serde_json::Value;
 
 const TRAIN: &str = env!("CARGO_BIN_EXE_neox-train");
@@ -21,32 +18,7 @@ fn root() -> PathBuf {
 }
 
 mod common;
-use common::shared;
-
-/// The corpus as char-level shards, made once per test process.
-fn shards() -> &'static Path {
-    static SHARDS: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, prefix) = SHARDS.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let prefix = dir.path().join("mail_text_document");
-        let file = std::fs::File::open(shared().join("data/mail.jsonl.zst")).unwrap();
-        let lines = BufReader::new(zstd::Decoder::new(file).unwrap()).lines();
-        let mut writer = IndexedWriter::create(&prefix, DType::U16).unwrap();
-        for line in lines {
-            let doc: Value = serde_json::from_str(&line.unwrap()).unwrap();
-            let text = doc["text"].as_str().unwrap_or_default();
-            if text.is_empty() {
-                continue;
-            }
-            let mut ids: Vec<u32> = text.bytes().map(u32::from).collect();
-            ids.push(0);
-            writer.add_document(&ids).unwrap();
-        }
-        writer.finish().unwrap();
-        (dir, prefix)
-    });
-    prefix
-}
+use common::char_shards;
 
 /// A data setup for the shards, and the run folder, in `dir`.
 fn data_config(dir: &Path, extra: &str) -> PathBuf {
@@ -54,7 +26,7 @@ fn data_config(dir: &Path, extra: &str) -> PathBuf {
     let text = format!(
         "data_path: {}\nsplit: \"949,50,1\"\ntokenizer_type: CharLevelTokenizer\npadded_vocab_size: 512\n\
          save: {}\nload: {}\n{extra}",
-        shards().display(),
+        char_shards().display(),
         dir.join("run").display(),
         dir.join("run").display()
     );

@@ -26,3 +26,33 @@ pub fn tokenizer_file(name: &str) -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// The shared e-mail corpus as char-level shards (UTF-8 bytes, EOD 0, as
+/// GPT-NeoX's CharLevelTokenizer makes them), made once per test process;
+/// returns the prefix.
+#[allow(dead_code)] // the training tests use it
+pub fn char_shards() -> &'static std::path::Path {
+    use std::io::{BufRead, BufReader};
+    use std::sync::OnceLock;
+    static SHARDS: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, prefix) = SHARDS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("mail_text_document");
+        let file = std::fs::File::open(shared().join("data/mail.jsonl.zst")).unwrap();
+        let lines = BufReader::new(zstd::Decoder::new(file).unwrap()).lines();
+        let mut writer =
+            neox_indexed::IndexedWriter::create(&prefix, neox_indexed::DType::U16).unwrap();
+        for line in lines {
+            let doc: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            let text = doc["text"].as_str().unwrap_or_default();
+            if !text.is_empty() {
+                let mut ids: Vec<u32> = text.bytes().map(u32::from).collect();
+                ids.push(0);
+                writer.add_document(&ids).unwrap();
+            }
+        }
+        writer.finish().unwrap();
+        (dir, prefix)
+    });
+    prefix
+}

@@ -3,7 +3,7 @@
 //! saved by N ranks resume on fewer.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use burn::module::{Module, ModuleVisitor, Param};
@@ -11,13 +11,15 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use neox_trainer::checkpoint;
 use neox_trainer::config::yaml::Options;
-use neox_trainer::data::{Splits, TokenWindows};
 use neox_trainer::device::Cpu;
 use neox_trainer::dist::comm::threads::ThreadComm;
 use neox_trainer::dist::{DataParallel, ZeroStage};
 use neox_trainer::metrics::{self, Record};
 use neox_trainer::optim::NeoxOptimizer;
 use neox_trainer::{GptNeox, NeoxArgs, train};
+
+mod common;
+use common::{one_run_at_a_time, splits};
 
 const MODEL: &str = "
 num_layers: 2
@@ -46,12 +48,6 @@ eval_iters: 2
 /// Clipping at this norm is active on every step of these runs (checked).
 const CLIP: f64 = 0.05;
 
-/// Burn's CPU backend has one RNG per process: runs take turns.
-fn one_run_at_a_time() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn args(extra: &str, world: usize) -> NeoxArgs {
     let mut options = Options::default();
     options.merge_str(MODEL, Path::new("model.yml")).unwrap();
@@ -62,26 +58,6 @@ fn args(extra: &str, world: usize) -> NeoxArgs {
         )
         .unwrap();
     NeoxArgs::from_options_in(options, world).unwrap()
-}
-
-fn tokens(n: usize, salt: u32) -> Vec<u32> {
-    (0..n as u32)
-        .map(|i| {
-            if (i * 7 + salt).is_multiple_of(13) {
-                (i * 31 + salt) % 32
-            } else {
-                (i % 9) * 3 + 1
-            }
-        })
-        .collect()
-}
-
-fn splits() -> Splits {
-    Splits {
-        train: Box::new(TokenWindows::new(tokens(20_000, 0), 16)),
-        valid: Some(Box::new(TokenWindows::new(tokens(2_000, 5), 16))),
-        test: Some(Box::new(TokenWindows::new(tokens(2_000, 9), 16))),
-    }
 }
 
 /// Trains on `ranks` threads (one device when 1 and no ZeRO).

@@ -2,13 +2,14 @@
 //! from a checkpoint continues bit for bit like the uninterrupted one.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 
 use neox_trainer::NeoxArgs;
 use neox_trainer::config::yaml::Options;
-use neox_trainer::data::{Splits, TokenWindows};
 use neox_trainer::device::{Device, train};
 use neox_trainer::metrics::{self, Record};
+
+mod common;
+use common::{one_run_at_a_time, splits};
 
 const MODEL: &str = "
 num_layers: 2
@@ -30,41 +31,11 @@ train_micro_batch_size_per_gpu: 4
 log_interval: 1
 ";
 
-/// Burn's CPU backend has one RNG per process (it seeds initialisation and
-/// dropout): runs in parallel test threads would interleave their draws.
-fn one_run_at_a_time() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 fn args(extra: &str) -> NeoxArgs {
     let mut options = Options::default();
     options.merge_str(MODEL, Path::new("model.yml")).unwrap();
     options.merge_str(extra, Path::new("run.yml")).unwrap();
     NeoxArgs::from_options(options).unwrap()
-}
-
-/// A stream with structure to learn: a repeating sequence with some noise.
-fn tokens(n: usize, salt: u32) -> Vec<u32> {
-    (0..n as u32)
-        .map(|i| {
-            if (i * 7 + salt).is_multiple_of(13) {
-                (i * 31 + salt) % 32
-            } else {
-                (i % 9) * 3 + 1
-            }
-        })
-        .collect()
-}
-
-fn splits() -> Splits {
-    Splits {
-        train: Box::new(TokenWindows::new(tokens(20_000, 0), 16)),
-        valid: Some(Box::new(TokenWindows::new(tokens(2_000, 5), 16))),
-        test: Some(Box::new(TokenWindows::new(tokens(2_000, 9), 16))),
-    }
 }
 
 fn records(dir: &Path) -> Vec<Record> {
