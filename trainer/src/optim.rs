@@ -10,8 +10,8 @@ use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::record::AdaptorRecord;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{ElementConversion, Tensor};
 
 use crate::error::CheckpointError;
 
@@ -170,18 +170,33 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
 }
 
 /// Each parameter's sum of squared gradient elements, in visiting order (0
-/// for a parameter without a gradient here).
+/// for a parameter without a gradient here), read from the device at once.
 pub fn param_squares<B: AutodiffBackend, M: AutodiffModule<B>>(
     model: &M,
     grads: &GradientsParams,
 ) -> Vec<f32> {
     let mut squares = SquaredSums::<B> {
         grads,
-        out: Vec::new(),
-        _backend: PhantomData,
+        sums: Vec::new(),
+        present: Vec::new(),
     };
     model.visit(&mut squares);
-    squares.out
+    let mut read = match squares.sums.is_empty() {
+        true => Vec::new(),
+        false => Tensor::cat(squares.sums, 0)
+            .into_data()
+            .iter::<f32>()
+            .collect(),
+    }
+    .into_iter();
+    squares
+        .present
+        .into_iter()
+        .map(|present| match present {
+            true => read.next().unwrap_or(0.0),
+            false => 0.0,
+        })
+        .collect()
 }
 
 /// The L2 norm from per-parameter squared sums, added in order in f32.
@@ -198,19 +213,21 @@ pub fn global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     norm_of_squares(&param_squares::<B, M>(model, grads))
 }
 
-struct SquaredSums<'a, B> {
+struct SquaredSums<'a, B: AutodiffBackend> {
     grads: &'a GradientsParams,
-    out: Vec<f32>,
-    _backend: PhantomData<B>,
+    /// One `[1]` tensor per parameter with a gradient.
+    sums: Vec<Tensor<B::InnerBackend, 1>>,
+    /// Per parameter in order: whether it has one.
+    present: Vec<bool>,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredSums<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let square = match self.grads.get::<B::InnerBackend, D>(param.id) {
-            Some(grad) => grad.square().sum().into_scalar().elem::<f32>(),
-            None => 0.0,
-        };
-        self.out.push(square);
+        let grad = self.grads.get::<B::InnerBackend, D>(param.id);
+        self.present.push(grad.is_some());
+        if let Some(grad) = grad {
+            self.sums.push(grad.square().sum());
+        }
     }
 }
 
