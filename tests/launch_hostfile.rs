@@ -122,6 +122,9 @@ fn a_failing_remote_rank_stops_the_others() {
             hosts.to_str().unwrap(),
             "--remote-command",
             remote.to_str().unwrap(),
+            // Longer than the bound below: only the remote `kill` can end rank 0 in time.
+            "--grace",
+            "60",
             "--",
             "sh",
             "-c",

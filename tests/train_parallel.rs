@@ -6,48 +6,21 @@
 //! SIGKILL ends the other with an error naming it; the run then resumes from
 //! its last checkpoint as if never interrupted.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use neox_indexed::{DType, IndexedWriter};
 use serde_json::Value;
 
 const TRAIN: &str = env!("CARGO_BIN_EXE_neox-train");
 const LAUNCH: &str = env!("CARGO_BIN_EXE_neox-launch");
 
 mod common;
-use common::shared;
+use common::char_shards;
 
 /// A tiny char-level model (cpu-tiny's shape, shorter run).
 const RUN: &str = "train_iters: 8\nlr_decay_iters: 8\neval_interval: 4\neval_iters: 2\n\
                    log_interval: 1\ncheckpoint_factor: 4\ntrain_micro_batch_size_per_gpu: 4\n";
-
-/// The shared corpus as char-level shards, made once per test process.
-fn shards() -> &'static Path {
-    static SHARDS: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, prefix) = SHARDS.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let prefix = dir.path().join("mail_text_document");
-        let file = std::fs::File::open(shared().join("data/mail.jsonl.zst")).unwrap();
-        let lines = BufReader::new(zstd::Decoder::new(file).unwrap()).lines();
-        let mut writer = IndexedWriter::create(&prefix, DType::U16).unwrap();
-        for line in lines.take(3000) {
-            let doc: Value = serde_json::from_str(&line.unwrap()).unwrap();
-            let text = doc["text"].as_str().unwrap_or_default();
-            if !text.is_empty() {
-                let mut ids: Vec<u32> = text.bytes().map(u32::from).collect();
-                ids.push(0);
-                writer.add_document(&ids).unwrap();
-            }
-        }
-        writer.finish().unwrap();
-        (dir, prefix)
-    });
-    prefix
-}
 
 /// The config files of a run in `dir` (its checkpoints and metrics in `dir/run`).
 fn configs(dir: &Path, extra: &str) -> Vec<PathBuf> {
@@ -57,7 +30,7 @@ fn configs(dir: &Path, extra: &str) -> Vec<PathBuf> {
         format!(
             "data_path: {}\nsplit: \"949,50,1\"\ntokenizer_type: CharLevelTokenizer\n\
              padded_vocab_size: 512\nsave: {run}\nload: {run}\n{RUN}",
-            shards().display(),
+            char_shards().display(),
             run = dir.join("run").display()
         ),
     )
@@ -198,7 +171,15 @@ fn two_ranks_equal_one_process_accumulating_however_started() {
     let mut c = Command::new(LAUNCH);
     c.arg("--hostfile").arg(&hostfile);
     c.arg("--remote-command").arg(&ssh);
-    c.args(["--master-addr", "127.0.0.1", "--", TRAIN]);
+    let port = free_port().to_string();
+    c.args([
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        &port,
+        "--",
+        TRAIN,
+    ]);
     c.args(train_args(&configs(hosts.path(), "")));
     let (ok, text) = output(c, Duration::from_secs(300));
     assert!(ok, "{text}");

@@ -55,8 +55,9 @@ struct Args {
     #[arg(long)]
     check: bool,
 
-    /// Seconds any rank waits for another (rendezvous, each collective) before
-    /// the run stops with an error naming the rank that did not answer.
+    /// Seconds any rank waits for another (the rendezvous, rank 0 indexing
+    /// the data the first time, each collective) before the run stops with an
+    /// error naming the rank that did not answer.
     #[arg(
         long,
         value_name = "SECS",

@@ -134,6 +134,13 @@ fn parse_filter(spec: &str, hosts: &[Host]) -> Result<Vec<(usize, Option<Vec<usi
                     .collect::<Result<Vec<usize>>>()
             })
             .transpose()?;
+        if let Some(slots) = &slots
+            && let Some(twice) = slots
+                .iter()
+                .find(|s| slots.iter().filter(|t| t == s).count() > 1)
+        {
+            bail!("`{part}`: slot {twice} is named twice (one rank per slot)");
+        }
         picks.push((i, slots));
     }
     Ok(picks)
@@ -160,6 +167,13 @@ mod tests {
             [("worker-1", vec![0, 1]), ("10.0.0.2", vec![0])]
         );
         assert!(!hosts[0].is_subset());
+    }
+
+    #[test]
+    fn a_slot_named_twice_is_refused() {
+        let hosts = parse_hostfile("a slots=4\n").unwrap();
+        let err = format!("{:#}", parse_filter("a:1,1", &hosts).unwrap_err());
+        assert!(err.contains("slot 1 is named twice"), "{err}");
     }
 
     #[test]

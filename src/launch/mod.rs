@@ -77,7 +77,7 @@ pub struct LaunchArgs {
     #[arg(long, value_name = "ADDR")]
     pub master_addr: Option<String>,
 
-    /// The port rank 0 listens on [default: a free port of this machine].
+    /// The port rank 0 listens on [default: a free port on one machine, 6000 (GPT-NeoX's) with a hostfile].
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub master_port: Option<u16>,
 
@@ -102,20 +102,24 @@ pub enum Remote {
 /// Starts the ranks and waits for them; what the launcher's exit status should be.
 pub fn launch(args: &LaunchArgs) -> Result<Outcome> {
     let grace = Duration::from_secs(args.grace);
-    let port = match args.master_port {
-        Some(port) => port,
-        None => free_port()?,
-    };
+    // Where the hostfile comes from, said in messages: a stale DLTS_HOSTFILE
+    // must not turn a local launch into a cluster one unnoticed.
     let hostfile = match (&args.nproc, &args.hostfile) {
         (Some(_), _) => None,
-        (None, Some(file)) => Some(file.clone()),
-        (None, None) => config_hostfile(&args.command).or_else(|| {
-            std::env::var_os("DLTS_HOSTFILE")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        }),
+        (None, Some(file)) => Some((file.clone(), "--hostfile")),
+        (None, None) => config_hostfile(&args.command)
+            .map(|f| (f, "the `hostfile` key of the --config files"))
+            .or_else(|| {
+                std::env::var_os("DLTS_HOSTFILE")
+                    .filter(|v| !v.is_empty())
+                    .map(|f| (PathBuf::from(f), "$DLTS_HOSTFILE"))
+            }),
     };
-    let Some(hostfile) = hostfile else {
+    let Some((hostfile, source)) = hostfile else {
+        let port = match args.master_port {
+            Some(port) => port,
+            None => free_port()?,
+        };
         if args.include.is_some() || args.exclude.is_some() {
             bail!("--include / --exclude pick hosts of a hostfile: give --hostfile");
         }
@@ -136,7 +140,11 @@ pub fn launch(args: &LaunchArgs) -> Result<Outcome> {
         let ranks = plan::local(nproc, &master, &args.command)?;
         return supervise::run(ranks, None, grace);
     };
-    let hosts = hostfile::read_hostfile(&hostfile)?;
+    let hosts = hostfile::read_hostfile(&hostfile)
+        .with_context(|| format!("the hostfile named by {source}"))?;
+    // Rank 0 listens on the first host, not here: a port free here says
+    // nothing of it, so use GPT-NeoX's default unless told otherwise.
+    let port = args.master_port.unwrap_or(6000);
     let hosts = hostfile::select(hosts, args.include.as_deref(), args.exclude.as_deref())?;
     let remote = match (&args.remote_command, args.launcher) {
         (Some(text), _) => RemoteCommand::parse(text)?,
@@ -160,11 +168,12 @@ pub fn launch(args: &LaunchArgs) -> Result<Outcome> {
         .map(|h| format!("{} x{}", h.name, h.slots.len()))
         .collect();
     tracing::info!(
-        "starting {} ranks on {} host{} ({}) through `{}`, MASTER_ADDR={} MASTER_PORT={}",
+        "starting {} ranks on {} host{} ({}) of {} ({source}) through `{}`, MASTER_ADDR={} MASTER_PORT={}",
         ranks.len(),
         hosts.len(),
         if hosts.len() == 1 { "" } else { "s" },
         summary.join(", "),
+        hostfile.display(),
         remote.words.join(" "),
         master.addr,
         master.port

@@ -97,7 +97,14 @@ pub fn run(
     grace: Duration,
 ) -> Result<Outcome> {
     let signal = Arc::new(AtomicUsize::new(0));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    // SIGHUP too: the ranks sit in process groups of their own, so a closed
+    // terminal or ssh session would not reach them otherwise.
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGQUIT,
+    ] {
         signal_hook::flag::register_usize(sig, Arc::clone(&signal), sig as usize)
             .context("cannot install the signal handler")?;
     }
