@@ -160,6 +160,7 @@ pub fn plan_files(
             );
         }
         for f in &mut files {
+            f.origin = Some(f.url.clone());
             f.url = mirrored(base, &f.url);
         }
     }

@@ -185,3 +185,40 @@ fn unknown_corpus_and_bad_arguments_are_refused_clearly() {
         listing(tmp.path())
     );
 }
+
+#[test]
+fn another_mirror_of_the_same_file_reuses_the_download() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let corpus = enron_zst(40);
+    let (first, second) = (Server::start(), Server::start());
+    first.put(FILE, corpus.clone());
+    second.put(FILE, corpus.clone());
+    run_ok(
+        prepare("enron", &data)
+            .arg("--mirror")
+            .arg(first.base_url()),
+    );
+    // Keep the download and its record; the outputs go, so the run is redone.
+    let folder = data.join("enron");
+    for name in listing(&folder) {
+        if !name.starts_with(FILE) {
+            let path = folder.join(&name);
+            if path.is_dir() {
+                std::fs::remove_dir_all(path).unwrap();
+            } else {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+    }
+    let said = text(&run_ok(
+        prepare("enron", &data)
+            .arg("--mirror")
+            .arg(second.base_url()),
+    ));
+    assert!(said.contains("enron: prepared"), "{said}");
+    assert!(
+        second.requests().is_empty(),
+        "the second mirror was asked for the file again: {said}"
+    );
+}

@@ -23,6 +23,11 @@ pub struct RemoteFile {
     /// Lower-case hex SHA-256, if known: a download with another is refused.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// The URL the corpus names when `url` is a mirror's copy of it: which
+    /// file this is, whichever mirror serves it (a cached download from any
+    /// mirror of it is reused).
+    #[serde(skip)]
+    pub origin: Option<String>,
 }
 
 impl RemoteFile {
@@ -32,6 +37,7 @@ impl RemoteFile {
             url: url.into(),
             size: None,
             sha256: None,
+            origin: None,
         }
     }
 
@@ -45,6 +51,11 @@ impl RemoteFile {
     pub fn with_sha256(mut self, sha256: impl Into<String>) -> RemoteFile {
         self.sha256 = Some(sha256.into());
         self
+    }
+
+    /// The URL that says which file this is: the corpus's, not a mirror's.
+    pub fn identity(&self) -> &str {
+        self.origin.as_deref().unwrap_or(&self.url)
     }
 
     /// The name it keeps on disk and on mirrors: the last segment of its URL.

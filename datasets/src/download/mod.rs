@@ -155,6 +155,7 @@ impl Fetcher {
         record::remove_if_present(&beside(&part, ".json"));
         let rec = DownloadRecord {
             url: file.url.clone(),
+            origin: file.origin.clone(),
             size,
             sha256: sha256.clone(),
         };
@@ -211,11 +212,13 @@ fn check_cached(file: &RemoteFile, dest: &Path, record_path: &Path) -> Result<Fe
                 rec.sha256
             ));
         }
-        // Without a checksum only the URL says which file this is.
-        None if rec.url != file.url => {
+        // Without a checksum only the URL says which file this is: the
+        // corpus's URL, whichever mirror served it.
+        None if rec.identity() != file.identity() => {
             return Err(format!(
                 "it was downloaded from {}, not from {}",
-                rec.url, file.url
+                rec.identity(),
+                file.identity()
             ));
         }
         _ => {}

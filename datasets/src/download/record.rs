@@ -13,10 +13,20 @@ use super::FetchError;
 pub struct DownloadRecord {
     /// Where the bytes came from.
     pub url: String,
+    /// The URL the corpus names, when `url` was a mirror's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
     /// Size in bytes.
     pub size: u64,
     /// Lower-case hex SHA-256.
     pub sha256: String,
+}
+
+impl DownloadRecord {
+    /// Which file this is (see `RemoteFile::identity`).
+    pub fn identity(&self) -> &str {
+        self.origin.as_deref().unwrap_or(&self.url)
+    }
 }
 
 /// Written beside a partial download as `{file}.part.json`: the validators
