@@ -189,12 +189,19 @@ pub fn plan_files(
         f.size = None;
     }
     // Names are made unique over the whole corpus, so that every shard
-    // stores a file under the same name.
+    // stores a file under the same name. What counts is the name stored
+    // (`x` and `x.jsonl` may both be stored as `x.jsonl`).
+    let mut seen = std::collections::HashSet::new();
+    let stored_twins: std::collections::HashSet<String> = files
+        .iter()
+        .map(|f| local_name(f, corpus))
+        .filter(|n| !seen.insert(n.clone()))
+        .collect();
     let mut files: Vec<Planned> = files
         .iter()
         .map(|f| {
             let name = local_name(f, corpus);
-            let stored = if shared(f.file_name()) {
+            let stored = if stored_twins.contains(&name) {
                 distinct_name(&f.url, &name)
             } else {
                 name
@@ -666,5 +673,22 @@ mod tests {
         o.pins = vec![("d.jsonl".into(), "ab".repeat(32))];
         let e = plan_files(&c, &o).unwrap_err().to_string();
         assert!(e.contains("several files named d.jsonl"), "{e}");
+    }
+
+    #[test]
+    fn files_stored_under_one_name_are_told_apart() {
+        // With format `jsonl`, `x` is stored as `x.jsonl`, like the other file.
+        let mut c = Corpus::new(
+            "x",
+            "",
+            ["http://h/x".to_string(), "http://h/x.jsonl".to_string()],
+        );
+        c.format = Some("jsonl".into());
+        let stored: Vec<String> = plan_files(&c, &opts())
+            .unwrap()
+            .into_iter()
+            .map(|p| p.stored)
+            .collect();
+        assert_ne!(stored[0], stored[1], "{stored:?}");
     }
 }
