@@ -126,8 +126,8 @@ fn render(rows: &[Row]) -> String {
             [
                 r.name.clone(),
                 r.files.to_string(),
-                r.compressed_bytes.map_or("-".into(), bytes),
-                r.text_bytes.map_or("-".into(), bytes),
+                r.compressed_bytes.map_or("-".into(), neox_fsio::human),
+                r.text_bytes.map_or("-".into(), neox_fsio::human),
                 r.documents.map_or("-".into(), grouped),
                 r.tokens.map_or("-".into(), grouped),
                 figures,
@@ -173,22 +173,6 @@ fn render(rows: &[Row]) -> String {
     out
 }
 
-/// `945212874` -> `945.2 MB` (decimal units).
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 /// `517401` -> `517,401`.
 fn grouped(n: u64) -> String {
     let digits = n.to_string();
@@ -211,8 +195,8 @@ mod tests {
         assert_eq!(grouped(517_401), "517,401");
         assert_eq!(grouped(12), "12");
         assert_eq!(grouped(1_000), "1,000");
-        assert_eq!(bytes(945_212_874), "945.2 MB");
-        assert_eq!(bytes(999), "999 B");
+        assert_eq!(neox_fsio::human(945_212_874), "945.2 MB");
+        assert_eq!(neox_fsio::human(999), "999 B");
     }
 
     #[test]

@@ -17,17 +17,6 @@ pub struct FolderLock {
 }
 
 impl FolderLock {
-    /// Lock the folder `dir` (which need not exist yet), waiting for another
-    /// holder to finish.
-    pub fn acquire(dir: &Path) -> Result<FolderLock, FetchError> {
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = dir.file_name().unwrap_or_default().to_string_lossy();
-        FolderLock::named(&parent, &name)
-    }
-
     /// Lock the piece of work `name` (e.g. one output or one download) with
     /// the file `{parent}/.{name}.lock`, waiting for another holder to finish.
     pub fn named(parent: &Path, name: &str) -> Result<FolderLock, FetchError> {
@@ -72,11 +61,11 @@ mod tests {
     fn second_holder_waits_for_the_first() {
         let base = std::env::temp_dir().join(format!("neox-lock-{}", std::process::id()));
         let dir = base.join("corpus");
-        let first = FolderLock::acquire(&dir).unwrap();
+        let first = FolderLock::named(&base, "corpus").unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        let d = dir.clone();
+        let b = base.clone();
         let waiter = std::thread::spawn(move || {
-            let _second = FolderLock::acquire(&d).unwrap();
+            let _second = FolderLock::named(&b, "corpus").unwrap();
             tx.send(()).unwrap();
         });
         // The second holder cannot get in while the first holds the lock.
