@@ -7,14 +7,17 @@
 //!   from torchrun / DeepSpeed, Slurm or OpenMPI environments.
 //! - [`topology`]: GPT-NeoX's pipe x data x model grid of ranks.
 //! - `data_parallel`, `zero`: gradient averaging and optimizer sharding.
+//! - [`tensor_parallel`]: layers split over a group of ranks (Megatron's).
 
 pub mod comm;
 pub mod data_parallel;
 pub mod placement;
+pub mod tensor_parallel;
 pub mod topology;
 pub mod zero;
 
 pub use comm::{CommError, CommExt, Communicator, DType, ReduceOp};
 pub use data_parallel::{DataParallel, ParamLayout};
+pub use tensor_parallel::{TpGptNeox, TpGroup, TpOps};
 pub use topology::Topology;
 pub use zero::ZeroStage;

@@ -1,0 +1,226 @@
+//! The split layers of a tensor-parallel GPT-NeoX, Megatron's: a
+//! column-parallel linear (output features split, its input copied to the
+//! group) and a row-parallel one (input features split, outputs summed, bias
+//! added once after); attention split by heads; the MLP split column then row;
+//! the embedding split over the vocabulary. Each holds this rank's share of
+//! the unsplit layer's weights, cut from it by [`Shard`].
+
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, Embedding, Linear};
+use burn::tensor::{Distribution, Int, Tensor, activation, backend::Backend};
+
+use super::mappings::{TpGroup, TpOps};
+use crate::model::attention::Context;
+use crate::model::mlp::gelu;
+use crate::model::position::apply_rotary;
+use crate::model::{Activation, Attention, Mlp};
+
+/// This rank's share of a dimension of `n` split `size` ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub size: usize,
+}
+
+impl Shard {
+    /// The start and length of this rank's part of `n` (a multiple of `size`).
+    pub fn part(&self, n: usize) -> (usize, usize) {
+        let len = n / self.size;
+        (self.rank * len, len)
+    }
+
+    /// This rank's columns (output features) of a weight `[in, out]`, or of a bias.
+    pub fn cols<B: Backend, const D: usize>(&self, t: Tensor<B, D>) -> Tensor<B, D> {
+        let n = t.dims()[D - 1];
+        let (start, len) = self.part(n);
+        t.narrow(D - 1, start, len)
+    }
+
+    /// This rank's rows (input features) of a weight `[in, out]`.
+    pub fn rows<B: Backend>(&self, t: Tensor<B, 2>) -> Tensor<B, 2> {
+        let (start, len) = self.part(t.dims()[0]);
+        t.narrow(0, start, len)
+    }
+
+    /// This rank's part of each of the `k` equal blocks of the last dimension
+    /// (SwiGLU's `[x, gate]`), concatenated.
+    pub fn blocks<B: Backend, const D: usize>(&self, t: Tensor<B, D>, k: usize) -> Tensor<B, D> {
+        let block = t.dims()[D - 1] / k;
+        let parts = (0..k)
+            .map(|i| self.cols(t.clone().narrow(D - 1, i * block, block)))
+            .collect();
+        Tensor::cat(parts, D - 1)
+    }
+}
+
+/// A fresh parameter from a (detached) slice of another.
+fn param<B: Backend, const D: usize>(t: Tensor<B, D>) -> Param<Tensor<B, D>> {
+    Param::from_tensor(t.detach())
+}
+
+/// A linear layer keeping this rank's output features (in `k` blocks).
+fn column_linear<B: Backend>(linear: &Linear<B>, shard: Shard, k: usize) -> Linear<B> {
+    Linear {
+        weight: param(shard.blocks(linear.weight.val(), k)),
+        bias: linear
+            .bias
+            .as_ref()
+            .map(|b| param(shard.blocks(b.val(), k))),
+    }
+}
+
+/// A linear layer keeping this rank's input features, and the whole bias.
+fn row_linear<B: Backend>(linear: &Linear<B>, shard: Shard) -> Linear<B> {
+    Linear {
+        weight: param(shard.rows(linear.weight.val())),
+        bias: linear.bias.as_ref().map(|b| param(b.val())),
+    }
+}
+
+/// `x W` for a row-parallel `linear`: partial products summed over the
+/// group, then the bias.
+fn row_forward<B: TpOps>(linear: &Linear<B>, x: Tensor<B, 3>, group: &TpGroup) -> Tensor<B, 3> {
+    let y = B::reduce_from_tp(x.matmul(linear.weight.val().unsqueeze()), group);
+    match &linear.bias {
+        Some(b) => y + b.val().unsqueeze(),
+        None => y,
+    }
+}
+
+/// Self-attention over this rank's heads: GPT-NeoX's fused QKV is head-major
+/// (`[heads, 3, head_dim]`), so whole heads are a contiguous column range.
+#[derive(Module, Debug)]
+pub struct TpAttention<B: Backend> {
+    pub query_key_value: Linear<B>,
+    pub dense: Linear<B>,
+    pub attention_dropout: Dropout,
+    /// Heads of the unsplit layer.
+    #[module(skip)]
+    heads: usize,
+    #[module(skip)]
+    shard: Shard,
+}
+
+impl<B: TpOps> TpAttention<B> {
+    pub fn split(attention: &Attention<B>, heads: usize, shard: Shard) -> Self {
+        TpAttention {
+            query_key_value: column_linear(&attention.query_key_value, shard, 1),
+            dense: row_linear(&attention.dense, shard),
+            attention_dropout: attention.attention_dropout.clone(),
+            heads,
+            shard,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 3>, ctx: &Context<B>, group: &TpGroup) -> Tensor<B, 3> {
+        let [b, t, hidden] = x.dims();
+        let d = hidden / self.heads;
+        let (first, h) = self.shard.part(self.heads);
+        let x = B::copy_to_tp(x, group);
+        let qkv = self.query_key_value.forward(x).reshape([b, t, h, 3 * d]);
+        let part = |i: usize| qkv.clone().narrow(3, i * d, d).swap_dims(1, 2);
+        let (mut q, mut k, v) = (part(0), part(1), part(2));
+        if let Some((cos, sin)) = &ctx.rotary {
+            q = apply_rotary(q, cos, sin);
+            k = apply_rotary(k, cos, sin);
+        }
+        let mut scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt();
+        if let Some(alibi) = &ctx.alibi {
+            scores = scores + alibi.clone().narrow(1, first, h);
+        }
+        let mask = ctx.mask.clone().unsqueeze::<4>().expand([b, h, t, t]);
+        let probs = activation::softmax(scores.mask_fill(mask, f32::MIN), 3);
+        let probs = self.dropout(probs, first);
+        let context = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h * d]);
+        row_forward(&self.dense, context, group)
+    }
+
+    /// Attention dropout, different on every rank as Megatron's model-parallel
+    /// RNG makes it: the mask is drawn for all heads from the RNG the group
+    /// shares (so that it stays in step) and this rank keeps its heads' part,
+    /// which is also the mask the unsplit model draws.
+    fn dropout(&self, probs: Tensor<B, 4>, first: usize) -> Tensor<B, 4> {
+        let p = self.attention_dropout.prob;
+        if p == 0.0 || !B::ad_enabled(&probs.device()) {
+            return probs;
+        }
+        let [b, h, t, _] = probs.dims();
+        let keep = Tensor::<B, 4>::random(
+            [b, self.heads, t, t],
+            Distribution::Bernoulli(1.0 - p),
+            &probs.device(),
+        )
+        .narrow(1, first, h);
+        probs * keep * (1.0 / (1.0 - p))
+    }
+}
+
+/// Blocks of `dense_h_to_4h`'s outputs split each: SwiGLU's `[x, gate]`
+/// halves are, so that every rank gates its own part.
+pub fn mlp_blocks(activation: Activation) -> usize {
+    match activation {
+        Activation::Gelu => 1,
+        Activation::Swiglu => 2,
+    }
+}
+
+/// The feed-forward block split over its inner width.
+#[derive(Module, Debug)]
+pub struct TpMlp<B: Backend> {
+    pub dense_h_to_4h: Linear<B>,
+    pub dense_4h_to_h: Linear<B>,
+    #[module(skip)]
+    activation: Activation,
+}
+
+impl<B: TpOps> TpMlp<B> {
+    pub fn split(mlp: &Mlp<B>, activation: Activation, shard: Shard) -> Self {
+        TpMlp {
+            dense_h_to_4h: column_linear(&mlp.dense_h_to_4h, shard, mlp_blocks(activation)),
+            dense_4h_to_h: row_linear(&mlp.dense_4h_to_h, shard),
+            activation,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 3>, group: &TpGroup) -> Tensor<B, 3> {
+        let h = self.dense_h_to_4h.forward(B::copy_to_tp(x, group));
+        let h = match self.activation {
+            Activation::Gelu => gelu(h),
+            Activation::Swiglu => {
+                let half = h.dims()[2] / 2;
+                let x = h.clone().narrow(2, 0, half);
+                activation::silu(h.narrow(2, half, half)) * x
+            }
+        };
+        row_forward(&self.dense_4h_to_h, h, group)
+    }
+}
+
+/// This rank's rows of an embedding table `[vocab, hidden]`.
+pub fn vocab_rows<B: Backend>(embedding: &Embedding<B>, shard: Shard) -> Embedding<B> {
+    Embedding {
+        weight: param(shard.rows(embedding.weight.val())),
+    }
+}
+
+/// Vocab-parallel lookup: each rank looks up the tokens in its rows (zeros
+/// for the others), and the group sums the parts.
+pub fn vocab_embed<B: TpOps>(
+    embedding: &Embedding<B>,
+    tokens: Tensor<B, 2, Int>,
+    shard: Shard,
+    group: &TpGroup,
+) -> Tensor<B, 3> {
+    let rows = embedding.weight.dims()[0];
+    let start = (shard.rank * rows) as i64;
+    let outside = tokens
+        .clone()
+        .lower_elem(start)
+        .bool_or(tokens.clone().greater_equal_elem(start + rows as i64));
+    let local = (tokens - start).mask_fill(outside.clone(), 0);
+    let x = embedding.forward(local);
+    let hidden = x.dims()[2];
+    let [b, t] = outside.dims();
+    let x = x.mask_fill(outside.unsqueeze_dim::<3>(2).expand([b, t, hidden]), 0.0);
+    B::reduce_from_tp(x, group)
+}

@@ -1,0 +1,273 @@
+//! Tensor parallelism on threads: a model split over 2 or 4 ranks computes
+//! the unsplit model's logits, loss and gradients (within 1e-5 relative:
+//! row-parallel layers add partial sums in another order), for every
+//! architectural option the split touches; the vocab-parallel loss equals
+//! the full cross entropy without gathering the logits.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+use neox_trainer::dist::comm::threads::ThreadComm;
+use neox_trainer::dist::tensor_parallel::{
+    Shard, SplitError, TpGptNeox, TpGroup, vocab_parallel_cross_entropy,
+};
+use neox_trainer::model::{
+    Activation, GptNeox, InitMethod, ModelConfig, NormKind, PosEmb, cross_entropy,
+};
+
+type Ad = Autodiff<Flex>;
+
+fn config(activation: Activation, pos_emb: PosEmb, tied: bool, gpt_j: bool) -> ModelConfig {
+    ModelConfig {
+        num_layers: 2,
+        hidden_size: 32,
+        num_attention_heads: 4,
+        seq_length: 8,
+        max_position_embeddings: 8,
+        vocab_size: 32,
+        norm: NormKind::LayerNorm,
+        norm_eps: 1e-5,
+        pos_emb,
+        rotary_pct: 0.5,
+        rotary_emb_base: 10000.0,
+        gpt_j_residual: gpt_j,
+        tied_embeddings: tied,
+        activation,
+        intermediate_size: 48,
+        init_method: InitMethod::SmallInit,
+        output_layer_init_method: InitMethod::WangInit,
+        init_method_std: 0.02,
+        hidden_dropout: 0.0,
+        attention_dropout: 0.0,
+        use_bias_in_attn_linear: true,
+        use_bias_in_mlp: true,
+        use_bias_in_norms: true,
+    }
+}
+
+/// The model a seed makes; ranks that are threads take turns with the
+/// process's one RNG, and every parameter is drawn while the turn lasts.
+fn seeded<B: AutodiffBackend>(config: &ModelConfig, seed: u64) -> GptNeox<B> {
+    static TURN: Mutex<()> = Mutex::new(());
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let device = Default::default();
+    B::seed(&device, seed);
+    let model = config.init::<B>(&device);
+    values(&model);
+    model
+}
+
+fn tokens<B: Backend>(salt: i64) -> Tensor<B, 2, Int> {
+    let ids: Vec<i64> = (0..16).map(|i| (i * 7 + salt * 5 + i * i) % 32).collect();
+    Tensor::from_data(TensorData::new(ids, [2, 8]), &Default::default())
+}
+
+/// Every parameter's values, in visiting order.
+fn values<B: Backend, M: Module<B>>(model: &M) -> Vec<Vec<f32>> {
+    struct Collect(Vec<Vec<f32>>);
+    impl<B: Backend> ModuleVisitor<B> for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0.push(param.val().into_data().iter::<f32>().collect());
+        }
+    }
+    let mut c = Collect(Vec::new());
+    model.visit(&mut c);
+    c.0
+}
+
+/// `model` with every parameter replaced by its gradient.
+fn gradient_model<M: AutodiffModule<Ad>>(model: &M, grads: &GradientsParams) -> M::InnerModule {
+    struct ToGrad<'a>(&'a GradientsParams);
+    impl ModuleMapper<Flex> for ToGrad<'_> {
+        fn map_float<const D: usize>(
+            &mut self,
+            param: Param<Tensor<Flex, D>>,
+        ) -> Param<Tensor<Flex, D>> {
+            let (id, value, mapper) = param.consume();
+            let grad = self.0.get::<Flex, D>(id).unwrap_or(value.zeros_like());
+            Param::from_mapped_value(id, grad, mapper)
+        }
+    }
+    model.valid().map(&mut ToGrad(grads))
+}
+
+/// Asserts `got` equals `want` within `1e-5` of `want`'s largest magnitude.
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        err <= 1e-5 * scale,
+        "{what}: max error {err} against magnitude {scale}"
+    );
+}
+
+/// What one rank computes: its logits, the loss and its parameters' gradients.
+struct RankResult {
+    logits: Vec<f32>,
+    loss: f32,
+    grads: Vec<Vec<f32>>,
+}
+
+fn on_ranks(config: &ModelConfig, tp: usize) -> Vec<RankResult> {
+    let comms = ThreadComm::group(tp, Duration::from_secs(60));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|comm| {
+                s.spawn(move || {
+                    let full = seeded::<Ad>(config, 7);
+                    let group = TpGroup::new(Arc::new(comm));
+                    let model = TpGptNeox::split(&full, group.clone()).unwrap();
+                    drop(full);
+                    let logits = model.forward(tokens(0)).into_data().iter().collect();
+                    let loss = model.loss(tokens(0), tokens(1));
+                    let value = loss.clone().into_scalar();
+                    let grads = GradientsParams::from_grads(loss.backward(), &model);
+                    group.check().unwrap();
+                    RankResult {
+                        logits,
+                        loss: value,
+                        grads: values(&gradient_model(&model, &grads)),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn assert_split_equals_unsplit(config: &ModelConfig, what: &str) {
+    let full = seeded::<Ad>(config, 7);
+    let logits = full.forward(tokens(0));
+    let loss = full.loss(tokens(0), tokens(1));
+    let value = loss.clone().into_scalar();
+    let grads = GradientsParams::from_grads(loss.backward(), &full);
+    let grad_model = gradient_model(&full, &grads);
+    let v = config.vocab_size;
+    for tp in [2, 4] {
+        let what = format!("{what}, tp={tp}");
+        for (rank, got) in on_ranks(config, tp).into_iter().enumerate() {
+            let shard = Shard { rank, size: tp };
+            let (start, len) = shard.part(v);
+            let want: Vec<f32> = logits
+                .clone()
+                .narrow(2, start, len)
+                .into_data()
+                .iter()
+                .collect();
+            assert_close(&got.logits, &want, &format!("{what}: rank {rank} logits"));
+            assert_close(&[got.loss], &[value], &format!("{what}: rank {rank} loss"));
+            let want = values(&TpGptNeox::shard(&grad_model, shard, TpGroup::single()).unwrap());
+            assert_eq!(got.grads.len(), want.len());
+            for (i, (g, w)) in got.grads.iter().zip(&want).enumerate() {
+                assert_close(g, w, &format!("{what}: rank {rank} gradient {i}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn split_models_compute_the_unsplit_logits_loss_and_gradients() {
+    for (config, what) in [
+        (
+            config(Activation::Gelu, PosEmb::Rotary, false, false),
+            "gelu, rotary, untied",
+        ),
+        (
+            config(Activation::Swiglu, PosEmb::Alibi, true, true),
+            "swiglu, alibi, tied, parallel residual",
+        ),
+        (
+            config(Activation::Gelu, PosEmb::Learned, true, false),
+            "learned positions, tied",
+        ),
+    ] {
+        assert_split_equals_unsplit(&config, what);
+    }
+}
+
+#[test]
+fn vocab_parallel_loss_equals_the_full_loss() {
+    let (rows, v) = (10, 12);
+    let logits: Vec<f32> = (0..rows * v)
+        .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7)
+        .collect();
+    let targets: Vec<i64> = (0..rows as i64).map(|i| (i * 5 + 3) % v as i64).collect();
+    let device = Default::default();
+    let full = Tensor::<Ad, 3>::from_data(TensorData::new(logits.clone(), [2, 5, v]), &device)
+        .require_grad();
+    let t = || Tensor::<Ad, 2, Int>::from_data(TensorData::new(targets.clone(), [2, 5]), &device);
+    let loss = cross_entropy(full.clone(), t());
+    let want = loss.clone().into_scalar();
+    let want_grad = full.grad(&loss.backward()).unwrap();
+    for tp in [2, 3, 4] {
+        let comms = ThreadComm::group(tp, Duration::from_secs(60));
+        let results: Vec<(f32, Vec<f32>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = comms
+                .into_iter()
+                .map(|comm| {
+                    let (full, t) = (&full, &t);
+                    s.spawn(move || {
+                        let group = TpGroup::new(Arc::new(comm));
+                        let (start, len) = Shard {
+                            rank: group.rank(),
+                            size: tp,
+                        }
+                        .part(v);
+                        let mine =
+                            Tensor::<Ad, 3>::from_inner(full.clone().inner().narrow(2, start, len))
+                                .require_grad();
+                        let loss = vocab_parallel_cross_entropy(mine.clone(), t(), &group);
+                        let grad = mine.grad(&loss.backward()).unwrap();
+                        group.check().unwrap();
+                        (loss.into_scalar(), grad.into_data().iter().collect())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (rank, (loss, grad)) in results.into_iter().enumerate() {
+            assert_close(&[loss], &[want], &format!("tp={tp} rank {rank} loss"));
+            let (start, len) = Shard { rank, size: tp }.part(v);
+            let want_grad: Vec<f32> = want_grad
+                .clone()
+                .narrow(2, start, len)
+                .into_data()
+                .iter()
+                .collect();
+            assert_close(&grad, &want_grad, &format!("tp={tp} rank {rank} gradient"));
+        }
+    }
+}
+
+#[test]
+fn sizes_that_do_not_divide_the_model_are_refused_by_name() {
+    let mut c = config(Activation::Gelu, PosEmb::Rotary, false, false);
+    let full = seeded::<Ad>(&c, 1);
+    let err = TpGptNeox::shard(&full, Shard { rank: 0, size: 3 }, TpGroup::single()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SplitError::Indivisible {
+                what: "num_attention_heads",
+                n: 4,
+                tp: 3
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("model_parallel_size 3"), "{err}");
+    c.vocab_size = 30;
+    let full = seeded::<Ad>(&c, 1);
+    let err = TpGptNeox::shard(&full, Shard { rank: 1, size: 4 }, TpGroup::single()).unwrap_err();
+    assert!(err.to_string().contains("vocabulary (30)"), "{err}");
+}
