@@ -130,6 +130,7 @@ pub fn read_config(dir: &Path) -> Result<ModelConfig, CheckpointError> {
         use_bias_in_attn_linear: hf.attention_bias,
         use_bias_in_mlp: true,
         use_bias_in_norms: true,
+        ..ModelConfig::default()
     })
 }
 
@@ -198,26 +199,48 @@ impl Weights<'_> {
 /// Loads a Hugging Face GPT-NeoX checkpoint folder.
 pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<GptNeox<B>, CheckpointError> {
     let config = read_config(dir)?;
-    let path = dir.join("model.safetensors");
-    let bytes = std::fs::read(&path).map_err(|source| CheckpointError::Io {
-        path: path.clone(),
+    let mut model = config.init::<B>(device);
+    load_weights(&mut model, &dir.join("model.safetensors"), device)?;
+    Ok(model)
+}
+
+/// Replaces every parameter of `model` by the tensor of the same Hugging Face
+/// GPT-NeoX name in the safetensors file `path` (any options of the model:
+/// biases where it has them, `gpt_neox.embed_pos.weight` for learned
+/// positions, a `query_key_value` sized for its key/value heads).
+pub fn load_weights<B: Backend>(
+    model: &mut GptNeox<B>,
+    path: &Path,
+    device: &B::Device,
+) -> Result<(), CheckpointError> {
+    let config = model.config.clone();
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
         source,
     })?;
     let tensors = SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Safetensors {
-        path: path.clone(),
+        path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    let w = Weights { path, tensors };
-    let mut model = config.init::<B>(device);
+    let w = Weights {
+        path: path.to_path_buf(),
+        tensors,
+    };
     let (h, v, f) = (
         config.hidden_size,
         config.vocab_size,
         config.intermediate_size,
     );
     model.embed_in.weight = w.tensor("gpt_neox.embed_in.weight", [v, h], device)?;
+    if let Some(pos) = model.embed_pos.as_mut() {
+        let n = config.max_position_embeddings;
+        pos.weight = w.tensor("gpt_neox.embed_pos.weight", [n, h], device)?;
+    }
     let norm = |norm: &mut Norm<B>, prefix: &str| -> Result<(), CheckpointError> {
         norm.weight = w.tensor(&format!("{prefix}.weight"), [h], device)?;
-        norm.bias = Some(w.tensor(&format!("{prefix}.bias"), [h], device)?);
+        if norm.bias.is_some() {
+            norm.bias = Some(w.tensor(&format!("{prefix}.bias"), [h], device)?);
+        }
         Ok(())
     };
     let linear = |lin: &mut Linear<B>,
@@ -241,7 +264,7 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<GptNeox<B>, Ch
         linear(
             &mut layer.attention.query_key_value,
             &format!("{p}.attention.query_key_value"),
-            3 * h,
+            config.qkv_size(),
             h,
         )?;
         linear(
@@ -253,7 +276,7 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<GptNeox<B>, Ch
         linear(
             &mut layer.mlp.dense_h_to_4h,
             &format!("{p}.mlp.dense_h_to_4h"),
-            f,
+            config.h_to_4h_size(),
             h,
         )?;
         linear(
@@ -267,7 +290,7 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<GptNeox<B>, Ch
     if let Some(out) = model.embed_out.as_mut() {
         out.weight = w.linear("embed_out.weight", v, h, device)?;
     }
-    Ok(model)
+    Ok(())
 }
 
 /// Why `config` cannot be written as a Hugging Face GPT-NeoX model, if it cannot.
@@ -283,6 +306,12 @@ pub fn unsupported(config: &ModelConfig) -> Option<String> {
         "activations other than gelu".into()
     } else if !config.use_bias_in_mlp {
         "MLPs without bias".into()
+    } else if config.num_kv_heads.is_some() {
+        "grouped-query attention (num_kv_heads)".into()
+    } else if config.sliding_window_width.is_some() {
+        "sliding-window attention".into()
+    } else if config.gpt_j_residual && config.gpt_j_tied {
+        "tied GPT-J norms (gpt_j_tied)".into()
     } else {
         return None;
     };

@@ -70,7 +70,7 @@ fn gpt_neox_sizes_have_gpt_neox_values() {
         // (not implemented yet) would stop the run.
         let reported: Vec<&str> = args.not_acted_on.iter().map(|(k, _)| k.as_str()).collect();
         for key in [
-            "bias_gelu_fusion",
+            "rope_fusion",
             "checkpoint_activations",
             "pipe_parallel_size",
         ] {

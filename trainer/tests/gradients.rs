@@ -36,6 +36,7 @@ fn tiny(pos_emb: PosEmb) -> ModelConfig {
         use_bias_in_attn_linear: true,
         use_bias_in_mlp: true,
         use_bias_in_norms: true,
+        ..ModelConfig::default()
     }
 }
 
@@ -162,5 +163,23 @@ fn alibi_sinusoidal_and_none() {
     let mut c = tiny(PosEmb::None);
     c.use_bias_in_attn_linear = false;
     c.use_bias_in_mlp = false;
+    check(c);
+}
+
+#[test]
+fn grouped_query_sliding_window_and_other_activations() {
+    let mut c = tiny(PosEmb::Rotary);
+    c.num_attention_heads = 4;
+    c.num_kv_heads = Some(2);
+    c.sliding_window_width = Some(2);
+    c.activation = Activation::Geglu;
+    c.intermediate_size = 16;
+    check(c.clone());
+    c.num_kv_heads = Some(1);
+    c.activation = Activation::Mish;
+    c.intermediate_size = 32;
+    check(c.clone());
+    c.activation = Activation::GeluTanh;
+    c.pos_emb = PosEmb::Alibi;
     check(c);
 }

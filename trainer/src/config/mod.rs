@@ -334,7 +334,39 @@ impl NeoxArgs {
         let rotary_emb_base = take_checked(o, "rotary_emb_base", 10000.0f64, positive)?;
         let no_weight_tying = o.take_or("no_weight_tying", false)?;
         let gpt_j_residual = o.take_or("gpt_j_residual", false)?;
-        let activation = o.take_or("activation", Activation::Gelu)?;
+        let activation_file = o.file_of("activation").map(Path::to_path_buf);
+        let activation_name = o.take_or("activation", "gelu".to_string())?;
+        let bias_gelu_fusion = o.take_or("bias_gelu_fusion", false)?;
+        let activation =
+            Activation::from_neox(&activation_name, bias_gelu_fusion).ok_or_else(|| {
+                bad(
+                    activation_file.as_deref(),
+                    "activation",
+                    format!(
+                        "`{activation_name}` is not one of GPT-NeoX's activations ({})",
+                        Activation::NEOX_NAMES.join(", ")
+                    ),
+                )
+            })?;
+        let num_kv_heads = take_checked(o, "num_kv_heads", None::<usize>, |kv| match kv {
+            Some(kv) if *kv == 0 || !num_attention_heads.is_multiple_of(*kv) => Err(format!(
+                "{kv} does not divide num_attention_heads {num_attention_heads}"
+            )),
+            _ => Ok(()),
+        })?;
+        let sliding_window_width = o.take::<usize>("sliding_window_width")?;
+        let gpt_j_tied = o.take_or("gpt_j_tied", false)?;
+        let opt_pos_emb_offset = take_checked(o, "opt_pos_emb_offset", 0usize, |offset| {
+            if pos_emb == PosEmb::Learned && seq_length + offset > max_position_embeddings {
+                Err(format!(
+                    "learned positions up to seq_length {seq_length} + {offset} need \
+                         max_position_embeddings >= {}, found {max_position_embeddings}",
+                    seq_length + offset
+                ))
+            } else {
+                Ok(())
+            }
+        })?;
         let mlp_file = ["intermediate_size", "expansion_factor", "mlp_multiple_of"]
             .iter()
             .find_map(|k| o.file_of(k).map(|f| (*k, f.to_path_buf())));
@@ -394,6 +426,10 @@ impl NeoxArgs {
             use_bias_in_attn_linear,
             use_bias_in_mlp,
             use_bias_in_norms,
+            num_kv_heads: num_kv_heads.filter(|&kv| kv != num_attention_heads),
+            sliding_window_width,
+            gpt_j_tied,
+            opt_pos_emb_offset,
         })
     }
 
@@ -824,18 +860,13 @@ mod tests {
     fn known_but_unused_options_are_reported() {
         let args = parse(&format!(
             "{BASE}fp16: {{enabled: false}}\nwall_clock_breakdown: true\n\
-             hostfile: /job/hosts\nbias_gelu_fusion: true\n"
+             hostfile: /job/hosts\nrope_fusion: true\n"
         ))
         .unwrap();
         let names: Vec<&str> = args.not_acted_on.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            [
-                "bias_gelu_fusion",
-                "fp16",
-                "hostfile",
-                "wall_clock_breakdown"
-            ]
+            ["fp16", "hostfile", "rope_fusion", "wall_clock_breakdown"]
         );
         assert!(args.unimplemented.is_empty());
         assert!(args.refuse_unimplemented().is_ok());
@@ -844,14 +875,14 @@ mod tests {
     #[test]
     fn options_that_would_change_the_run_are_refused_by_name() {
         let args = parse(&format!(
-            "{BASE}fp16: {{enabled: true}}\nnum_kv_heads: 2\nmodel_parallel_size: 2\n\
+            "{BASE}fp16: {{enabled: true}}\nuse_qk_layernorm: true\nmodel_parallel_size: 2\n\
              z_loss: 0.001\npipe_parallel_size: 1\nwall_clock_breakdown: true\n"
         ))
         .unwrap();
         let names: Vec<&str> = args.unimplemented.iter().map(|u| u.key.as_str()).collect();
         assert_eq!(
             names,
-            ["fp16", "model_parallel_size", "num_kv_heads", "z_loss"]
+            ["fp16", "model_parallel_size", "use_qk_layernorm", "z_loss"]
         );
         let err = args.refuse_unimplemented().unwrap_err().to_string();
         for needle in [

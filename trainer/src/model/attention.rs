@@ -1,5 +1,9 @@
-//! Causal self-attention with GPT-NeoX's fused `query_key_value`: its output
-//! features are laid out per head as `[q, k, v]` (`3 x head_dim` each).
+//! Causal self-attention with GPT-NeoX's fused `query_key_value`. With one
+//! key/value head per head its output features are laid out per head as
+//! `[q, k, v]` (`3 x head_dim` each); with fewer key/value heads (grouped- or
+//! multi-query attention) as `[all q | all k | all v]`, and each key/value
+//! head serves `heads / kv_heads` consecutive query heads (GPT-NeoX's
+//! `gqa_project` and `repeat_interleave`).
 
 use burn::module::Module;
 use burn::nn::{Dropout, Linear};
@@ -24,6 +28,27 @@ pub struct Attention<B: Backend> {
     pub attention_dropout: Dropout,
     #[module(skip)]
     heads: usize,
+    #[module(skip)]
+    kv_heads: usize,
+}
+
+/// `[t, t]`, true where attention is forbidden: keys after the query and, with
+/// a sliding window `w`, keys more than `w` before it (GPT-NeoX's
+/// `get_attn_mask`: `triu(tril(ones), -w)`).
+pub fn causal_mask<B: Backend>(
+    t: usize,
+    sliding_window_width: Option<usize>,
+    device: &B::Device,
+) -> Tensor<B, 2, Bool> {
+    let future = Tensor::<B, 2, Bool>::tril_mask([t, t], 0, device);
+    match sliding_window_width {
+        Some(w) if w < t => {
+            // True where `j < i - w`.
+            let past = Tensor::<B, 2, Bool>::triu_mask([t, t], -(w as i64), device);
+            future.bool_or(past)
+        }
+        _ => future,
+    }
 }
 
 impl<B: Backend> Attention<B> {
@@ -32,25 +57,55 @@ impl<B: Backend> Attention<B> {
         dense: Linear<B>,
         attention_dropout: Dropout,
         heads: usize,
+        kv_heads: usize,
     ) -> Self {
         Attention {
             query_key_value,
             dense,
             attention_dropout,
             heads,
+            kv_heads,
         }
+    }
+
+    /// Queries `[b, heads, t, d]`, keys and values `[b, kv_heads, t, d]`.
+    fn project(&self, x: Tensor<B, 3>) -> [Tensor<B, 4>; 3] {
+        let [b, t, hidden] = x.dims();
+        let (h, kv, d) = (self.heads, self.kv_heads, hidden / self.heads);
+        let qkv = self.query_key_value.forward(x);
+        if kv == h {
+            let qkv = qkv.reshape([b, t, h, 3 * d]);
+            let part = |i: usize| qkv.clone().narrow(3, i * d, d).swap_dims(1, 2);
+            [part(0), part(1), part(2)]
+        } else {
+            let q = qkv.clone().narrow(2, 0, h * d).reshape([b, t, h, d]);
+            let k = qkv.clone().narrow(2, h * d, kv * d).reshape([b, t, kv, d]);
+            let v = qkv.narrow(2, (h + kv) * d, kv * d).reshape([b, t, kv, d]);
+            [q, k, v].map(|x| x.swap_dims(1, 2))
+        }
+    }
+
+    /// Key/value heads `[b, kv, t, d]` repeated for their query heads `[b, heads, t, d]`.
+    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, kv, t, d] = x.dims();
+        if kv == self.heads {
+            return x;
+        }
+        let rep = self.heads / kv;
+        x.unsqueeze_dim::<5>(2)
+            .expand([b, kv, rep, t, d])
+            .reshape([b, self.heads, t, d])
     }
 
     pub fn forward(&self, x: Tensor<B, 3>, ctx: &Context<B>) -> Tensor<B, 3> {
         let [b, t, hidden] = x.dims();
         let (h, d) = (self.heads, hidden / self.heads);
-        let qkv = self.query_key_value.forward(x).reshape([b, t, h, 3 * d]);
-        let part = |i: usize| qkv.clone().narrow(3, i * d, d).swap_dims(1, 2);
-        let (mut q, mut k, v) = (part(0), part(1), part(2));
+        let [mut q, mut k, v] = self.project(x);
         if let Some((cos, sin)) = &ctx.rotary {
             q = apply_rotary(q, cos, sin);
             k = apply_rotary(k, cos, sin);
         }
+        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
         let mut scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt();
         if let Some(alibi) = &ctx.alibi {
             scores = scores + alibi.clone();
@@ -62,5 +117,28 @@ impl<B: Backend> Attention<B> {
             .forward(activation::softmax(scores, 3));
         let context = probs.matmul(v).swap_dims(1, 2).reshape([b, t, hidden]);
         self.dense.forward(context)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    #[test]
+    fn sliding_window_keeps_the_token_and_w_before_it() {
+        let mask = causal_mask::<Flex>(5, Some(2), &Default::default());
+        let allowed: Vec<bool> = mask.bool_not().into_data().to_vec::<bool>().unwrap();
+        let expected: Vec<bool> = (0..5)
+            .flat_map(|i| (0..5).map(move |j| j <= i && i - j <= 2))
+            .collect();
+        assert_eq!(allowed, expected);
+        // A window as wide as the sequence is plain causal attention.
+        let wide = causal_mask::<Flex>(4, Some(4), &Default::default());
+        let causal = causal_mask::<Flex>(4, None, &Default::default());
+        assert_eq!(
+            wide.into_data().to_vec::<bool>().unwrap(),
+            causal.into_data().to_vec::<bool>().unwrap()
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The GPT-NeoX model: embeddings, a stack of transformer layers (sequential or
 //! parallel residual), a final norm and the output layer (tied or untied).
 
+pub mod activations;
 pub mod attention;
 pub mod init;
 pub mod mlp;
@@ -9,12 +10,13 @@ pub mod position;
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
-use burn::tensor::{Bool, Int, Tensor, activation, backend::Backend};
+use burn::tensor::{Int, Tensor, activation, backend::Backend};
 use serde::{Deserialize, Serialize};
 
+pub use activations::Activation;
 pub use attention::{Attention, Context};
 pub use init::InitMethod;
-pub use mlp::{Activation, Mlp};
+pub use mlp::Mlp;
 pub use norm::{Norm, NormKind};
 pub use position::PosEmb;
 
@@ -46,12 +48,63 @@ pub struct ModelConfig {
     pub use_bias_in_attn_linear: bool,
     pub use_bias_in_mlp: bool,
     pub use_bias_in_norms: bool,
+    /// Key/value heads (`num_kv_heads`): fewer than `num_attention_heads` for
+    /// grouped-query attention, 1 for multi-query; `None` for one per head.
+    #[serde(default)]
+    pub num_kv_heads: Option<usize>,
+    /// `sliding_window_width`: a token attends to itself and the `w` tokens before it.
+    #[serde(default)]
+    pub sliding_window_width: Option<usize>,
+    /// `gpt_j_tied`: with `gpt_j_residual`, one norm (`input_layernorm`) feeds
+    /// both attention and MLP.
+    #[serde(default)]
+    pub gpt_j_tied: bool,
+    /// `opt_pos_emb_offset`: learned positions are looked up at `p + offset`.
+    #[serde(default)]
+    pub opt_pos_emb_offset: usize,
+}
+
+/// A tiny model with GPT-NeoX's defaults for every option (for tests and
+/// struct-update syntax).
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            num_layers: 2,
+            hidden_size: 64,
+            num_attention_heads: 4,
+            seq_length: 16,
+            max_position_embeddings: 16,
+            vocab_size: 128,
+            norm: NormKind::LayerNorm,
+            norm_eps: 1e-5,
+            pos_emb: PosEmb::Learned,
+            rotary_pct: 1.0,
+            rotary_emb_base: 10000.0,
+            gpt_j_residual: false,
+            tied_embeddings: true,
+            activation: Activation::Gelu,
+            intermediate_size: 256,
+            init_method: InitMethod::Normal,
+            output_layer_init_method: InitMethod::ScaledNormal,
+            init_method_std: 0.02,
+            hidden_dropout: 0.0,
+            attention_dropout: 0.0,
+            use_bias_in_attn_linear: true,
+            use_bias_in_mlp: true,
+            use_bias_in_norms: true,
+            num_kv_heads: None,
+            sliding_window_width: None,
+            gpt_j_tied: false,
+            opt_pos_emb_offset: 0,
+        }
+    }
 }
 
 impl ModelConfig {
     /// GPT-NeoX's MLP width (`ParallelMLP`): `intermediate_size`, else
-    /// `expansion_factor` x hidden, else 4 x hidden; gated activations take
-    /// two thirds of it and feed half to `dense_4h_to_h`. GPT-NeoX rounds the
+    /// `int(expansion_factor x hidden)`, else 4 x hidden; gated activations
+    /// (geglu, reglu, swiglu, bilinear, glu) take `int(2/3)` of it and feed
+    /// half to `dense_4h_to_h`. GPT-NeoX rounds the
     /// width of `dense_h_to_4h` up to a multiple of `2 x multiple_of` and the
     /// input of `dense_4h_to_h` up to `multiple_of`. Returns the latter, or why
     /// the two layers would not fit together (GPT-NeoX fails on a shape there).
@@ -71,16 +124,15 @@ impl ModelConfig {
             (None, None) => 4 * hidden,
         };
         let m = multiple_of.max(1);
-        let (ffn, ffn_in) = match activation {
-            Activation::Gelu => (ffn, ffn),
-            Activation::Swiglu => (ffn * 2 / 3, ffn * 2 / 3 / 2),
+        let gated = activation.is_gated();
+        let (ffn, ffn_in) = if gated {
+            (ffn * 2 / 3, ffn * 2 / 3 / 2)
+        } else {
+            (ffn, ffn)
         };
         let h_to_4h = ffn.div_ceil(2 * m) * 2 * m;
         let inner = ffn_in.div_ceil(m) * m;
-        let expected = match activation {
-            Activation::Gelu => inner,
-            Activation::Swiglu => 2 * inner,
-        };
+        let expected = if gated { 2 * inner } else { inner };
         if inner == 0 {
             Err(format!("gives an MLP width of 0 for hidden size {hidden}"))
         } else if h_to_4h != expected {
@@ -96,6 +148,26 @@ impl ModelConfig {
 
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
+    }
+
+    /// Key/value heads: `num_kv_heads`, else one per attention head.
+    pub fn kv_heads(&self) -> usize {
+        self.num_kv_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// Outputs of `query_key_value`: queries for every head, keys and values
+    /// for every key/value head.
+    pub fn qkv_size(&self) -> usize {
+        self.hidden_size + 2 * self.kv_heads() * self.head_dim()
+    }
+
+    /// Outputs of `dense_h_to_4h` (twice the MLP width when gated).
+    pub fn h_to_4h_size(&self) -> usize {
+        if self.activation.is_gated() {
+            2 * self.intermediate_size
+        } else {
+            self.intermediate_size
+        }
     }
 
     /// Dims of each head that rotary embeddings rotate.
@@ -119,19 +191,23 @@ impl ModelConfig {
             .output_layer_init_method
             .std(self.init_method_std, l, h);
         let norm = || Norm::new(self.norm, h, self.norm_eps, self.use_bias_in_norms, device);
-        let ffn_out = match self.activation {
-            Activation::Gelu => self.intermediate_size,
-            Activation::Swiglu => 2 * self.intermediate_size,
-        };
+        let ffn_out = self.h_to_4h_size();
         let layers = (0..l)
             .map(|_| Layer {
                 input_layernorm: norm(),
                 post_attention_layernorm: norm(),
                 attention: Attention::new(
-                    init::linear(h, 3 * h, std, self.use_bias_in_attn_linear, device),
+                    init::linear(
+                        h,
+                        self.qkv_size(),
+                        std,
+                        self.use_bias_in_attn_linear,
+                        device,
+                    ),
                     init::linear(h, h, out_std, self.use_bias_in_attn_linear, device),
                     DropoutConfig::new(self.attention_dropout).init(),
                     self.num_attention_heads,
+                    self.kv_heads(),
                 ),
                 mlp: Mlp::new(
                     init::linear(h, ffn_out, std, self.use_bias_in_mlp, device),
@@ -146,6 +222,7 @@ impl ModelConfig {
                 ),
                 hidden_dropout: DropoutConfig::new(self.hidden_dropout).init(),
                 parallel_residual: self.gpt_j_residual,
+                tied_norms: self.gpt_j_residual && self.gpt_j_tied,
             })
             .collect();
         GptNeox {
@@ -172,6 +249,10 @@ pub struct Layer<B: Backend> {
     pub hidden_dropout: Dropout,
     #[module(skip)]
     parallel_residual: bool,
+    /// `gpt_j_tied`: `input_layernorm` also feeds the MLP (GPT-NeoX keeps
+    /// `post_attention_layernorm`, unused).
+    #[module(skip)]
+    tied_norms: bool,
 }
 
 impl<B: Backend> Layer<B> {
@@ -182,7 +263,11 @@ impl<B: Backend> Layer<B> {
                 .forward(self.attention.forward(normed, ctx))
         };
         let feed = |x: Tensor<B, 3>| {
-            let normed = self.post_attention_layernorm.forward(x);
+            let normed = if self.tied_norms {
+                self.input_layernorm.forward(x)
+            } else {
+                self.post_attention_layernorm.forward(x)
+            };
             self.hidden_dropout.forward(self.mlp.forward(normed))
         };
         if self.parallel_residual {
@@ -220,8 +305,9 @@ impl<B: Backend> GptNeox<B> {
         match c.pos_emb {
             PosEmb::Learned => {
                 if let Some(pos) = &self.embed_pos {
-                    let positions =
-                        Tensor::<B, 1, Int>::arange(0..t as i64, &device).unsqueeze::<2>();
+                    let offset = c.opt_pos_emb_offset as i64;
+                    let positions = Tensor::<B, 1, Int>::arange(offset..offset + t as i64, &device)
+                        .unsqueeze::<2>();
                     x = x + pos.forward(positions);
                 }
             }
@@ -232,7 +318,7 @@ impl<B: Backend> GptNeox<B> {
         }
         let x = self.embed_dropout.forward(x);
         let ctx = Context {
-            mask: Tensor::<B, 2, Bool>::tril_mask([t, t], 0, &device),
+            mask: attention::causal_mask(t, c.sliding_window_width, &device),
             rotary: (c.pos_emb == PosEmb::Rotary)
                 .then(|| position::rotary_tables(t, c.rotary_dims(), c.rotary_emb_base, &device)),
             alibi: (c.pos_emb == PosEmb::Alibi)
@@ -305,23 +391,10 @@ mod tests {
             seq_length: 4,
             max_position_embeddings: 4,
             vocab_size: 5,
-            norm: NormKind::LayerNorm,
-            norm_eps: 1e-5,
             pos_emb: PosEmb::Sinusoidal,
-            rotary_pct: 1.0,
-            rotary_emb_base: 10000.0,
-            gpt_j_residual: false,
-            tied_embeddings: true,
-            activation: Activation::Gelu,
             intermediate_size: 16,
-            init_method: InitMethod::Normal,
-            output_layer_init_method: InitMethod::ScaledNormal,
             init_method_std: 0.5,
-            hidden_dropout: 0.0,
-            attention_dropout: 0.0,
-            use_bias_in_attn_linear: true,
-            use_bias_in_mlp: true,
-            use_bias_in_norms: true,
+            ..ModelConfig::default()
         };
         let tokens = || Tensor::<Flex, 2, Int>::from_data([[1, 2, 3, 4]], &device);
         let model = config.init::<Flex>(&device);
@@ -329,5 +402,72 @@ mod tests {
         let mut other = model.clone();
         other.config.rotary_emb_base = 500.0;
         other.forward(tokens()).into_data().assert_eq(&base, true);
+    }
+
+    fn tokens(device: &burn::backend::flex::FlexDevice) -> Tensor<Flex, 2, Int> {
+        Tensor::from_data([[1, 2, 3, 4, 0, 2], [4, 4, 1, 0, 3, 2]], device)
+    }
+
+    /// `gpt_j_tied` is GPT-J's layer with `post_attention_layernorm` replaced
+    /// by `input_layernorm`.
+    #[test]
+    fn gpt_j_tied_feeds_the_mlp_from_the_input_norm() {
+        let device = Default::default();
+        let config = ModelConfig {
+            vocab_size: 5,
+            seq_length: 6,
+            max_position_embeddings: 6,
+            gpt_j_residual: true,
+            gpt_j_tied: true,
+            init_method_std: 0.5,
+            ..ModelConfig::default()
+        };
+        let tied = config.init::<Flex>(&device);
+        let mut untied = tied.clone();
+        for layer in untied.layers.iter_mut() {
+            assert!(layer.tied_norms);
+            layer.tied_norms = false;
+            layer.post_attention_layernorm = layer.input_layernorm.clone();
+        }
+        let a = tied.forward(tokens(&device)).into_data();
+        untied
+            .forward(tokens(&device))
+            .into_data()
+            .assert_eq(&a, true);
+        // The tied model never reads its second norm; the untied one does.
+        let shift = |norm: &mut Norm<Flex>| norm.weight = norm.weight.clone().map(|w| w + 0.25);
+        let (mut tied, mut untied) = (tied, untied);
+        shift(&mut tied.layers[0].post_attention_layernorm);
+        shift(&mut untied.layers[0].post_attention_layernorm);
+        tied.forward(tokens(&device))
+            .into_data()
+            .assert_eq(&a, true);
+        let c = untied.forward(tokens(&device)).into_data();
+        assert_ne!(c.to_vec::<f32>().unwrap(), a.to_vec::<f32>().unwrap());
+    }
+
+    /// `opt_pos_emb_offset` looks learned positions up `offset` rows further.
+    #[test]
+    fn opt_pos_emb_offset_shifts_learned_positions() {
+        let device = Default::default();
+        let config = ModelConfig {
+            vocab_size: 5,
+            seq_length: 6,
+            max_position_embeddings: 8,
+            opt_pos_emb_offset: 2,
+            init_method_std: 0.5,
+            ..ModelConfig::default()
+        };
+        let shifted = config.init::<Flex>(&device);
+        let mut plain = shifted.clone();
+        plain.config.opt_pos_emb_offset = 0;
+        let pos = plain.embed_pos.as_mut().unwrap();
+        pos.weight = pos.weight.clone().map(|w| {
+            let n = w.dims()[0];
+            w.narrow(0, 2, n - 2)
+        });
+        let a = shifted.forward(tokens(&device)).into_data();
+        let b = plain.forward(tokens(&device)).into_data();
+        a.assert_eq(&b, true);
     }
 }

@@ -1,5 +1,6 @@
 //! Per-layer normalisation: LayerNorm (torch's, biased variance, eps inside
-//! the root) or GPT-NeoX's RMSNorm (eps added to the RMS, outside the root).
+//! the root) or GPT-NeoX's RMSNorm (`x * rsqrt(mean(x^2) + eps)`, as GPT-NeoX
+//! computes it since its Llama fixes, and as Llama does).
 
 use burn::module::{Module, Param};
 use burn::tensor::{Tensor, backend::Backend};
@@ -46,8 +47,8 @@ impl<B: Backend> Norm<B> {
                 (x - mean) / (var + self.eps).sqrt()
             }
             NormKind::RmsNorm => {
-                let rms = x.clone().square().mean_dim(last).sqrt();
-                x / (rms + self.eps)
+                let ms = x.clone().square().mean_dim(last);
+                x / (ms + self.eps).sqrt()
             }
         };
         let scaled = normed * self.weight.val().unsqueeze();
