@@ -47,6 +47,7 @@ fn config(activation: Activation, pos_emb: PosEmb, tied: bool, gpt_j: bool) -> M
         use_bias_in_attn_linear: true,
         use_bias_in_mlp: true,
         use_bias_in_norms: true,
+        ..ModelConfig::default()
     }
 }
 

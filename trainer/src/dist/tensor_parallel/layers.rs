@@ -11,7 +11,6 @@ use burn::tensor::{Distribution, Int, Tensor, activation, backend::Backend};
 
 use super::mappings::{TpGroup, TpOps};
 use crate::model::attention::Context;
-use crate::model::mlp::gelu;
 use crate::model::position::apply_rotary;
 use crate::model::{Activation, Attention, Mlp};
 
@@ -158,10 +157,7 @@ impl<B: TpOps> TpAttention<B> {
 /// Blocks of `dense_h_to_4h`'s outputs split each: SwiGLU's `[x, gate]`
 /// halves are, so that every rank gates its own part.
 pub fn mlp_blocks(activation: Activation) -> usize {
-    match activation {
-        Activation::Gelu => 1,
-        Activation::Swiglu => 2,
-    }
+    if activation.is_gated() { 2 } else { 1 }
 }
 
 /// The feed-forward block split over its inner width.
@@ -184,15 +180,7 @@ impl<B: TpOps> TpMlp<B> {
 
     pub fn forward(&self, x: Tensor<B, 3>, group: &TpGroup) -> Tensor<B, 3> {
         let h = self.dense_h_to_4h.forward(B::copy_to_tp(x, group));
-        let h = match self.activation {
-            Activation::Gelu => gelu(h),
-            Activation::Swiglu => {
-                let half = h.dims()[2] / 2;
-                let x = h.clone().narrow(2, 0, half);
-                activation::silu(h.narrow(2, half, half)) * x
-            }
-        };
-        row_forward(&self.dense_4h_to_h, h, group)
+        row_forward(&self.dense_4h_to_h, self.activation.forward(h), group)
     }
 }
 

@@ -20,7 +20,7 @@ pub mod mappings;
 
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, Embedding, Linear};
-use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+use burn::tensor::{Int, Tensor, backend::Backend};
 use thiserror::Error;
 
 pub use layers::{Shard, TpAttention, TpMlp};
@@ -41,10 +41,20 @@ pub enum SplitError {
         what: &'static str,
         n: usize,
     },
+    #[error("model_parallel_size {tp}: {what} is not implemented with tensor parallelism yet")]
+    Unsupported { tp: usize, what: &'static str },
 }
 
 /// Checks that `config` splits evenly `tp` ways.
 pub fn check_divisible(config: &ModelConfig, tp: usize) -> Result<(), SplitError> {
+    for (what, used) in [
+        ("num_kv_heads", config.num_kv_heads.is_some()),
+        ("gpt_j_tied", config.gpt_j_residual && config.gpt_j_tied),
+    ] {
+        if used {
+            return Err(SplitError::Unsupported { tp, what });
+        }
+    }
     let inner = config.intermediate_size;
     for (what, n) in [
         ("num_attention_heads", config.num_attention_heads),
@@ -172,8 +182,9 @@ impl<B: TpOps> TpGptNeox<B> {
         match c.pos_emb {
             PosEmb::Learned => {
                 if let Some(pos) = &self.embed_pos {
-                    let positions =
-                        Tensor::<B, 1, Int>::arange(0..t as i64, &device).unsqueeze::<2>();
+                    let offset = c.opt_pos_emb_offset as i64;
+                    let positions = Tensor::<B, 1, Int>::arange(offset..offset + t as i64, &device)
+                        .unsqueeze::<2>();
                     x = x + pos.forward(positions);
                 }
             }
@@ -184,7 +195,7 @@ impl<B: TpOps> TpGptNeox<B> {
         }
         let x = self.embed_dropout.forward(x);
         let ctx = Context {
-            mask: Tensor::<B, 2, Bool>::tril_mask([t, t], 0, &device),
+            mask: crate::model::attention::causal_mask(t, c.sliding_window_width, &device),
             rotary: (c.pos_emb == PosEmb::Rotary)
                 .then(|| position::rotary_tables(t, c.rotary_dims(), c.rotary_emb_base, &device)),
             alibi: (c.pos_emb == PosEmb::Alibi)
