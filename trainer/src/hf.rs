@@ -312,6 +312,8 @@ pub fn unsupported(config: &ModelConfig) -> Option<String> {
         "sliding-window attention".into()
     } else if config.gpt_j_residual && config.gpt_j_tied {
         "tied GPT-J norms (gpt_j_tied)".into()
+    } else if config.attention_config.iter().any(|k| k.is_sparse()) {
+        "sparse attention (attention_config)".into()
     } else {
         return None;
     };

@@ -44,6 +44,42 @@ impl RandomState {
         RandomState { state, pos: N }
     }
 
+    /// MT19937 seeded by `init_by_array(key)`, as Python's `random.seed(n)`
+    /// seeds it for an integer `n` (its 32-bit words, least significant first;
+    /// `[0]` for 0).
+    pub fn from_key(key: &[u32]) -> Self {
+        let mut rng = RandomState::new(19_650_218);
+        let mt = &mut rng.state;
+        let key: &[u32] = if key.is_empty() { &[0] } else { key };
+        let (mut i, mut j) = (1usize, 0usize);
+        for _ in 0..N.max(key.len()) {
+            let prev = mt[i - 1] ^ (mt[i - 1] >> 30);
+            mt[i] = (mt[i] ^ prev.wrapping_mul(1_664_525))
+                .wrapping_add(key[j])
+                .wrapping_add(j as u32);
+            i += 1;
+            j += 1;
+            if i >= N {
+                mt[0] = mt[N - 1];
+                i = 1;
+            }
+            if j >= key.len() {
+                j = 0;
+            }
+        }
+        for _ in 0..N - 1 {
+            let prev = mt[i - 1] ^ (mt[i - 1] >> 30);
+            mt[i] = (mt[i] ^ prev.wrapping_mul(1_566_083_941)).wrapping_sub(i as u32);
+            i += 1;
+            if i >= N {
+                mt[0] = mt[N - 1];
+                i = 1;
+            }
+        }
+        mt[0] = UPPER_MASK;
+        rng
+    }
+
     /// Refill the state with the next 624 words (the MT19937 "twist").
     fn generate(&mut self) {
         let mt = &mut self.state;
@@ -185,6 +221,22 @@ mod tests {
                 assert!(rng.random_interval(max) <= max);
             }
         }
+    }
+
+    // CPython 3.11: `random.seed(n); [random.getrandbits(32) for _ in ...]`.
+    #[test]
+    fn python_seeding_by_array_matches_cpython() {
+        let draws = |key: &[u32], n: usize| {
+            let mut rng = RandomState::from_key(key);
+            (0..n).map(|_| rng.next_u32()).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            draws(&[1234], 3),
+            [4_150_886_329, 3_342_196_574, 1_892_932_127]
+        );
+        // 2**40 + 5: two words, low first.
+        assert_eq!(draws(&[5, 256], 2), [2_166_296_868, 2_220_160_828]);
+        assert_eq!(draws(&[0], 2), [3_626_764_237, 1_654_615_998]);
     }
 
     #[test]

@@ -25,8 +25,6 @@ pub enum Neutral {
     Disabled,
     /// Full precision: `precision` null, `fp32` or `float32`.
     FullPrecision,
-    /// GPT-NeoX's default attention: `global` in every layer.
-    GlobalAttention,
 }
 
 /// Why a value makes a run differ from GPT-NeoX's, when it does.
@@ -77,17 +75,6 @@ fn is_neutral(neutral: Neutral, value: &Value) -> bool {
                     .is_some_and(|e| e.is_null() || e.as_bool() == Some(false))
         }
         Neutral::FullPrecision => is_neutral(Neutral::OneOf(&["fp32", "float32"]), value),
-        Neutral::GlobalAttention => {
-            // `[[["global"], n_layers], ...]`, GPT-NeoX's expanded default.
-            empty(value)
-                || value.as_sequence().is_some_and(|groups| {
-                    groups.iter().all(|g| {
-                        g.get(0)
-                            .and_then(Value::as_sequence)
-                            .is_some_and(|kinds| kinds.iter().all(|k| k.as_str() == Some("global")))
-                    })
-                })
-        }
     }
 }
 
@@ -99,7 +86,7 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
-use Neutral::{Any, AtMost, Disabled, FullPrecision, GlobalAttention, Is, OneOf};
+use Neutral::{Any, AtMost, Disabled, FullPrecision, Is, OneOf};
 
 const MODEL: &str = "changes the model";
 const DATA: &str = "changes the data";
@@ -168,8 +155,6 @@ const TABLE: &[(&str, Neutral, &str)] = &[
     ("gradient_predivide_factor", Any, NOTE),
     ("sparse_gradients", Any, NOTE),
     // The model.
-    ("attention_config", GlobalAttention, MODEL),
-    ("sparsity_config", Is("null"), MODEL),
     ("sparse_attention", Is("null"), MODEL),
     ("use_qk_layernorm", Is("false"), MODEL),
     ("num_unique_layers", Is("null"), MODEL),
@@ -406,9 +391,7 @@ mod tests {
             ("pipe_parallel_size", "0"),
             ("model_parallel_size", "1"),
             ("zero_stage", "2"),
-            ("attention_config", "[[[global], 12]]"),
             ("use_qk_layernorm", "false"),
-            ("sparsity_config", "{}"),
             ("z_loss", "0.0"),
             ("data_impl", "mmap"),
             ("optimizer_type", "AdamW"),
@@ -423,9 +406,7 @@ mod tests {
             ("precision", "bfloat16"),
             ("pipe_parallel_size", "2"),
             ("model_parallel_size", "4"),
-            ("attention_config", "[[[global, local], 6]]"),
             ("use_qk_layernorm", "true"),
-            ("sparsity_config", "{block: 16}"),
             ("z_loss", "0.0001"),
             ("data_impl", "cached"),
             ("moe_num_experts", "8"),

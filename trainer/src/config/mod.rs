@@ -13,7 +13,9 @@ use serde::Deserialize;
 
 use crate::dist::ZeroStage;
 use crate::error::ConfigError;
-use crate::model::{Activation, InitMethod, ModelConfig, NormKind, PosEmb};
+use crate::model::{
+    Activation, AttentionKind, InitMethod, ModelConfig, NormKind, PosEmb, SparsityConfig,
+};
 use crate::optim::OptimConfig;
 use crate::schedule::{DecayStyle, ResumeFlags, Schedule};
 use yaml::{Options, canonical};
@@ -219,6 +221,8 @@ impl NeoxArgs {
         });
         let optim = Self::optim(&mut o)?;
         let training = Self::training(&mut o, world.max(1))?;
+        // GPT-NeoX seeds Python's `random` with `seed` before building layers.
+        model.sparsity_config.seed = training.seed;
         let schedule = Self::schedule(&mut o, optim.lr, training.train_iters)?;
         let resume_flags = Self::resume_flags(&mut o)?;
         let data = Self::data(&mut o)?;
@@ -387,6 +391,36 @@ impl NeoxArgs {
         let use_bias_in_attn_linear = o.take_or("use_bias_in_attn_linear", true)?;
         let use_bias_in_mlp = o.take_or("use_bias_in_mlp", true)?;
         let use_bias_in_norms = o.take_or("use_bias_in_norms", true)?;
+        let attention_file = o.file_of("attention_config").map(Path::to_path_buf);
+        let attention_config = match o.take_entry("attention_config") {
+            Some(entry) if !entry.value.is_null() => {
+                expand_attention_config(&entry.value, num_layers)
+                    .map_err(|m| bad(Some(&entry.file), "attention_config", m))?
+            }
+            _ => Vec::new(),
+        };
+        let sparsity_file = o.file_of("sparsity_config").map(Path::to_path_buf);
+        let sparsity_config = match o.take_entry("sparsity_config") {
+            Some(entry) if !entry.value.is_null() => {
+                let here = |m: String| bad(Some(&entry.file), "sparsity_config", m);
+                if entry.value.get("seed").is_some() {
+                    return Err(here(
+                        "unknown field `seed` (the top-level `seed` seeds layouts)".into(),
+                    ));
+                }
+                serde_yaml_ng::from_value::<SparsityConfig>(entry.value.clone())
+                    .map_err(|e| here(e.to_string()))?
+            }
+            _ => SparsityConfig::default(),
+        };
+        let sparse = attention_config.iter().any(|k| k.is_sparse());
+        if sparse && num_kv_heads.is_some_and(|kv| kv != num_attention_heads) {
+            return Err(bad(
+                attention_file.as_deref(),
+                "attention_config",
+                "sparse attention does not combine with num_kv_heads (GPT-NeoX refuses it too)",
+            ));
+        }
         let ffn = ModelConfig::ffn_size(
             hidden_size,
             activation,
@@ -402,7 +436,7 @@ impl NeoxArgs {
             NormKind::LayerNorm => layernorm_epsilon,
             NormKind::RmsNorm => rms_norm_epsilon,
         };
-        Ok(ModelConfig {
+        let model = ModelConfig {
             num_layers,
             hidden_size,
             num_attention_heads,
@@ -430,7 +464,20 @@ impl NeoxArgs {
             sliding_window_width,
             gpt_j_tied,
             opt_pos_emb_offset,
-        })
+            attention_config,
+            sparsity_config,
+        };
+        if sparse {
+            model.sparse_layouts().map_err(|m| {
+                let file = sparsity_file.or(attention_file);
+                bad(
+                    file.as_deref(),
+                    "sparsity_config",
+                    format!("DeepSpeed's layout: {m}"),
+                )
+            })?;
+        }
+        Ok(model)
     }
 
     fn optim(o: &mut Options) -> Result<OptimConfig, ConfigError> {
@@ -791,6 +838,76 @@ impl NeoxArgs {
             Err(ConfigError::Unknown(unknown))
         }
     }
+}
+
+/// GPT-NeoX's `expand_attention_types`: `[[kinds, count | "all"], ...]` (or an
+/// already expanded list of names) as one kind per layer.
+fn expand_attention_config(
+    value: &serde_yaml_ng::Value,
+    num_layers: usize,
+) -> Result<Vec<AttentionKind>, String> {
+    use serde_yaml_ng::Value;
+    let items = value
+        .as_sequence()
+        .ok_or("expected a list like [[[global, local], 6]]")?;
+    let names: Vec<String> = if items.iter().all(Value::is_string) {
+        items
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect()
+    } else {
+        let mut names = Vec::new();
+        for item in items {
+            let pattern: Vec<String> = item
+                .get(0)
+                .and_then(|p| serde_yaml_ng::from_value(p.clone()).ok())
+                .ok_or_else(|| format!("expected [[kinds...], count], found {item:?}"))?;
+            match item.get(1) {
+                Some(Value::String(all)) if all == "all" => {
+                    if pattern.is_empty() || !num_layers.is_multiple_of(pattern.len()) {
+                        return Err(format!(
+                            "num_layers {num_layers} is not a multiple of the pattern {pattern:?}"
+                        ));
+                    }
+                    // GPT-NeoX returns at the first "all": later items are unused.
+                    names = (0..num_layers / pattern.len())
+                        .flat_map(|_| pattern.clone())
+                        .collect();
+                    break;
+                }
+                Some(count) => {
+                    let count = count
+                        .as_u64()
+                        .ok_or_else(|| format!("count {count:?}: expected a number or \"all\""))?;
+                    for _ in 0..count {
+                        names.extend(pattern.iter().cloned());
+                    }
+                }
+                None => return Err(format!("expected [[kinds...], count], found {item:?}")),
+            }
+        }
+        names
+    };
+    if names.len() != num_layers {
+        return Err(format!(
+            "gives {} layers' attention, num_layers is {num_layers}",
+            names.len()
+        ));
+    }
+    names
+        .iter()
+        .map(|name| {
+            AttentionKind::from_neox(name).ok_or_else(|| match name.as_str() {
+                "gmlp" | "amlp" | "mamba" | "rwkv" => {
+                    format!("`{name}` layers are not implemented")
+                }
+                _ => format!(
+                    "`{name}` is not an attention kind ({})",
+                    AttentionKind::NAMES.join(", ")
+                ),
+            })
+        })
+        .collect()
 }
 
 /// The known name nearest to `name` by edit distance, when it is close.

@@ -10,6 +10,7 @@ use burn::nn::{Dropout, Linear};
 use burn::tensor::{Bool, Tensor, activation, backend::Backend};
 
 use super::position::apply_rotary;
+use super::sparse::BlockLayout;
 
 /// What all layers share in one forward pass: the causal mask and position tables.
 pub struct Context<B: Backend> {
@@ -30,6 +31,9 @@ pub struct Attention<B: Backend> {
     heads: usize,
     #[module(skip)]
     kv_heads: usize,
+    /// A sparse layer's block layout (see [`super::sparse`]); `None`: dense.
+    #[module(skip)]
+    layout: Option<BlockLayout>,
 }
 
 /// `[t, t]`, true where attention is forbidden: keys after the query and, with
@@ -65,7 +69,13 @@ impl<B: Backend> Attention<B> {
             attention_dropout,
             heads,
             kv_heads,
+            layout: None,
         }
+    }
+
+    /// The same attention restricted to a sparse block layout (or dense, `None`).
+    pub fn with_layout(self, layout: Option<BlockLayout>) -> Self {
+        Attention { layout, ..self }
     }
 
     /// Queries `[b, heads, t, d]`, keys and values `[b, kv_heads, t, d]`.
@@ -107,10 +117,23 @@ impl<B: Backend> Attention<B> {
         }
         let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
         let mut scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt();
-        if let Some(alibi) = &ctx.alibi {
-            scores = scores + alibi.clone();
+        let mut mask = ctx.mask.clone().unsqueeze::<4>().expand([b, h, t, t]);
+        match &self.layout {
+            // GPT-NeoX's sparse layers: no ALiBi, dropout on the context.
+            Some(layout) => {
+                let hidden_blocks = layout.forbidden::<B>(t, &scores.device());
+                mask = mask.bool_or(hidden_blocks.unsqueeze::<4>().expand([b, h, t, t]));
+                let probs = activation::softmax(scores.mask_fill(mask, f32::MIN), 3);
+                let context = self.attention_dropout.forward(probs.matmul(v));
+                let context = context.swap_dims(1, 2).reshape([b, t, hidden]);
+                return self.dense.forward(context);
+            }
+            None => {
+                if let Some(alibi) = &ctx.alibi {
+                    scores = scores + alibi.clone();
+                }
+            }
         }
-        let mask = ctx.mask.clone().unsqueeze::<4>().expand([b, h, t, t]);
         let scores = scores.mask_fill(mask, f32::MIN);
         let probs = self
             .attention_dropout

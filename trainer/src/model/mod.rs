@@ -7,6 +7,7 @@ pub mod init;
 pub mod mlp;
 pub mod norm;
 pub mod position;
+pub mod sparse;
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
@@ -19,6 +20,7 @@ pub use init::InitMethod;
 pub use mlp::Mlp;
 pub use norm::{Norm, NormKind};
 pub use position::PosEmb;
+pub use sparse::{AttentionKind, SparsityConfig};
 
 /// The model's shape and options, in GPT-NeoX's terms.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +64,12 @@ pub struct ModelConfig {
     /// `opt_pos_emb_offset`: learned positions are looked up at `p + offset`.
     #[serde(default)]
     pub opt_pos_emb_offset: usize,
+    /// Each layer's attention (`attention_config`, expanded); empty: all global.
+    #[serde(default)]
+    pub attention_config: Vec<AttentionKind>,
+    /// The block-sparse layouts' options, for the sparse layers.
+    #[serde(default)]
+    pub sparsity_config: SparsityConfig,
 }
 
 /// A tiny model with GPT-NeoX's defaults for every option (for tests and
@@ -96,6 +104,8 @@ impl Default for ModelConfig {
             sliding_window_width: None,
             gpt_j_tied: false,
             opt_pos_emb_offset: 0,
+            attention_config: Vec::new(),
+            sparsity_config: SparsityConfig::default(),
         }
     }
 }
@@ -183,7 +193,32 @@ impl ModelConfig {
         72.0 * l * h * h * (1.0 + s / (6.0 * h) + v / (12.0 * l * h))
     }
 
+    /// The attention of layer `i`.
+    pub fn attention_kind(&self, i: usize) -> AttentionKind {
+        self.attention_config
+            .get(i)
+            .copied()
+            .unwrap_or(AttentionKind::Global)
+    }
+
+    /// The block layout of every layer (`None` for dense ones), or why
+    /// DeepSpeed would refuse the sparse ones.
+    pub fn sparse_layouts(&self) -> Result<Vec<Option<sparse::BlockLayout>>, String> {
+        let kinds: Vec<AttentionKind> = (0..self.num_layers)
+            .map(|i| self.attention_kind(i))
+            .collect();
+        sparse::layer_layouts(
+            &kinds,
+            &self.sparsity_config,
+            self.num_attention_heads,
+            self.seq_length,
+        )
+    }
+
     /// Builds a freshly initialised model (deterministic for a seeded backend).
+    /// Sparse layers need a valid layout: a configuration read by
+    /// [`crate::NeoxArgs`] has one; here an invalid one leaves the layer dense
+    /// and says so in the log.
     pub fn init<B: Backend>(&self, device: &B::Device) -> GptNeox<B> {
         let (h, l) = (self.hidden_size, self.num_layers);
         let std = self.init_method.std(self.init_method_std, l, h);
@@ -192,8 +227,13 @@ impl ModelConfig {
             .std(self.init_method_std, l, h);
         let norm = || Norm::new(self.norm, h, self.norm_eps, self.use_bias_in_norms, device);
         let ffn_out = self.h_to_4h_size();
-        let layers = (0..l)
-            .map(|_| Layer {
+        let layouts = self.sparse_layouts().unwrap_or_else(|why| {
+            tracing::error!("sparse attention: {why}; its layers attend densely");
+            vec![None; l]
+        });
+        let layers = layouts
+            .into_iter()
+            .map(|layout| Layer {
                 input_layernorm: norm(),
                 post_attention_layernorm: norm(),
                 attention: Attention::new(
@@ -208,7 +248,8 @@ impl ModelConfig {
                     DropoutConfig::new(self.attention_dropout).init(),
                     self.num_attention_heads,
                     self.kv_heads(),
-                ),
+                )
+                .with_layout(layout),
                 mlp: Mlp::new(
                     init::linear(h, ffn_out, std, self.use_bias_in_mlp, device),
                     init::linear(

@@ -50,6 +50,10 @@ pub fn check_divisible(config: &ModelConfig, tp: usize) -> Result<(), SplitError
     for (what, used) in [
         ("num_kv_heads", config.num_kv_heads.is_some()),
         ("gpt_j_tied", config.gpt_j_residual && config.gpt_j_tied),
+        (
+            "sparse attention",
+            config.attention_config.iter().any(|k| k.is_sparse()),
+        ),
     ] {
         if used {
             return Err(SplitError::Unsupported { tp, what });
