@@ -13,6 +13,7 @@ use neox_trainer::dist::comm::tcp::{TcpComm, TcpConfig};
 use neox_trainer::dist::comm::threads::ThreadComm;
 use neox_trainer::dist::placement::Placement;
 use neox_trainer::dist::{Communicator, DataParallel, ZeroStage};
+use neox_trainer::plan;
 
 /// Train a GPT-NeoX model on token shards made by `neox-data`.
 ///
@@ -51,9 +52,27 @@ struct Args {
     #[arg(long, default_value = "cpu")]
     device: Device,
 
-    /// Read the configs, print what would be trained and what is not acted on, and exit.
+    /// Read the configs, print the plan and exit: the resolved config (each
+    /// value's file), the model's parameters and FLOPs, the data's epochs, the
+    /// parallel layout, memory per rank, and the notes and refusals. The exit
+    /// status is non-zero when the run would stop (options refused, a rank
+    /// that does not fit the --device-memory).
     #[arg(long)]
     check: bool,
+
+    /// With --check: the plan as JSON, for scripts.
+    #[arg(long, requires = "check")]
+    json: bool,
+
+    /// With --check: one device's memory (`80GiB`, `80GB`, `80e9` bytes): does
+    /// each rank fit, and if not, the smallest changes that would.
+    #[arg(long, value_name = "SIZE", value_parser = neox_trainer::plan::parse_size, requires = "check")]
+    device_memory: Option<u64>,
+
+    /// With --check: plan for N ranks in all (pipe x data x model); default:
+    /// the launcher's WORLD_SIZE, else pipe_parallel_size x model_parallel_size.
+    #[arg(long, value_name = "N", requires = "check")]
+    world_size: Option<usize>,
 
     /// Seconds any rank waits for another (the rendezvous, rank 0 indexing
     /// the data the first time, each collective) before the run stops with an
@@ -186,6 +205,9 @@ fn nccl_comm(_: Arc<dyn Communicator>, _: Device) -> Result<Arc<dyn Communicator
 }
 
 fn run(args: Args, placement: &Placement) -> Result<()> {
+    if args.check {
+        return check(&args, placement);
+    }
     let first = placement.rank == 0;
     let mut neox = NeoxArgs::from_files_in(&args.config, placement.world_size)
         .context("reading the configuration")?;
@@ -202,17 +224,8 @@ fn run(args: Args, placement: &Placement) -> Result<()> {
         neox.refuse_unimplemented()
             .context("reading the configuration")?;
     }
-    if let Some(o) = neox.schedule.warmup_overshoot(neox.training.train_iters) {
-        tracing::warn!(
-            "LEARNING RATE ABOVE ITS PEAK: warmup x lr_decay_iters is {:.3} iterations, under \
-             one, so GPT-NeoX's warmup (lr x max(1, n) / warmup iterations) runs {} step(s) at up \
-             to {:.3e}, {:.1}x the peak lr {:.3e}; raise `warmup` or `lr_decay_iters` to avoid it",
-            o.warmup_iters,
-            o.steps,
-            o.max_lr,
-            o.factor(),
-            o.peak
-        );
+    if let Some(warning) = plan::overshoot_warning(&neox) {
+        tracing::warn!("{warning}");
     }
     if neox.padded_vocab_size.is_none() {
         let vocab = tokenizer_vocab(&neox)?;
@@ -243,10 +256,6 @@ fn run(args: Args, placement: &Placement) -> Result<()> {
             device = %args.device,
             "model"
         );
-    }
-    if args.check {
-        println!("{:#?}", neox);
-        return Ok(());
     }
     let device = match args.device {
         // One GPU per process: the launcher's local rank picks it.
@@ -289,6 +298,51 @@ fn run(args: Args, placement: &Placement) -> Result<()> {
     );
     if let Some(path) = summary.metrics_path {
         println!("metrics: {}", path.display());
+    }
+    Ok(())
+}
+
+/// `--check`: prints the plan (rank 0 only) and fails when the run would stop.
+fn check(args: &Args, placement: &Placement) -> Result<()> {
+    if placement.rank != 0 {
+        return Ok(());
+    }
+    let read =
+        |dp: usize| NeoxArgs::from_files_in(&args.config, dp).context("reading the configuration");
+    let single = read(1)?;
+    let grid = plan::Grid::of(&single)?;
+    let world = args.world_size.unwrap_or(if placement.is_single() {
+        grid.pp * grid.tp
+    } else {
+        placement.world_size
+    });
+    let dp = grid.data_parallel(world)?;
+    let mut neox = if dp == 1 { single } else { read(dp)? };
+    if neox.padded_vocab_size.is_none() {
+        let vocab = tokenizer_vocab(&neox)?;
+        neox.set_vocab_size(vocab);
+    }
+    let request = plan::Request {
+        files: args.config.clone(),
+        world_size: world,
+        device_memory: args.device_memory,
+    };
+    let plan = plan::Plan::new(&neox, &request).context("planning the run")?;
+    if args.json {
+        println!("{}", plan.to_json());
+    } else {
+        print!("{}", plan.to_text());
+    }
+    if !args.allow_unimplemented {
+        neox.refuse_unimplemented()
+            .context("reading the configuration")?;
+    }
+    if let Some(fit) = plan.fit.as_ref().filter(|f| !f.fits) {
+        bail!(
+            "the fullest rank needs {} but a device has {}: see the plan's fit section",
+            plan::render_bytes(fit.per_rank),
+            plan::render_bytes(fit.device_memory)
+        );
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! - [`model`]: the GPT-NeoX architecture as a Burn module.
 //! - [`optim`], [`schedule`]: AdamW with GPT-NeoX's parameter groups and
 //!   global-norm clipping; the learning-rate schedule.
+//! - [`plan`]: what a config will train and whether it fits (`neox-train --check`).
 
 pub mod checkpoint;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod hf;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod plan;
 pub mod schedule;
 pub mod train;
 

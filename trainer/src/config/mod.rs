@@ -18,7 +18,7 @@ use crate::model::{
 };
 use crate::optim::OptimConfig;
 use crate::schedule::{DecayStyle, ResumeFlags, Schedule};
-use yaml::{Options, canonical};
+use yaml::{Options, Resolved, Source, canonical};
 
 /// Every option name GPT-NeoX defines (its `neox_arguments.md`, and the
 /// fields of `neox_args.py` on GPT-NeoX's main branch).
@@ -86,6 +86,9 @@ pub struct NeoxArgs {
     /// numerics and that this trainer does not implement yet: a run stops on
     /// them (see [`NeoxArgs::refuse_unimplemented`]).
     pub unimplemented: Vec<Unimplemented>,
+    /// Every option as resolved, with the file it came from, `default` or
+    /// `derived` (the options read, then those set and not read).
+    pub provenance: Vec<Resolved>,
 }
 
 /// GPT-NeoX options not acted on, with the files that set them.
@@ -124,7 +127,7 @@ fn bad(options_file: Option<&Path>, key: &str, message: impl Into<String>) -> Co
 }
 
 /// Takes a value and checks it, naming the file that set it when the check fails.
-fn take_checked<T: serde::de::DeserializeOwned>(
+fn take_checked<T: serde::de::DeserializeOwned + serde::Serialize>(
     options: &mut Options,
     key: &str,
     default: T,
@@ -226,6 +229,12 @@ impl NeoxArgs {
         let schedule = Self::schedule(&mut o, optim.lr, training.train_iters)?;
         let resume_flags = Self::resume_flags(&mut o)?;
         let data = Self::data(&mut o)?;
+        if let Some(t) = &tokenizer_type {
+            o.derived("tokenizer_type", t);
+        }
+        o.derived("intermediate_size", model.intermediate_size);
+        o.derived("lr_decay_iters", schedule.decay_iters);
+        let provenance = o.provenance();
         let (not_acted_on, unimplemented) = Self::leftovers(o)?;
         Ok(NeoxArgs {
             model,
@@ -241,6 +250,7 @@ impl NeoxArgs {
             data,
             not_acted_on,
             unimplemented,
+            provenance,
         })
     }
 
@@ -263,6 +273,20 @@ impl NeoxArgs {
         self.model.vocab_size = self
             .padded_vocab_size
             .unwrap_or(tokenizer_vocab.div_ceil(m) * m);
+        if let Some(r) = self
+            .provenance
+            .iter_mut()
+            .find(|r| r.key == "padded_vocab_size" && r.source == Source::Default)
+        {
+            r.value = self.model.vocab_size.into();
+            r.source = Source::Derived;
+        }
+    }
+
+    /// The resolved value of option `key` (`None` when nobody asked for it
+    /// and no file set it).
+    pub fn resolved(&self, key: &str) -> Option<&Resolved> {
+        self.provenance.iter().find(|r| r.key == key)
     }
 
     /// The model's vocabulary, or why it is not known yet.
@@ -614,6 +638,12 @@ impl NeoxArgs {
                 v.map_or(Ok(()), |v| positive(&v))
             })?;
         let zero_stage = Self::zero(o)?;
+        o.derived("train_micro_batch_size_per_gpu", micro_batch_size);
+        o.derived("gradient_accumulation_steps", gradient_accumulation_steps);
+        o.derived(
+            "train_batch_size",
+            micro_batch_size * gradient_accumulation_steps * dp,
+        );
         Ok(TrainingConfig {
             micro_batch_size,
             gradient_accumulation_steps,
@@ -1242,6 +1272,33 @@ mod tests {
         assert!(
             err.to_string().contains("train_micro_batch_size_per_gpu"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn provenance_says_where_each_value_came_from() {
+        let mut args = parse(&format!("{BASE}train_batch_size: 8\n")).unwrap();
+        let row = |args: &NeoxArgs, k: &str| {
+            let r = args.resolved(k).unwrap();
+            (r.value.clone(), r.source.clone())
+        };
+        assert_eq!(
+            row(&args, "num_layers"),
+            (Value::from(2), Source::File("t.yml".into()))
+        );
+        assert_eq!(row(&args, "seed"), (Value::from(1234), Source::Default));
+        assert_eq!(
+            row(&args, "gradient_accumulation_steps"),
+            (Value::from(4), Source::Derived)
+        );
+        assert_eq!(
+            row(&args, "intermediate_size"),
+            (Value::from(256), Source::Derived)
+        );
+        args.set_vocab_size(50277);
+        assert_eq!(
+            row(&args, "padded_vocab_size"),
+            (Value::from(50304), Source::Derived)
         );
     }
 

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
@@ -27,12 +28,35 @@ pub struct Override {
     pub new_file: PathBuf,
 }
 
+/// Where a resolved option's value came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Set in this file (the last one that set it).
+    File(PathBuf),
+    /// Not set: the default applies.
+    Default,
+    /// Not set: computed from other options (e.g. `gradient_accumulation_steps`
+    /// from `train_batch_size`).
+    Derived,
+}
+
+/// One option as the trainer resolved it: its value and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Resolved {
+    pub key: String,
+    pub value: Value,
+    pub source: Source,
+}
+
 /// The merged options of several files, taken out one by one as the
-/// trainer reads them; what is left at the end was not acted on.
+/// trainer reads them; what is left at the end was not acted on. Every
+/// option asked for is recorded with its value and source (its provenance).
 #[derive(Debug, Default)]
 pub struct Options {
     entries: BTreeMap<String, Entry>,
     overrides: Vec<Override>,
+    resolved: Vec<Resolved>,
 }
 
 /// The canonical spelling of an option name: `train-iters` is `train_iters`.
@@ -101,8 +125,10 @@ impl Options {
     /// Takes option `name` out, typed; `None` when it is absent or null.
     pub fn take<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>, ConfigError> {
         let Some(entry) = self.entries.remove(name) else {
+            self.record(name, Value::Null, Source::Default);
             return Ok(None);
         };
+        self.record(name, entry.value.clone(), Source::File(entry.file.clone()));
         if entry.value.is_null() {
             return Ok(None);
         }
@@ -117,12 +143,60 @@ impl Options {
     }
 
     /// Takes option `name` out, or `default` when it is absent.
-    pub fn take_or<T: DeserializeOwned>(
+    pub fn take_or<T: DeserializeOwned + Serialize>(
         &mut self,
         name: &str,
         default: T,
     ) -> Result<T, ConfigError> {
-        Ok(self.take(name)?.unwrap_or(default))
+        match self.take(name)? {
+            Some(value) => Ok(value),
+            None => {
+                if self.source_of(name) == Some(&Source::Default) {
+                    self.record(name, to_value(&default), Source::Default);
+                }
+                Ok(default)
+            }
+        }
+    }
+
+    /// Records `value` as the resolved value of `name` when no file set it
+    /// (a value computed from other options).
+    pub fn derived(&mut self, name: &str, value: impl Serialize) {
+        if matches!(self.source_of(name), None | Some(Source::Default)) {
+            self.record(name, to_value(&value), Source::Derived);
+        }
+    }
+
+    /// Where the resolved value of `name` came from, once it was asked for.
+    fn source_of(&self, name: &str) -> Option<&Source> {
+        self.resolved
+            .iter()
+            .find(|r| r.key == name)
+            .map(|r| &r.source)
+    }
+
+    fn record(&mut self, key: &str, value: Value, source: Source) {
+        let resolved = Resolved {
+            key: key.to_string(),
+            value,
+            source,
+        };
+        match self.resolved.iter_mut().find(|r| r.key == key) {
+            Some(r) => *r = resolved,
+            None => self.resolved.push(resolved),
+        }
+    }
+
+    /// Every option asked for so far, in the order asked, then those set in
+    /// the files and not asked for (in name order), each with its source.
+    pub fn provenance(&self) -> Vec<Resolved> {
+        let mut all = self.resolved.clone();
+        all.extend(self.entries.iter().map(|(key, e)| Resolved {
+            key: key.clone(),
+            value: e.value.clone(),
+            source: Source::File(e.file.clone()),
+        }));
+        all
     }
 
     /// The file that set `name` (for messages about values already taken).
@@ -132,7 +206,12 @@ impl Options {
 
     /// Takes option `name` out with the file that set it.
     pub fn take_entry(&mut self, name: &str) -> Option<Entry> {
-        self.entries.remove(name)
+        let entry = self.entries.remove(name);
+        match &entry {
+            Some(e) => self.record(name, e.value.clone(), Source::File(e.file.clone())),
+            None => self.record(name, Value::Null, Source::Default),
+        }
+        entry
     }
 
     /// The options that a later file set again, in the order met.
@@ -144,6 +223,11 @@ impl Options {
     pub fn into_remaining(self) -> Vec<(String, Entry)> {
         self.entries.into_iter().collect()
     }
+}
+
+/// A value as YAML (`null` for what cannot be represented).
+fn to_value(value: &impl Serialize) -> Value {
+    serde_yaml_ng::to_value(value).unwrap_or(Value::Null)
 }
 
 /// A short rendering of a value for messages.
@@ -182,6 +266,31 @@ mod tests {
         assert_eq!(options.take::<u64>("train_iters").unwrap(), Some(20));
         assert_eq!(options.take::<f64>("lr").unwrap(), Some(0.1));
         assert!(options.into_remaining().is_empty());
+    }
+
+    #[test]
+    fn provenance_names_the_file_the_default_or_the_derivation() {
+        let mut options = Options::default();
+        options
+            .merge_str("lr: 0.1\nseed: 1\nextra: [1]\n", Path::new("a.yml"))
+            .unwrap();
+        options.merge_str("seed: 7\n", Path::new("b.yml")).unwrap();
+        assert_eq!(options.take_or("seed", 1234u64).unwrap(), 7);
+        assert_eq!(options.take_or("eval_iters", 100u64).unwrap(), 100);
+        assert_eq!(options.take::<u64>("save").unwrap(), None);
+        options.derived("save", "computed");
+        options.derived("seed", 99);
+        let all = options.provenance();
+        let row = |key: &str| all.iter().find(|r| r.key == key).unwrap().clone();
+        assert_eq!(row("seed").source, Source::File("b.yml".into()));
+        assert_eq!(row("seed").value, Value::from(7));
+        assert_eq!(row("eval_iters").source, Source::Default);
+        assert_eq!(row("eval_iters").value, Value::from(100));
+        assert_eq!(row("save").source, Source::Derived);
+        // Not asked for: listed after, with its file.
+        assert_eq!(all.last().unwrap().key, "lr");
+        assert_eq!(row("extra").source, Source::File("a.yml".into()));
+        assert_eq!(all.len(), 5);
     }
 
     #[test]
