@@ -34,7 +34,7 @@ attention_dropout: 0.0
 ";
 
 /// Model variants: every option that changes a parameter's presence or shape.
-const VARIANTS: [(&str, bool); 5] = [
+const VARIANTS: [(&str, bool); 7] = [
     // (extra options, exportable to Hugging Face)
     ("pos_emb: rotary\nno_weight_tying: true\n", true),
     ("pos_emb: rotary\ngpt_j_residual: true\n", true),
@@ -43,12 +43,21 @@ const VARIANTS: [(&str, bool); 5] = [
         true,
     ),
     (
-        "pos_emb: learned\nmax_position_embeddings: 24\nnorm: rmsnorm\nactivation: swiglu\nintermediate_size: 96\n\
-         use_bias_in_mlp: false\n",
+        "pos_emb: learned\nmax_position_embeddings: 24\nnorm: rmsnorm\nactivation: swiglu\n\
+         intermediate_size: 96\nuse_bias_in_mlp: false\n",
         false,
     ),
     (
         "pos_emb: alibi\nuse_bias_in_norms: false\nexpansion_factor: 3\nno_weight_tying: true\n",
+        false,
+    ),
+    (
+        "pos_emb: rotary\nnum_kv_heads: 2\nactivation: geglu\nintermediate_size: 96\n",
+        false,
+    ),
+    (
+        "pos_emb: rotary\nnum_kv_heads: 1\ngpt_j_residual: true\ngpt_j_tied: true\n\
+         activation: relu\nno_weight_tying: true\n",
         false,
     ),
 ];

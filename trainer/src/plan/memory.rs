@@ -275,7 +275,7 @@ impl Activations {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::{Activation, InitMethod, NormKind, PosEmb};
+    use crate::model::PosEmb;
     use crate::plan::params::tensors;
 
     pub(crate) fn model(layers: usize, h: usize, heads: usize, s: usize, v: usize) -> ModelConfig {
@@ -286,23 +286,10 @@ pub(crate) mod tests {
             seq_length: s,
             max_position_embeddings: s,
             vocab_size: v,
-            norm: NormKind::LayerNorm,
-            norm_eps: 1e-5,
             pos_emb: PosEmb::Rotary,
-            rotary_pct: 1.0,
-            rotary_emb_base: 10000.0,
-            gpt_j_residual: false,
             tied_embeddings: false,
-            activation: Activation::Gelu,
             intermediate_size: 4 * h,
-            init_method: InitMethod::Normal,
-            output_layer_init_method: InitMethod::ScaledNormal,
-            init_method_std: 0.02,
-            hidden_dropout: 0.0,
-            attention_dropout: 0.0,
-            use_bias_in_attn_linear: true,
-            use_bias_in_mlp: true,
-            use_bias_in_norms: true,
+            ..ModelConfig::default()
         }
     }
 

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::model::{Activation, ModelConfig, NormKind, PosEmb};
+use crate::model::{ModelConfig, NormKind, PosEmb};
 
 /// How tensor parallelism (Megatron's `ColumnParallelLinear`,
 /// `RowParallelLinear`, `VocabParallelEmbedding`) cuts a tensor over `tp` ranks.
@@ -120,22 +120,24 @@ pub fn tensors(c: &ModelConfig) -> Vec<ParamTensor> {
             );
         }
     };
-    let ffn_out = match c.activation {
-        Activation::Gelu => c.intermediate_size,
-        Activation::Swiglu => 2 * c.intermediate_size,
-    };
     let (attn_bias, mlp_bias) = (c.use_bias_in_attn_linear, c.use_bias_in_mlp);
     // (name, out, in, split, bias)
     let linears = [
         (
             "attention.query_key_value",
-            3 * h,
+            c.qkv_size(),
             h,
             Split::Column,
             attn_bias,
         ),
         ("attention.dense", h, h, Split::Row, attn_bias),
-        ("mlp.dense_h_to_4h", ffn_out, h, Split::Column, mlp_bias),
+        (
+            "mlp.dense_h_to_4h",
+            c.h_to_4h_size(),
+            h,
+            Split::Column,
+            mlp_bias,
+        ),
         (
             "mlp.dense_4h_to_h",
             h,
@@ -239,7 +241,6 @@ impl Counts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::InitMethod;
 
     fn config() -> ModelConfig {
         ModelConfig {
@@ -249,23 +250,10 @@ mod tests {
             seq_length: 4,
             max_position_embeddings: 6,
             vocab_size: 10,
-            norm: NormKind::LayerNorm,
-            norm_eps: 1e-5,
             pos_emb: PosEmb::Rotary,
-            rotary_pct: 1.0,
-            rotary_emb_base: 10000.0,
-            gpt_j_residual: false,
             tied_embeddings: false,
-            activation: Activation::Gelu,
             intermediate_size: 32,
-            init_method: InitMethod::Normal,
-            output_layer_init_method: InitMethod::ScaledNormal,
-            init_method_std: 0.02,
-            hidden_dropout: 0.0,
-            attention_dropout: 0.0,
-            use_bias_in_attn_linear: true,
-            use_bias_in_mlp: true,
-            use_bias_in_norms: true,
+            ..ModelConfig::default()
         }
     }
 
@@ -297,5 +285,19 @@ mod tests {
         assert_eq!(get("embed_in.weight").numel_per_rank(4), 3 * 8);
         assert_eq!(get("final_layer_norm.weight").numel_per_rank(4), 8);
         assert_eq!(qkv.burn_shape(), [8, 24]);
+    }
+
+    #[test]
+    fn grouped_query_attention_narrows_query_key_value() {
+        let c = ModelConfig {
+            num_kv_heads: Some(1),
+            ..config()
+        };
+        let t = tensors(&c);
+        // 2 query heads of 4 dims, one key and one value head: 8 + 2 x 4 outputs.
+        let qkv = t
+            .iter()
+            .find(|t| t.name.ends_with("0.attention.query_key_value.weight"));
+        assert_eq!(qkv.unwrap().shape, [16, 8]);
     }
 }
