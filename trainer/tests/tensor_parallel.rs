@@ -13,9 +13,9 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use neox_trainer::dist::comm::threads::ThreadComm;
-use neox_trainer::dist::tensor_parallel::{
-    Shard, SplitError, TpGptNeox, TpGroup, vocab_parallel_cross_entropy,
-};
+use neox_trainer::dist::tensor_parallel::layers::Shard;
+use neox_trainer::dist::tensor_parallel::{SplitError, TpGroup, vocab_parallel_cross_entropy};
+use neox_trainer::dist::{GptShard, Stage};
 use neox_trainer::model::{
     Activation, GptNeox, InitMethod, ModelConfig, NormKind, PosEmb, cross_entropy,
 };
@@ -127,7 +127,7 @@ fn on_ranks(config: &ModelConfig, tp: usize) -> Vec<RankResult> {
                 s.spawn(move || {
                     let full = seeded::<Ad>(config, 7);
                     let group = TpGroup::new(Arc::new(comm));
-                    let model = TpGptNeox::split(&full, group.clone()).unwrap();
+                    let model = GptShard::split(&full, group.clone()).unwrap();
                     drop(full);
                     let logits = model.forward(tokens(0)).into_data().iter().collect();
                     let loss = model.loss(tokens(0), tokens(1));
@@ -167,7 +167,9 @@ fn assert_split_equals_unsplit(config: &ModelConfig, what: &str) {
                 .collect();
             assert_close(&got.logits, &want, &format!("{what}: rank {rank} logits"));
             assert_close(&[got.loss], &[value], &format!("{what}: rank {rank} loss"));
-            let want = values(&TpGptNeox::shard(&grad_model, shard, TpGroup::single()).unwrap());
+            let want = values(
+                &GptShard::new(&grad_model, Stage::whole(2), shard, TpGroup::single()).unwrap(),
+            );
             assert_eq!(got.grads.len(), want.len());
             for (i, (g, w)) in got.grads.iter().zip(&want).enumerate() {
                 assert_close(g, w, &format!("{what}: rank {rank} gradient {i}"));
@@ -254,7 +256,13 @@ fn vocab_parallel_loss_equals_the_full_loss() {
 fn sizes_that_do_not_divide_the_model_are_refused_by_name() {
     let mut c = config(Activation::Gelu, PosEmb::Rotary, false, false);
     let full = seeded::<Ad>(&c, 1);
-    let err = TpGptNeox::shard(&full, Shard { rank: 0, size: 3 }, TpGroup::single()).unwrap_err();
+    let err = GptShard::new(
+        &full,
+        Stage::whole(2),
+        Shard { rank: 0, size: 3 },
+        TpGroup::single(),
+    )
+    .unwrap_err();
     assert!(
         matches!(
             err,
@@ -269,6 +277,12 @@ fn sizes_that_do_not_divide_the_model_are_refused_by_name() {
     assert!(err.to_string().contains("model_parallel_size 3"), "{err}");
     c.vocab_size = 30;
     let full = seeded::<Ad>(&c, 1);
-    let err = TpGptNeox::shard(&full, Shard { rank: 1, size: 4 }, TpGroup::single()).unwrap_err();
+    let err = GptShard::new(
+        &full,
+        Stage::whole(2),
+        Shard { rank: 1, size: 4 },
+        TpGroup::single(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("vocabulary (30)"), "{err}");
 }

@@ -209,20 +209,41 @@ impl DataParallel {
         lr: f64,
         model: M,
         layout: &ParamLayout,
-        mut grads: GradientsParams,
+        grads: GradientsParams,
         device: &B::Device,
     ) -> Result<(M, f64), CommError> {
+        let norm = |squares: Vec<f32>| Ok(optim::norm_of_squares(&squares));
+        self.step_with_norm(optim, lr, model, layout, grads, device, norm)
+    }
+
+    /// [`DataParallel::step`] with the global norm found by `norm` from each
+    /// parameter's squared gradient sum (in visiting order; under ZeRO-2 already
+    /// summed over the data ranks): model parallelism adds the other shards'.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_with_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &self,
+        optim: &mut NeoxOptimizer<B, M>,
+        lr: f64,
+        model: M,
+        layout: &ParamLayout,
+        mut grads: GradientsParams,
+        device: &B::Device,
+        norm: impl FnOnce(Vec<f32>) -> Result<f64, CommError>,
+    ) -> Result<(M, f64), CommError> {
+        let mut squares = optim::param_squares::<B, M>(&model, &grads);
         let comm = match (&self.comm, self.zero) {
-            (None, _) | (Some(_), ZeroStage::Off) => return Ok(optim.step(lr, model, grads)),
+            (None, _) | (Some(_), ZeroStage::Off) => {
+                let norm = norm(squares)?;
+                return Ok((optim.apply(lr, model, grads, norm), norm));
+            }
             (Some(comm), _) => comm,
         };
-        let mut squares = optim::param_squares::<B, M>(&model, &grads);
         if self.zero == ZeroStage::Two {
             // Each rank holds its own parameters' gradients: the others' are 0
             // here, and adding zeros is exact.
             comm.all_reduce_f32(&mut squares, ReduceOp::Sum)?;
         }
-        let norm = optim::norm_of_squares(&squares);
+        let norm = norm(squares)?;
         let partition = Partition::new(&layout.sizes, comm.size());
         let owned = partition.owned_ids(&layout.ids, comm.rank());
         retain::<B>(&mut grads, layout, &owned);

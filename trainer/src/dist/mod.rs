@@ -8,16 +8,24 @@
 //! - [`topology`]: GPT-NeoX's pipe x data x model grid of ranks.
 //! - `data_parallel`, `zero`: gradient averaging and optimizer sharding.
 //! - [`tensor_parallel`]: layers split over a group of ranks (Megatron's).
+//! - [`pipeline_parallel`]: stages of layers, 1F1B between them.
+//! - [`shard`]: one rank's share of the model; [`parallel`]: the three together.
 
 pub mod comm;
 pub mod data_parallel;
+pub mod parallel;
+pub mod pipeline_parallel;
 pub mod placement;
+pub mod shard;
 pub mod tensor_parallel;
 pub mod topology;
 pub mod zero;
 
 pub use comm::{CommError, CommExt, Communicator, DType, ReduceOp};
 pub use data_parallel::{DataParallel, ParamLayout};
-pub use tensor_parallel::{TpGptNeox, TpGroup, TpOps};
+pub use parallel::Parallel;
+pub use pipeline_parallel::{PartitionMethod, Pipeline, Stage};
+pub use shard::GptShard;
+pub use tensor_parallel::{TpGroup, TpOps};
 pub use topology::Topology;
 pub use zero::ZeroStage;

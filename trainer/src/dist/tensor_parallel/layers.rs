@@ -7,7 +7,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, Embedding, Linear};
-use burn::tensor::{Distribution, Int, Tensor, activation, backend::Backend};
+use burn::tensor::{Distribution, Int, Tensor, activation, backend::Backend, module};
 
 use super::mappings::{TpGroup, TpOps};
 use crate::model::attention::Context;
@@ -79,7 +79,10 @@ fn row_linear<B: Backend>(linear: &Linear<B>, shard: Shard) -> Linear<B> {
 /// `x W` for a row-parallel `linear`: partial products summed over the
 /// group, then the bias.
 fn row_forward<B: TpOps>(linear: &Linear<B>, x: Tensor<B, 3>, group: &TpGroup) -> Tensor<B, 3> {
-    let y = B::reduce_from_tp(x.matmul(linear.weight.val().unsqueeze()), group);
+    if group.size() == 1 {
+        return linear.forward(x);
+    }
+    let y = B::reduce_from_tp(module::linear(x, linear.weight.val(), None), group);
     match &linear.bias {
         Some(b) => y + b.val().unsqueeze(),
         None => y,
@@ -199,6 +202,9 @@ pub fn vocab_embed<B: TpOps>(
     shard: Shard,
     group: &TpGroup,
 ) -> Tensor<B, 3> {
+    if group.size() == 1 {
+        return embedding.forward(tokens);
+    }
     let rows = embedding.weight.dims()[0];
     let start = (shard.rank * rows) as i64;
     let outside = tokens

@@ -15,6 +15,9 @@ pub fn vocab_parallel_cross_entropy<B: TpOps>(
     targets: Tensor<B, 2, Int>,
     group: &TpGroup,
 ) -> Tensor<B, 1> {
+    if group.size() == 1 {
+        return crate::model::cross_entropy(logits, targets);
+    }
     let [b, t, v] = logits.dims();
     let logits = logits.reshape([b * t, v]);
     // The maxima only shift the logits for stability: a constant to autodiff.

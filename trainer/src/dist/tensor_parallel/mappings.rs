@@ -95,6 +95,29 @@ impl TpGroup {
         }
     }
 
+    /// Waits until every rank of the group is about to run its backward
+    /// pass: call it right before `backward()`, with nothing else to wait for.
+    ///
+    /// Ranks that are threads of one process share Burn's autodiff
+    /// bookkeeping: a thread ending a backward pass visits (locks) every
+    /// thread's graph, so it waits for any backward pass in progress, and a
+    /// backward pass here waits for the group's other ranks (the gradients of
+    /// copy-to-TP). Were a rank in its backward pass to wait for a peer that
+    /// still waits for anything else (a message from a thread that is tidying
+    /// up), the wait could close in a circle; with every rank of the group
+    /// inside the backward pass, it finishes. Ranks that are processes share
+    /// nothing; for them the barrier costs one small message.
+    pub fn before_backward(&self) {
+        let Some(comm) = &self.comm else { return };
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if failed.is_some() {
+            return;
+        }
+        if let Err(e) = comm.barrier() {
+            *failed = Some(e);
+        }
+    }
+
     /// `x` reduced elementwise over the group (no autodiff: a plain value).
     pub fn all_reduce<B: Backend, const D: usize>(
         &self,

@@ -1,0 +1,298 @@
+//! Pipeline and 3D parallelism on threads, step by step against one device
+//! accumulating the same micro batches: a pipeline of 2 or 4 stages (1F1B)
+//! trains bit for bit as the unsplit model (losses, norms, parameters) over
+//! several steps with gradient accumulation; pipe 2 x data 2 x model 2 on 8
+//! ranks with ZeRO-1 keeps one device's losses and norms within 1e-5 over
+//! 5 steps (its parameters within 1e-4, Adam being what it is: see below).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use neox_trainer::data::{Batch, SampleSource};
+use neox_trainer::dist::comm::Communicator;
+use neox_trainer::dist::comm::threads::ThreadComm;
+use neox_trainer::dist::tensor_parallel::TpGroup;
+use neox_trainer::dist::tensor_parallel::layers::Shard;
+use neox_trainer::dist::{
+    DataParallel, GptShard, Parallel, ParamLayout, PartitionMethod, Topology, ZeroStage,
+};
+use neox_trainer::model::{Activation, GptNeox, InitMethod, ModelConfig, NormKind, PosEmb};
+use neox_trainer::optim::{NeoxOptimizer, OptimConfig};
+use neox_trainer::train::{StepStats, train_step};
+
+mod common;
+
+type Ad = Autodiff<Flex>;
+
+const MICRO: usize = 2;
+const SEQ: usize = 16;
+
+fn config(layers: usize, tied: bool) -> ModelConfig {
+    ModelConfig {
+        num_layers: layers,
+        hidden_size: 32,
+        num_attention_heads: 4,
+        seq_length: SEQ,
+        max_position_embeddings: SEQ,
+        vocab_size: 32,
+        norm: NormKind::LayerNorm,
+        norm_eps: 1e-5,
+        pos_emb: PosEmb::Rotary,
+        rotary_pct: 0.5,
+        rotary_emb_base: 10000.0,
+        gpt_j_residual: false,
+        tied_embeddings: tied,
+        activation: Activation::Gelu,
+        intermediate_size: 64,
+        init_method: InitMethod::SmallInit,
+        output_layer_init_method: InitMethod::WangInit,
+        init_method_std: 0.02,
+        hidden_dropout: 0.0,
+        attention_dropout: 0.0,
+        use_bias_in_attn_linear: true,
+        use_bias_in_mlp: true,
+        use_bias_in_norms: true,
+        ..ModelConfig::default()
+    }
+}
+
+fn optim_config() -> OptimConfig {
+    OptimConfig {
+        lr: 0.01,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        // Active on every step of these runs (checked).
+        gradient_clipping: 0.05,
+    }
+}
+
+fn lr(step: usize) -> f64 {
+    0.01 / (1.0 + step as f64)
+}
+
+/// The model a seed makes; ranks that are threads take turns with the
+/// process's one RNG, and every parameter is drawn while the turn lasts.
+fn seeded(config: &ModelConfig) -> GptNeox<Ad> {
+    static TURN: Mutex<()> = Mutex::new(());
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let device = Default::default();
+    Ad::seed(&device, 42);
+    let model = config.init::<Ad>(&device);
+    ParamLayout::of::<Ad, _>(&model);
+    model
+}
+
+/// Every parameter's values, in visiting order.
+fn values<B: Backend, M: Module<B>>(model: &M) -> Vec<Vec<f32>> {
+    struct Collect(Vec<Vec<f32>>);
+    impl<B: Backend> ModuleVisitor<B> for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0.push(param.val().into_data().iter::<f32>().collect());
+        }
+    }
+    let mut c = Collect(Vec::new());
+    model.visit(&mut c);
+    c.0
+}
+
+fn batch(data: &dyn SampleSource, first: u64) -> Batch<Ad> {
+    Batch::read(data, first, MICRO, SEQ, 32, &Default::default()).unwrap()
+}
+
+/// One device accumulating `micro_batches` per step: its stats and final model.
+fn one_device(
+    config: &ModelConfig,
+    steps: usize,
+    micro_batches: usize,
+) -> (Vec<StepStats>, GptNeox<Ad>) {
+    let data = common::splits();
+    let mut model = seeded(config);
+    let layout = ParamLayout::of::<Ad, _>(&model);
+    let mut optim = NeoxOptimizer::new(&optim_config());
+    let dp = DataParallel::single();
+    let mut stats = Vec::new();
+    for step in 0..steps {
+        let consumed = (step * micro_batches * MICRO) as u64;
+        let batches = (0..micro_batches)
+            .map(|j| batch(data.train.as_ref(), consumed + (j * MICRO) as u64))
+            .collect();
+        let s;
+        (model, s) = train_step(
+            model,
+            &mut optim,
+            batches,
+            lr(step),
+            &dp,
+            &layout,
+            &Default::default(),
+        )
+        .unwrap();
+        assert!(s.grad_norm > 0.05, "clipping inactive at step {step}");
+        stats.push(s);
+    }
+    (stats, model)
+}
+
+/// What one rank of a grid ends with.
+struct RankOut {
+    parallel: Parallel,
+    stats: Vec<StepStats>,
+    params: Vec<Vec<f32>>,
+}
+
+/// Trains on `pp x dp x tp` thread ranks, `accumulation` micro batches per
+/// rank and step.
+fn grid(
+    config: &ModelConfig,
+    (pp, dp, tp): (usize, usize, usize),
+    zero: ZeroStage,
+    method: &PartitionMethod,
+    steps: usize,
+    accumulation: usize,
+) -> Vec<RankOut> {
+    let topology = Topology::new(pp * dp * tp, pp, tp).unwrap();
+    let comms = ThreadComm::group(pp * dp * tp, Duration::from_secs(60));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|comm| {
+                s.spawn(move || {
+                    let data = common::splits();
+                    let world: Arc<dyn Communicator> = Arc::new(comm);
+                    let full = seeded(config);
+                    let parallel = Parallel::new(&world, topology, zero, &full, method).unwrap();
+                    let mut model = parallel.shard(&full).unwrap();
+                    let counted = parallel.counted(&full, &model);
+                    drop(full);
+                    let layout = ParamLayout::of::<Ad, _>(&model);
+                    let mut optim = NeoxOptimizer::<Ad, GptShard<Ad>>::new(&optim_config());
+                    let mut stats = Vec::new();
+                    for step in 0..steps {
+                        let consumed = (step * accumulation * dp * MICRO) as u64;
+                        let batches = (0..accumulation)
+                            .map(|j| {
+                                let first = parallel.dp.micro_batch_start(consumed, j, MICRO);
+                                batch(data.train.as_ref(), first)
+                            })
+                            .collect();
+                        let s;
+                        (model, s) = parallel
+                            .train_step(
+                                model,
+                                &mut optim,
+                                batches,
+                                lr(step),
+                                &layout,
+                                &counted,
+                                &Default::default(),
+                            )
+                            .unwrap();
+                        stats.push(s);
+                    }
+                    RankOut {
+                        params: values(&model),
+                        parallel,
+                        stats,
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// `model`'s share for `rank`: its stage, its tensor slice.
+fn share_of(model: &GptNeox<Ad>, rank: &RankOut) -> Vec<Vec<f32>> {
+    let p = &rank.parallel;
+    let shard = Shard {
+        rank: p.coord.tp,
+        size: p.topology.tp,
+    };
+    values(&GptShard::new(model, p.stage().clone(), shard, TpGroup::single()).unwrap())
+}
+
+#[test]
+fn pipelines_train_bit_for_bit_as_one_device() {
+    let _serial = common::one_run_at_a_time();
+    let method = PartitionMethod::gpt_neox_default();
+    for (layers, pp, method) in [
+        (2, 2, method.clone()),
+        (4, 4, method),
+        (3, 2, PartitionMethod::Uniform),
+        (4, 2, PartitionMethod::Parameters),
+    ] {
+        let config = config(layers, false);
+        let (want, model) = one_device(&config, 4, 3);
+        let ranks = grid(&config, (pp, 1, 1), ZeroStage::Off, &method, 4, 3);
+        let what = format!("{layers} layers, pp={pp}, {method:?}");
+        for rank in &ranks {
+            assert_eq!(rank.stats, want, "{what}: stage {}", rank.parallel.coord.pp);
+            assert!(
+                rank.params == share_of(&model, rank),
+                "{what}: stage {} parameters differ",
+                rank.parallel.coord.pp
+            );
+        }
+        let all: Vec<Vec<f32>> = ranks.into_iter().flat_map(|r| r.params).collect();
+        assert!(
+            all == values(&model),
+            "{what}: stages do not add up to the model"
+        );
+    }
+}
+
+/// Asserts `got` equals `want` within `tolerance` of `want`'s largest magnitude.
+fn assert_within(got: &[f32], want: &[f32], tolerance: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        err <= tolerance * scale,
+        "{what}: max error {err} against {scale}"
+    );
+}
+
+fn assert_close(got: f64, want: f64, what: &str) {
+    assert_within(&[got as f32], &[want as f32], 1e-5, what);
+}
+
+#[test]
+fn pipe_data_and_model_parallel_together_train_as_one_device() {
+    let _serial = common::one_run_at_a_time();
+    for (tied, method) in [
+        (false, PartitionMethod::gpt_neox_default()),
+        (true, PartitionMethod::Uniform),
+    ] {
+        let config = config(2, tied);
+        // 2 data ranks x 2 micro batches each = one device's 4.
+        let (want, model) = one_device(&config, 5, 4);
+        let ranks = grid(&config, (2, 2, 2), ZeroStage::One, &method, 5, 2);
+        assert_eq!(ranks.len(), 8);
+        for rank in &ranks {
+            let what = format!("tied {tied}: rank {:?}", rank.parallel.coord);
+            for (got, want) in rank.stats.iter().zip(&want) {
+                assert_close(got.loss, want.loss, &format!("{what} loss"));
+                assert_close(got.grad_norm, want.grad_norm, &format!("{what} norm"));
+            }
+            // Parameters within 1e-4 of the share's largest: Adam's step is
+            // about `lr` whatever the gradient's size, so on elements whose
+            // gradient is near 0 (the key bias's is 0 in exact arithmetic)
+            // rounding noise becomes steps of its own, which follow the
+            // order of every sum (two unsplit runs adding in different
+            // orders differ there as much). Losses and norms above: 1e-5.
+            let share = share_of(&model, rank);
+            assert_eq!(rank.params.len(), share.len());
+            let (got, want) = (rank.params.concat(), share.concat());
+            assert_within(&got, &want, 1e-4, &format!("{what} parameters"));
+        }
+    }
+}
