@@ -27,7 +27,7 @@ use neox_trainer::plan;
 /// GPT-NeoX options that this trainer does not act on and that change nothing
 /// computed (DeepSpeed's ZeRO, fusion kernels, logging services, ...) are listed
 /// at start. Options whose value would change the model, the data or the
-/// numerics and that are not implemented yet (fp16 enabled, num_kv_heads, ...)
+/// numerics and that are not implemented yet (Apex amp, num_kv_heads, ...)
 /// stop the run, unless --allow-unimplemented. Unknown options and bad values
 /// are refused with the file and option named. Metrics go to `log_dir` (else
 /// `save`) as `metrics.jsonl`; checkpoints to `save`, resumed from `load`.
@@ -102,7 +102,7 @@ struct Args {
     local_rank: Option<usize>,
 
     /// Go on despite options that are not implemented yet and would change the
-    /// run (e.g. `fp16: {enabled: true}` then trains in f32).
+    /// run (e.g. `amp: {enabled: true}` then trains without Apex AMP).
     #[arg(long)]
     allow_unimplemented: bool,
 }

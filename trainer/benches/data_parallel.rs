@@ -26,7 +26,7 @@ use neox_trainer::dist::comm::threads::ThreadComm;
 use neox_trainer::dist::{Communicator, DataParallel, ParamLayout, ZeroStage};
 use neox_trainer::model::GptNeox;
 use neox_trainer::optim::NeoxOptimizer;
-use neox_trainer::train::train_step;
+use neox_trainer::train::{StepMode, train_step};
 
 const WARMUP: usize = 3;
 const STEPS: usize = 10;
@@ -95,8 +95,17 @@ fn train(
             Batch::read(&source, first, micro, seq, vocab as usize, &device).expect("batch");
         let start = Instant::now();
         let stats;
-        (model, stats) =
-            train_step(model, &mut optim, vec![batch], 1e-4, dp, &layout, &device).expect("step");
+        (model, stats) = train_step(
+            model,
+            &mut optim,
+            vec![batch],
+            1e-4,
+            dp,
+            &layout,
+            &device,
+            &mut StepMode::default(),
+        )
+        .expect("step");
         assert!(stats.loss.is_finite());
         if step >= warmup {
             timed += start.elapsed().as_secs_f64();

@@ -19,7 +19,7 @@ use neox_trainer::device::Cpu;
 use neox_trainer::dist::{DataParallel, ParamLayout};
 use neox_trainer::model::GptNeox;
 use neox_trainer::optim::NeoxOptimizer;
-use neox_trainer::train::train_step;
+use neox_trainer::train::{StepMode, train_step};
 
 struct Case {
     name: &'static str,
@@ -109,8 +109,17 @@ fn run(case: &Case) {
         .expect("batch");
         let start = Instant::now();
         let stats;
-        (model, stats) =
-            train_step(model, &mut optim, vec![batch], 1e-4, &dp, &layout, &device).expect("step");
+        (model, stats) = train_step(
+            model,
+            &mut optim,
+            vec![batch],
+            1e-4,
+            &dp,
+            &layout,
+            &device,
+            &mut StepMode::default(),
+        )
+        .expect("step");
         assert!(stats.loss.is_finite());
         if step >= case.warmup {
             timed += start.elapsed().as_secs_f64();

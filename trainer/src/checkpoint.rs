@@ -18,6 +18,7 @@ use crate::error::CheckpointError;
 use crate::fsutil::{sync_dir, write_atomic};
 use crate::model::{GptNeox, ModelConfig};
 use crate::optim::NeoxOptimizer;
+use crate::precision::ScalerState;
 use crate::schedule::Schedule;
 
 /// Where the run stands: everything besides tensors that resuming needs.
@@ -36,6 +37,13 @@ pub struct TrainState {
     /// (`optim_*_rank{r}.bin`): the data-parallel size under ZeRO, else 1.
     #[serde(default = "one")]
     pub optimizer_shards: usize,
+    /// Steps skipped for overflowing fp16 gradients: the learning-rate
+    /// schedule advances only on the others, as DeepSpeed's does.
+    #[serde(default)]
+    pub skipped_steps: u64,
+    /// The fp16 loss scaler's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scaler: Option<ScalerState>,
 }
 
 fn one() -> usize {

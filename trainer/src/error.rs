@@ -93,6 +93,8 @@ pub enum TrainError {
     Diverged { iteration: u64, loss: f64 },
     #[error(transparent)]
     Ranks(#[from] crate::dist::CommError),
+    #[error(transparent)]
+    Precision(#[from] crate::precision::ScaleExhausted),
 }
 
 impl From<crate::dist::CommError> for CheckpointError {

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod plan;
+pub mod precision;
 pub mod schedule;
 pub mod train;
 

@@ -20,6 +20,8 @@ pub enum Record {
         /// Mean loss over the interval's iterations.
         loss: f64,
         lr: f64,
+        /// The gradient norm of the interval's last applied step (an fp16
+        /// step skipped for overflow has none).
         grad_norm: f64,
         /// Mean wall time of one iteration, milliseconds.
         step_ms: f64,
@@ -27,11 +29,21 @@ pub enum Record {
         /// Achieved model FLOP/s (see `ModelConfig::train_flops_per_token`).
         flops_per_s: f64,
         consumed_samples: u64,
+        /// fp16: the loss scale after the interval's last step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        loss_scale: Option<f64>,
+        /// fp16: steps of the interval skipped for overflowing gradients.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        skipped_iters: u64,
     },
     /// An evaluation on the validation split after `iteration`.
     Valid { iteration: u64, loss: f64, ppl: f64 },
     /// The evaluation on the test split at the end.
     Test { iteration: u64, loss: f64, ppl: f64 },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Record {

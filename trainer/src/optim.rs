@@ -63,8 +63,27 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
 
     /// Clips `grads` as if their global norm were `norm` (computed over every
     /// rank's share), then updates the parameters that have a gradient.
-    pub fn apply(&mut self, lr: f64, model: M, mut grads: GradientsParams, norm: f64) -> M {
-        let scale = (self.clip > 0.0 && norm > self.clip).then(|| self.clip / (norm + 1e-6));
+    pub fn apply(&mut self, lr: f64, model: M, grads: GradientsParams, norm: f64) -> M {
+        self.apply_scaled(lr, model, grads, norm, 1.0)
+    }
+
+    /// [`NeoxOptimizer::apply`] for `grads` that are `loss_scale` times the
+    /// true gradients, whose norm is `norm`: one multiplication unscales and
+    /// clips them (DeepSpeed's `unscale_and_clip_grads`).
+    pub fn apply_scaled(
+        &mut self,
+        lr: f64,
+        model: M,
+        mut grads: GradientsParams,
+        norm: f64,
+        loss_scale: f64,
+    ) -> M {
+        let clip = (self.clip > 0.0 && norm > self.clip).then(|| self.clip / (norm + 1e-6));
+        let scale = match (clip, loss_scale == 1.0) {
+            (clip, true) => clip,
+            (Some(clip), false) => Some(clip / loss_scale),
+            (None, false) => Some(1.0 / loss_scale),
+        };
         let mut split = Split::<B> {
             grads: &mut grads,
             no_decay: GradientsParams::new(),

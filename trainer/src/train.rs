@@ -21,6 +21,7 @@ use crate::error::TrainError;
 use crate::metrics::{MetricsLog, Record};
 use crate::model::{GptNeox, ModelConfig};
 use crate::optim::NeoxOptimizer;
+use crate::precision::MixedPrecision;
 
 /// What one optimizer step measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,11 +30,24 @@ pub struct StepStats {
     pub loss: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
+    /// fp16: the step was skipped, its gradients overflowed.
+    pub skipped: bool,
+}
+
+/// How a step computes, beyond the model and data.
+#[derive(Debug, Clone, Default)]
+pub struct StepMode {
+    /// The compute type and, for fp16, the loss scaler.
+    pub precision: MixedPrecision,
 }
 
 /// One optimizer step over this rank's `micro_batches`: gradients accumulated,
 /// summed over the data-parallel ranks (each micro batch weighs
-/// `1 / (micro batches x ranks)`), clipped by the global norm, applied.
+/// `1 / (micro batches x ranks)`), clipped by the global norm, applied. The
+/// passes run in `mode`'s precision on a cast copy of `model`, whose f32
+/// parameters receive the gradients; an fp16 step whose gradients overflow
+/// is skipped.
+#[allow(clippy::too_many_arguments)]
 pub fn train_step<B: AutodiffBackend>(
     model: GptNeox<B>,
     optim: &mut NeoxOptimizer<B, GptNeox<B>>,
@@ -42,23 +56,34 @@ pub fn train_step<B: AutodiffBackend>(
     dp: &DataParallel,
     layout: &ParamLayout,
     device: &B::Device,
+    mode: &mut StepMode,
 ) -> Result<(GptNeox<B>, StepStats), TrainError> {
     let n = micro_batches.len().max(1) * dp.size();
+    let scale = mode.precision.loss_scale();
+    let compute = mode.precision.cast(model.clone());
     let mut accumulator = GradientsAccumulator::<GptNeox<B>>::new();
     let mut loss_sum = 0.0;
     for batch in micro_batches {
-        let loss = model.loss(batch.inputs, batch.targets) / n as f64;
+        let loss = compute.loss(batch.inputs, batch.targets) / n as f64;
         loss_sum = dp.sum_in_order(loss_sum, loss.clone().into_scalar().elem::<f64>())?;
+        let loss = if scale == 1.0 { loss } else { loss * scale };
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         accumulator.accumulate(&model, grads);
     }
+    drop(compute);
     let grads = dp.reduce_gradients(&model, layout, accumulator.grads(), device)?;
-    let (model, grad_norm) = dp.step(optim, lr, model, layout, grads, device)?;
+    let loss_scale = mode.precision.skips_overflow().then_some(scale);
+    let norm = |squares: Vec<f32>| Ok(crate::optim::norm_of_squares(&squares));
+    let (model, grad_norm) =
+        dp.step_with(optim, lr, model, layout, grads, device, norm, loss_scale)?;
+    let skipped = loss_scale.is_some() && !grad_norm.is_finite();
+    mode.precision.update(skipped)?;
     Ok((
         model,
         StepStats {
             loss: loss_sum,
             grad_norm,
+            skipped,
         },
     ))
 }
@@ -162,6 +187,9 @@ pub fn run_parallel<B: AutodiffBackend>(
 
     let mut model = init_model::<B>(&config, t.seed, device);
     let mut optim = NeoxOptimizer::<B, GptNeox<B>>::new(&args.optim);
+    let mut mode = StepMode {
+        precision: MixedPrecision::new(&args.precision),
+    };
     let mut state = TrainState {
         iteration: 0,
         consumed_train_samples: 0,
@@ -173,6 +201,8 @@ pub fn run_parallel<B: AutodiffBackend>(
         } else {
             dp.size()
         },
+        skipped_steps: 0,
+        loss_scaler: None,
     };
     let mut resumed_from = None;
     let checkpoint = match &t.load {
@@ -189,6 +219,7 @@ pub fn run_parallel<B: AutodiffBackend>(
         };
         state.schedule =
             crate::schedule::on_resume(&args.schedule, &state.schedule, args.resume_flags)?;
+        mode.precision.restore(state.loss_scaler.clone());
         if first_rank {
             tracing::info!(iteration = state.iteration, checkpoint = %dir.display(), "resumed");
         }
@@ -228,6 +259,8 @@ pub fn run_parallel<B: AutodiffBackend>(
     let flops_per_token = config.train_flops_per_token();
     let tokens_per_iter = (global_batch * seq) as f64;
     let (mut interval_loss, mut interval_iters, mut interval_start) = (0.0, 0u64, Instant::now());
+    let (mut interval_skipped, mut skipped_loss) = (0u64, 0.0);
+    let mut last_grad_norm = 0.0;
     let mut last_valid_loss = None;
 
     while state.iteration < t.train_iters {
@@ -238,7 +271,9 @@ pub fn run_parallel<B: AutodiffBackend>(
             step_seed(t.seed, it)
                 .wrapping_add((dp.rank() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         );
-        let lr = state.schedule.lr_at(it);
+        // The schedule advances on applied steps only (DeepSpeed does not step
+        // its scheduler on an fp16 overflow).
+        let lr = state.schedule.lr_at(it - state.skipped_steps);
         let micro_batches = (0..accumulation)
             .map(|j| {
                 let first = dp.micro_batch_start(state.consumed_train_samples, j, micro);
@@ -253,8 +288,32 @@ pub fn run_parallel<B: AutodiffBackend>(
             })
             .collect::<Result<Vec<_>, _>>()?;
         let stats;
-        (model, stats) = train_step(model, &mut optim, micro_batches, lr, dp, &layout, device)?;
-        if !stats.loss.is_finite() {
+        let scale = mode.precision.loss_scale();
+        (model, stats) = train_step(
+            model,
+            &mut optim,
+            micro_batches,
+            lr,
+            dp,
+            &layout,
+            device,
+            &mut mode,
+        )?;
+        if stats.skipped {
+            state.skipped_steps += 1;
+            interval_skipped += 1;
+            skipped_loss += stats.loss;
+            if first_rank {
+                progress.suspend(|| {
+                    tracing::warn!(
+                        iteration = it + 1,
+                        loss_scale = scale,
+                        next_scale = mode.precision.loss_scale(),
+                        "fp16 gradients overflowed: step skipped"
+                    )
+                });
+            }
+        } else if !stats.loss.is_finite() {
             return Err(TrainError::Diverged {
                 iteration: it + 1,
                 loss: stats.loss,
@@ -262,28 +321,43 @@ pub fn run_parallel<B: AutodiffBackend>(
         }
         state.iteration += 1;
         state.consumed_train_samples += global_batch as u64;
-        interval_loss += stats.loss;
+        if !stats.skipped {
+            interval_loss += stats.loss;
+            last_grad_norm = stats.grad_norm;
+        }
         interval_iters += 1;
         progress.set_position(state.iteration);
         progress.set_message(format!("loss {:.4}  lr {lr:.3e}", stats.loss));
 
         if state.iteration.is_multiple_of(t.log_interval) || state.iteration == t.train_iters {
             let seconds = interval_start.elapsed().as_secs_f64() / interval_iters as f64;
+            // As GPT-NeoX: the mean over the interval's applied steps.
+            let applied = interval_iters - interval_skipped;
+            let loss = match applied {
+                0 => skipped_loss / interval_iters as f64,
+                _ => interval_loss / applied as f64,
+            };
             let record = Record::Train {
                 iteration: state.iteration,
-                loss: interval_loss / interval_iters as f64,
+                loss,
                 lr,
-                grad_norm: stats.grad_norm,
+                grad_norm: last_grad_norm,
                 step_ms: seconds * 1e3,
                 tokens_per_s: tokens_per_iter / seconds,
                 flops_per_s: flops_per_token * tokens_per_iter / seconds,
                 consumed_samples: state.consumed_train_samples,
+                loss_scale: mode
+                    .precision
+                    .skips_overflow()
+                    .then(|| mode.precision.loss_scale()),
+                skipped_iters: interval_skipped,
             };
             if first_rank {
                 progress.suspend(|| tracing::info!(?record, "train"));
             }
             log(record)?;
             (interval_loss, interval_iters) = (0.0, 0);
+            (interval_skipped, skipped_loss) = (0, 0.0);
         }
         if let Some(valid) = &data.valid
             && t.eval_iters > 0
@@ -295,7 +369,7 @@ pub fn run_parallel<B: AutodiffBackend>(
             let first =
                 (state.iteration / t.eval_interval - 1) * t.eval_iters * global_batch as u64;
             let loss = evaluate(
-                &model.valid(),
+                &mode.precision.cast(model.valid()),
                 valid.as_ref(),
                 first,
                 t.eval_iters,
@@ -322,6 +396,7 @@ pub fn run_parallel<B: AutodiffBackend>(
         if let Some(save) = &t.save
             && (checkpoint_due || state.iteration == t.train_iters)
         {
+            state.loss_scaler = mode.precision.scaler_state();
             let dir =
                 checkpoint::save(save, &model, &optim, &state, t.keep_last_n_checkpoints, dp)?;
             if first_rank {
@@ -339,7 +414,7 @@ pub fn run_parallel<B: AutodiffBackend>(
         && t.eval_iters > 0
     {
         let loss = evaluate(
-            &model.valid(),
+            &mode.precision.cast(model.valid()),
             test.as_ref(),
             0,
             t.eval_iters,

@@ -23,8 +23,6 @@ pub enum Neutral {
     AtMost(u64),
     /// A DeepSpeed section that is off: absent, null, or `enabled: false`.
     Disabled,
-    /// Full precision: `precision` null, `fp32` or `float32`.
-    FullPrecision,
 }
 
 /// Why a value makes a run differ from GPT-NeoX's, when it does.
@@ -74,7 +72,6 @@ fn is_neutral(neutral: Neutral, value: &Value) -> bool {
                     .get("enabled")
                     .is_some_and(|e| e.is_null() || e.as_bool() == Some(false))
         }
-        Neutral::FullPrecision => is_neutral(Neutral::OneOf(&["fp32", "float32"]), value),
     }
 }
 
@@ -86,7 +83,7 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
-use Neutral::{Any, AtMost, Disabled, FullPrecision, Is, OneOf};
+use Neutral::{Any, AtMost, Disabled, Is, OneOf};
 
 const MODEL: &str = "changes the model";
 const DATA: &str = "changes the data";
@@ -130,15 +127,12 @@ const TABLE: &[(&str, Neutral, &str)] = &[
     ("profile_backward", Any, NOTE),
     ("use_cpu_initialization", Any, NOTE),
     ("lazy_mpu_init", Any, NOTE),
-    // Precision: half precision is not implemented yet.
+    // Precision (the trainer reads `precision`, `fp16` and `bf16`).
     (
-        "precision",
-        FullPrecision,
-        "half precision is not implemented yet",
+        "amp",
+        Disabled,
+        "Apex AMP is not implemented: use `fp16` or `bf16`",
     ),
-    ("fp16", Disabled, "half precision is not implemented yet"),
-    ("bf16", Disabled, "half precision is not implemented yet"),
-    ("amp", Disabled, "half precision is not implemented yet"),
     ("communication_data_type", Is("null"), NUMERICS),
     ("data_types", Is("null"), NUMERICS),
     // Options that act only in half precision, which `precision`/`fp16` decide.
@@ -384,9 +378,8 @@ mod tests {
     #[test]
     fn neutral_values_pass_and_others_are_named() {
         for (name, text) in [
-            ("fp16", "{enabled: false, loss_scale: 0}"),
-            ("bf16", "null"),
-            ("precision", "fp32"),
+            ("amp", "{enabled: false, opt_level: O1}"),
+            ("amp", "null"),
             ("pipe_parallel_size", "1"),
             ("pipe_parallel_size", "0"),
             ("model_parallel_size", "1"),
@@ -401,9 +394,7 @@ mod tests {
             assert_eq!(why_unimplemented(name, &yaml(text)), None, "{name}: {text}");
         }
         for (name, text) in [
-            ("fp16", "{enabled: true}"),
-            ("bf16", "{enabled: true}"),
-            ("precision", "bfloat16"),
+            ("amp", "{enabled: true}"),
             ("pipe_parallel_size", "2"),
             ("model_parallel_size", "4"),
             ("use_qk_layernorm", "true"),

@@ -17,6 +17,7 @@ use crate::model::{
     Activation, AttentionKind, InitMethod, ModelConfig, NormKind, PosEmb, SparsityConfig,
 };
 use crate::optim::OptimConfig;
+use crate::precision::{Fp16Config, Precision, PrecisionConfig};
 use crate::schedule::{DecayStyle, ResumeFlags, Schedule};
 use yaml::{Options, Resolved, Source, canonical};
 
@@ -74,6 +75,8 @@ pub struct NeoxArgs {
     pub vocab_file: Option<PathBuf>,
     pub merge_file: Option<PathBuf>,
     pub optim: OptimConfig,
+    /// `precision`, `fp16`, `bf16`: what the passes compute in.
+    pub precision: PrecisionConfig,
     pub schedule: Schedule,
     /// What a resumed run does when the checkpoint's schedule differs.
     pub resume_flags: ResumeFlags,
@@ -185,6 +188,35 @@ struct OptimizerParams {
     eps: Option<f64>,
 }
 
+/// DeepSpeed's `fp16` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fp16Section {
+    enabled: Option<bool>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    loss_scale: Option<f64>,
+    initial_scale_power: Option<u32>,
+    loss_scale_window: Option<u64>,
+    hysteresis: Option<u32>,
+    min_loss_scale: Option<f64>,
+    consecutive_hysteresis: Option<bool>,
+    /// Casts the model's inputs; the model here casts at use anyway.
+    #[allow(dead_code)]
+    auto_cast: Option<bool>,
+    fp16_master_weights_and_grads: Option<bool>,
+    /// GPT-NeoX's own configs repeat `fp16: true` inside the section; DeepSpeed ignores it.
+    #[allow(dead_code)]
+    fp16: Option<bool>,
+}
+
+/// DeepSpeed's `bf16` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Bf16Section {
+    enabled: Option<bool>,
+}
+
 impl NeoxArgs {
     /// Reads `paths` in order and merges them: a later file wins over an
     /// earlier one (GPT-NeoX refuses an option set twice; see [`yaml`]).
@@ -223,6 +255,7 @@ impl NeoxArgs {
                 .map(|_| DEFAULT_TOKENIZER_TYPE.to_string())
         });
         let optim = Self::optim(&mut o)?;
+        let precision = Self::precision(&mut o)?;
         let training = Self::training(&mut o, world.max(1))?;
         // GPT-NeoX seeds Python's `random` with `seed` before building layers.
         model.sparsity_config.seed = training.seed;
@@ -244,6 +277,7 @@ impl NeoxArgs {
             vocab_file,
             merge_file,
             optim,
+            precision,
             schedule,
             resume_flags,
             training,
@@ -545,6 +579,125 @@ impl NeoxArgs {
             eps,
             weight_decay,
             gradient_clipping,
+        })
+    }
+
+    /// GPT-NeoX's `precision` and DeepSpeed's `fp16` / `bf16` sections, resolved
+    /// as GPT-NeoX resolves them: an explicit `precision` wins and must agree
+    /// with an enabled section; else an enabled `fp16` (its `type` may say
+    /// `bfloat16`) or `bf16`; else fp32.
+    fn precision(o: &mut Options) -> Result<PrecisionConfig, ConfigError> {
+        let precision_file = o.file_of("precision").map(Path::to_path_buf);
+        let named = o.take::<String>("precision")?;
+        let fp16_file = o.file_of("fp16").map(Path::to_path_buf);
+        let fp16 = o.take::<Fp16Section>("fp16")?.unwrap_or_default();
+        let bf16_file = o.file_of("bf16").map(Path::to_path_buf);
+        let bf16 = o.take::<Bf16Section>("bf16")?.unwrap_or_default();
+        let named = match named {
+            Some(name) => Some(Precision::from_name(&name).ok_or_else(|| {
+                bad(
+                    precision_file.as_deref(),
+                    "precision",
+                    format!("`{name}`: expected fp32, fp16 or bfloat16"),
+                )
+            })?),
+            None => None,
+        };
+        let fp16_precision = match fp16.kind.as_deref() {
+            None => Precision::Fp16,
+            Some(kind) => match Precision::from_name(kind) {
+                Some(p @ (Precision::Fp16 | Precision::Bf16)) => p,
+                _ => {
+                    return Err(bad(
+                        fp16_file.as_deref(),
+                        "fp16.type",
+                        format!("`{kind}`: expected fp16 or bfloat16"),
+                    ));
+                }
+            },
+        };
+        let enabled = match (fp16.enabled == Some(true), bf16.enabled == Some(true)) {
+            (true, true) if fp16_precision == Precision::Fp16 => {
+                return Err(bad(
+                    bf16_file.as_deref(),
+                    "bf16",
+                    "enabled together with `fp16`: choose one",
+                ));
+            }
+            (true, _) => Some((fp16_precision, "fp16", fp16_file.clone())),
+            (false, true) => Some((Precision::Bf16, "bf16", bf16_file)),
+            (false, false) => None,
+        };
+        let precision = match (named, enabled) {
+            (Some(named), Some((on, key, file))) if named != on => {
+                return Err(bad(
+                    file.as_deref(),
+                    key,
+                    format!(
+                        "enables {} but `precision` is {} (in {}): make them agree",
+                        on.name(),
+                        named.name(),
+                        precision_file.unwrap_or_default().display()
+                    ),
+                ));
+            }
+            (Some(named), _) => named,
+            (None, Some((on, _, _))) => on,
+            (None, None) => Precision::Fp32,
+        };
+        let at = |key: &str| format!("fp16.{key}");
+        let check = |ok: bool, key: &str, what: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(bad(fp16_file.as_deref(), &at(key), what.to_string()))
+            }
+        };
+        let d = Fp16Config::default();
+        let config = Fp16Config {
+            loss_scale: fp16.loss_scale.unwrap_or(d.loss_scale),
+            initial_scale_power: fp16.initial_scale_power.unwrap_or(d.initial_scale_power),
+            loss_scale_window: fp16.loss_scale_window.unwrap_or(d.loss_scale_window),
+            hysteresis: fp16.hysteresis.unwrap_or(d.hysteresis),
+            min_loss_scale: fp16.min_loss_scale.unwrap_or(d.min_loss_scale),
+            consecutive_hysteresis: fp16
+                .consecutive_hysteresis
+                .unwrap_or(d.consecutive_hysteresis),
+        };
+        let finite = |v: f64| v.is_finite() && v >= 0.0;
+        check(
+            finite(config.loss_scale),
+            "loss_scale",
+            "expected 0 (dynamic) or a positive scale",
+        )?;
+        check(
+            config.initial_scale_power < 128,
+            "initial_scale_power",
+            "expected a power of two below 128",
+        )?;
+        check(
+            config.loss_scale_window > 0,
+            "loss_scale_window",
+            "expected a value greater than zero",
+        )?;
+        check(
+            config.hysteresis > 0,
+            "hysteresis",
+            "expected a value greater than zero",
+        )?;
+        check(
+            finite(config.min_loss_scale) && config.min_loss_scale > 0.0,
+            "min_loss_scale",
+            "expected a positive scale",
+        )?;
+        check(
+            fp16.fp16_master_weights_and_grads != Some(true),
+            "fp16_master_weights_and_grads",
+            "is not supported: neox-train keeps f32 master weights",
+        )?;
+        Ok(PrecisionConfig {
+            precision,
+            fp16: config,
         })
     }
 
@@ -1006,14 +1159,14 @@ mod tests {
     #[test]
     fn known_but_unused_options_are_reported() {
         let args = parse(&format!(
-            "{BASE}fp16: {{enabled: false}}\nwall_clock_breakdown: true\n\
+            "{BASE}amp: {{enabled: false}}\nwall_clock_breakdown: true\n\
              hostfile: /job/hosts\nrope_fusion: true\n"
         ))
         .unwrap();
         let names: Vec<&str> = args.not_acted_on.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["fp16", "hostfile", "rope_fusion", "wall_clock_breakdown"]
+            ["amp", "hostfile", "rope_fusion", "wall_clock_breakdown"]
         );
         assert!(args.unimplemented.is_empty());
         assert!(args.refuse_unimplemented().is_ok());
@@ -1022,23 +1175,88 @@ mod tests {
     #[test]
     fn options_that_would_change_the_run_are_refused_by_name() {
         let args = parse(&format!(
-            "{BASE}fp16: {{enabled: true}}\nuse_qk_layernorm: true\nmodel_parallel_size: 2\n\
+            "{BASE}amp: {{enabled: true}}\nuse_qk_layernorm: true\nmodel_parallel_size: 2\n\
              z_loss: 0.001\npipe_parallel_size: 1\nwall_clock_breakdown: true\n"
         ))
         .unwrap();
         let names: Vec<&str> = args.unimplemented.iter().map(|u| u.key.as_str()).collect();
         assert_eq!(
             names,
-            ["fp16", "model_parallel_size", "use_qk_layernorm", "z_loss"]
+            ["amp", "model_parallel_size", "use_qk_layernorm", "z_loss"]
         );
         let err = args.refuse_unimplemented().unwrap_err().to_string();
         for needle in [
-            "`fp16: {\"enabled\":true}`",
+            "`amp: {\"enabled\":true}`",
             "t.yml",
-            "half precision",
+            "Apex AMP",
             "--allow-unimplemented",
         ] {
             assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn precision_resolves_as_gpt_neox_and_bad_values_are_named() {
+        let p = |extra: &str| parse(&format!("{BASE}{extra}"));
+        assert_eq!(p("").unwrap().precision, PrecisionConfig::default());
+        let fp16 = p(
+            "fp16: {enabled: true, loss_scale: 0, initial_scale_power: 12, \
+                      loss_scale_window: 500, hysteresis: 3, min_loss_scale: 2}\n",
+        )
+        .unwrap()
+        .precision;
+        assert_eq!(fp16.precision, Precision::Fp16);
+        assert_eq!(
+            fp16.fp16,
+            Fp16Config {
+                loss_scale: 0.0,
+                initial_scale_power: 12,
+                loss_scale_window: 500,
+                hysteresis: 3,
+                min_loss_scale: 2.0,
+                consecutive_hysteresis: false,
+            }
+        );
+        for (extra, want) in [
+            ("precision: fp16\n", Precision::Fp16),
+            ("precision: bfloat16\n", Precision::Bf16),
+            ("bf16: {enabled: true}\n", Precision::Bf16),
+            ("fp16: {enabled: true, type: bfloat16}\n", Precision::Bf16),
+            (
+                "fp16: {enabled: false}\nbf16: {enabled: false}\n",
+                Precision::Fp32,
+            ),
+            (
+                "precision: bfloat16\nbf16: {enabled: true}\n",
+                Precision::Bf16,
+            ),
+        ] {
+            assert_eq!(p(extra).unwrap().precision.precision, want, "{extra}");
+        }
+        for (extra, needle) in [
+            ("precision: fp8\n", "`fp8`"),
+            (
+                "precision: fp32\nfp16: {enabled: true}\n",
+                "make them agree",
+            ),
+            (
+                "fp16: {enabled: true}\nbf16: {enabled: true}\n",
+                "choose one",
+            ),
+            ("fp16: {enabled: true, hysteresis: 0}\n", "fp16.hysteresis"),
+            (
+                "fp16: {enabled: true, loss_scale_window: 0}\n",
+                "fp16.loss_scale_window",
+            ),
+            ("fp16: {enabled: true, loss_scale: -1}\n", "fp16.loss_scale"),
+            (
+                "fp16: {enabled: true, min_loss_scale: 0}\n",
+                "fp16.min_loss_scale",
+            ),
+            ("fp16: {enabled: true, loss_scael: 0}\n", "loss_scael"),
+        ] {
+            let err = p(extra).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra}: {err}");
         }
     }
 

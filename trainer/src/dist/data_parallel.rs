@@ -213,7 +213,7 @@ impl DataParallel {
         device: &B::Device,
     ) -> Result<(M, f64), CommError> {
         let norm = |squares: Vec<f32>| Ok(optim::norm_of_squares(&squares));
-        self.step_with_norm(optim, lr, model, layout, grads, device, norm)
+        self.step_with(optim, lr, model, layout, grads, device, norm, None)
     }
 
     /// [`DataParallel::step`] with the global norm found by `norm` from each
@@ -226,28 +226,54 @@ impl DataParallel {
         lr: f64,
         model: M,
         layout: &ParamLayout,
-        mut grads: GradientsParams,
+        grads: GradientsParams,
         device: &B::Device,
         norm: impl FnOnce(Vec<f32>) -> Result<f64, CommError>,
     ) -> Result<(M, f64), CommError> {
+        self.step_with(optim, lr, model, layout, grads, device, norm, None)
+    }
+
+    /// [`DataParallel::step_with_norm`] for gradients of a loss multiplied by
+    /// `loss_scale` (fp16; `None` for none): they are unscaled and clipped in
+    /// one multiplication, and a step whose norm is not finite (an overflow)
+    /// is skipped on every rank (the norm is global, so all agree). Returns
+    /// the model and the unscaled norm.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_with<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &self,
+        optim: &mut NeoxOptimizer<B, M>,
+        lr: f64,
+        model: M,
+        layout: &ParamLayout,
+        mut grads: GradientsParams,
+        device: &B::Device,
+        norm: impl FnOnce(Vec<f32>) -> Result<f64, CommError>,
+        loss_scale: Option<f64>,
+    ) -> Result<(M, f64), CommError> {
         let mut squares = optim::param_squares::<B, M>(&model, &grads);
         let comm = match (&self.comm, self.zero) {
-            (None, _) | (Some(_), ZeroStage::Off) => {
-                let norm = norm(squares)?;
-                return Ok((optim.apply(lr, model, grads, norm), norm));
-            }
-            (Some(comm), _) => comm,
+            (None, _) | (Some(_), ZeroStage::Off) => None,
+            (Some(comm), _) => Some(comm),
         };
-        if self.zero == ZeroStage::Two {
+        if let Some(comm) = comm
+            && self.zero == ZeroStage::Two
+        {
             // Each rank holds its own parameters' gradients: the others' are 0
             // here, and adding zeros is exact.
             comm.all_reduce_f32(&mut squares, ReduceOp::Sum)?;
         }
-        let norm = norm(squares)?;
+        let scale = loss_scale.unwrap_or(1.0);
+        let norm = norm(squares)? / scale;
+        if loss_scale.is_some() && !norm.is_finite() {
+            return Ok((model, norm));
+        }
+        let Some(comm) = comm else {
+            return Ok((optim.apply_scaled(lr, model, grads, norm, scale), norm));
+        };
         let partition = Partition::new(&layout.sizes, comm.size());
         let owned = partition.owned_ids(&layout.ids, comm.rank());
         retain::<B>(&mut grads, layout, &owned);
-        let model = optim.apply(lr, model, grads, norm);
+        let model = optim.apply_scaled(lr, model, grads, norm, scale);
         let model = gather_params::<B, M>(comm.as_ref(), &partition, layout, model, device)?;
         Ok((model, norm))
     }

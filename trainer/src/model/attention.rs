@@ -4,10 +4,13 @@
 //! multi-query attention) as `[all q | all k | all v]`, and each key/value
 //! head serves `heads / kv_heads` consecutive query heads (GPT-NeoX's
 //! `gqa_project` and `repeat_interleave`).
+//! The scores are masked and soft-maxed in f32 whatever the input's type
+//! (GPT-NeoX's `attention_softmax_in_fp32`; its fused kernels accumulate in
+//! f32 too).
 
 use burn::module::Module;
 use burn::nn::{Dropout, Linear};
-use burn::tensor::{Bool, Tensor, activation, backend::Backend};
+use burn::tensor::{Bool, FloatDType, Tensor, activation, backend::Backend};
 
 use super::position::apply_rotary;
 use super::sparse::BlockLayout;
@@ -111,19 +114,21 @@ impl<B: Backend> Attention<B> {
         let [b, t, hidden] = x.dims();
         let (h, d) = (self.heads, hidden / self.heads);
         let [mut q, mut k, v] = self.project(x);
+        let dtype = v.dtype();
         if let Some((cos, sin)) = &ctx.rotary {
-            q = apply_rotary(q, cos, sin);
-            k = apply_rotary(k, cos, sin);
+            let (cos, sin) = (cos.clone().cast(dtype), sin.clone().cast(dtype));
+            q = apply_rotary(q, &cos, &sin);
+            k = apply_rotary(k, &cos, &sin);
         }
         let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
-        let mut scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt();
+        let mut scores = (q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt()).cast(FloatDType::F32);
         let mut mask = ctx.mask.clone().unsqueeze::<4>().expand([b, h, t, t]);
         match &self.layout {
             // GPT-NeoX's sparse layers: no ALiBi, dropout on the context.
             Some(layout) => {
                 let hidden_blocks = layout.forbidden::<B>(t, &scores.device());
                 mask = mask.bool_or(hidden_blocks.unsqueeze::<4>().expand([b, h, t, t]));
-                let probs = activation::softmax(scores.mask_fill(mask, f32::MIN), 3);
+                let probs = activation::softmax(scores.mask_fill(mask, f32::MIN), 3).cast(dtype);
                 let context = self.attention_dropout.forward(probs.matmul(v));
                 let context = context.swap_dims(1, 2).reshape([b, t, hidden]);
                 return self.dense.forward(context);
@@ -137,7 +142,8 @@ impl<B: Backend> Attention<B> {
         let scores = scores.mask_fill(mask, f32::MIN);
         let probs = self
             .attention_dropout
-            .forward(activation::softmax(scores, 3));
+            .forward(activation::softmax(scores, 3))
+            .cast(dtype);
         let context = probs.matmul(v).swap_dims(1, 2).reshape([b, t, hidden]);
         self.dense.forward(context)
     }

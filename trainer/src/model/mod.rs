@@ -353,7 +353,9 @@ impl<B: Backend> GptNeox<B> {
                 }
             }
             PosEmb::Sinusoidal => {
-                x = x + position::sinusoidal_table(t, c.hidden_size, &device).unsqueeze();
+                let table = position::sinusoidal_table(t, c.hidden_size, &device);
+                let dtype = x.dtype();
+                x = x + table.cast(dtype).unsqueeze();
             }
             PosEmb::Rotary | PosEmb::Alibi | PosEmb::None => {}
         }
@@ -382,9 +384,10 @@ impl<B: Backend> GptNeox<B> {
     }
 }
 
-/// Mean cross-entropy of logits `[b, t, v]` against targets `[b, t]`.
+/// Mean cross-entropy of logits `[b, t, v]` against targets `[b, t]`, in f32.
 pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
     let [b, t, v] = logits.dims();
+    let logits = logits.cast(burn::tensor::FloatDType::F32);
     let log_probs = activation::log_softmax(logits.reshape([b * t, v]), 1);
     log_probs
         .gather(1, targets.reshape([b * t, 1]))

@@ -1,9 +1,10 @@
 //! Per-layer normalisation: LayerNorm (torch's, biased variance, eps inside
 //! the root) or GPT-NeoX's RMSNorm (`x * rsqrt(mean(x^2) + eps)`, as GPT-NeoX
 //! computes it since its Llama fixes, and as Llama does).
+//! Computed in f32 whatever the input's type, as in mixed precision.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{FloatDType, Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 /// `norm`.
@@ -41,6 +42,9 @@ impl<B: Backend> Norm<B> {
 
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let last = D - 1;
+        let dtype = x.dtype();
+        let f32 = |t: Tensor<B, 1>| t.cast(FloatDType::F32);
+        let x = x.cast(FloatDType::F32);
         let normed = match self.kind {
             NormKind::LayerNorm => {
                 let (var, mean) = x.clone().var_mean_bias(last);
@@ -51,10 +55,11 @@ impl<B: Backend> Norm<B> {
                 x / (ms + self.eps).sqrt()
             }
         };
-        let scaled = normed * self.weight.val().unsqueeze();
+        let scaled = normed * f32(self.weight.val()).unsqueeze();
         match &self.bias {
-            Some(bias) => scaled + bias.val().unsqueeze(),
+            Some(bias) => scaled + f32(bias.val()).unsqueeze(),
             None => scaled,
         }
+        .cast(dtype)
     }
 }
