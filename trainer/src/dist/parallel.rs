@@ -213,7 +213,12 @@ impl Parallel {
         let (model, grad_norm) = self
             .dp
             .step_with_norm(optim, lr, model, layout, grads, device, norm)?;
-        Ok((model, StepStats { loss, grad_norm }))
+        let stats = StepStats {
+            loss,
+            grad_norm,
+            skipped: false,
+        };
+        Ok((model, stats))
     }
 }
 
