@@ -131,6 +131,7 @@ fn one_device(
             &dp,
             &layout,
             &Default::default(),
+            &mut Default::default(),
         )
         .unwrap();
         assert!(s.grad_norm > 0.05, "clipping inactive at step {step}");
