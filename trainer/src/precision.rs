@@ -238,7 +238,8 @@ impl MixedPrecision {
     }
 
     /// The copy of `module` the passes run on: every parameter cast to the
-    /// compute type, tracked by autodiff (the identity in fp32).
+    /// compute type, tracked by autodiff (the identity in fp32). A backward
+    /// pass consumes the casts: make one copy per pass.
     pub fn cast<B: Backend, M: Module<B>>(&self, module: M) -> M {
         cast_module(module, self.precision.dtype())
     }
@@ -267,8 +268,8 @@ impl MixedPrecision {
 
 /// `module` with every float parameter cast to `dtype`, keeping its id. Under
 /// autodiff the casts are part of the graph: gradients reach the original
-/// (uncast) parameters, in their own dtype. Casting to a parameter's own type
-/// changes nothing.
+/// (uncast) parameters, in their own dtype, through one backward pass (which
+/// consumes them). Casting to a parameter's own type changes nothing.
 pub fn cast_module<B: Backend, M: Module<B>>(module: M, dtype: FloatDType) -> M {
     struct Cast(FloatDType);
     impl<B: Backend> ModuleMapper<B> for Cast {
@@ -417,6 +418,15 @@ mod tests {
             for (a, b) in g.iter().zip(&want) {
                 assert!((a - b).abs() <= 0.05 * b.abs().max(0.5), "{a} vs {b}");
             }
+            // A backward pass consumes the casts: a second pass over the same
+            // copy no longer reaches the parameters, one over a fresh copy does.
+            let again = half.forward(x.clone().cast(dtype)).cast(FloatDType::F32);
+            let grads = GradientsParams::from_grads(again.square().sum().backward(), &linear);
+            assert!(grads.get::<Flex, 2>(linear.weight.id).is_none());
+            let fresh = cast_module(linear.clone(), dtype);
+            let again = fresh.forward(x.clone().cast(dtype)).cast(FloatDType::F32);
+            let grads = GradientsParams::from_grads(again.square().sum().backward(), &linear);
+            assert!(grads.get::<Flex, 2>(linear.weight.id).is_some());
             // The parameters themselves are untouched f32.
             assert_eq!(linear.valid().weight.val().dtype(), DType::F32);
         }

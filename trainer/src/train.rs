@@ -60,17 +60,17 @@ pub fn train_step<B: AutodiffBackend>(
 ) -> Result<(GptNeox<B>, StepStats), TrainError> {
     let n = micro_batches.len().max(1) * dp.size();
     let scale = mode.precision.loss_scale();
-    let compute = mode.precision.cast(model.clone());
     let mut accumulator = GradientsAccumulator::<GptNeox<B>>::new();
     let mut loss_sum = 0.0;
     for batch in micro_batches {
+        // A backward pass consumes the casts: one copy per micro batch.
+        let compute = mode.precision.cast(model.clone());
         let loss = compute.loss(batch.inputs, batch.targets) / n as f64;
         loss_sum = dp.sum_in_order(loss_sum, loss.clone().into_scalar().elem::<f64>())?;
         let loss = if scale == 1.0 { loss } else { loss * scale };
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         accumulator.accumulate(&model, grads);
     }
-    drop(compute);
     let grads = dp.reduce_gradients(&model, layout, accumulator.grads(), device)?;
     let loss_scale = mode.precision.skips_overflow().then_some(scale);
     let norm = |squares: Vec<f32>| Ok(crate::optim::norm_of_squares(&squares));

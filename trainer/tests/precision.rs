@@ -130,6 +130,40 @@ fn bf16_and_fp16_follow_the_f32_loss_curve() {
     assert!(fp16.iter().all(|i| i.loss_scale == Some(4096.0)));
 }
 
+/// The first step's gradient norm (before clipping) in `precision`.
+fn first_norm(precision: &str) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    train(
+        &args(&format!(
+            "train_iters: 1\nlog_interval: 1\neval_iters: 0\ngradient_accumulation_steps: 3\n\
+             log_dir: {}\n{precision}",
+            dir.path().display()
+        )),
+        &splits(),
+        Device::Cpu,
+    )
+    .unwrap();
+    match metrics::read(&dir.path().join("metrics.jsonl")).unwrap()[0] {
+        Record::Train { grad_norm, .. } => grad_norm,
+        ref other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_micro_batch_counts_in_half_precision() {
+    let _serial = one_run_at_a_time();
+    // With 3 micro batches, losing any one's gradient would move the norm by
+    // far more than half precision does.
+    let f32_norm = first_norm("");
+    for precision in ["bf16: {enabled: true}\n", "fp16: {enabled: true}\n"] {
+        let norm = first_norm(precision);
+        assert!(
+            (norm - f32_norm).abs() <= 0.01 * f32_norm,
+            "{precision}: {norm} vs f32 {f32_norm}"
+        );
+    }
+}
+
 #[test]
 fn fp16_overflows_skip_steps_and_a_resumed_run_continues_bit_for_bit() {
     let _serial = one_run_at_a_time();
