@@ -27,7 +27,7 @@ use neox_trainer::plan;
 /// GPT-NeoX options that this trainer does not act on and that change nothing
 /// computed (DeepSpeed's ZeRO, fusion kernels, logging services, ...) are listed
 /// at start. Options whose value would change the model, the data or the
-/// numerics and that are not implemented yet (Apex amp, num_kv_heads, ...)
+/// numerics and that are not implemented yet (Apex amp, use_qk_layernorm, ...)
 /// stop the run, unless --allow-unimplemented. Unknown options and bad values
 /// are refused with the file and option named. Metrics go to `log_dir` (else
 /// `save`) as `metrics.jsonl`; checkpoints to `save`, resumed from `load`.

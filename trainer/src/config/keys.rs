@@ -218,7 +218,8 @@ const TABLE: &[(&str, Neutral, &str)] = &[
     ("te_fp8_amax_history_len", Any, NOTE),
     ("te_fp8_amax_compute_algo", Any, NOTE),
     ("te_fp8_margin", Any, NOTE),
-    ("te_fp8_mha", Any, NOTE),
+    // FP8 attention (the other te_fp8_* options act only under it).
+    ("te_fp8_mha", Is("false"), NUMERICS),
     // Its GELU divides by 1.41421 instead of sqrt(2).
     ("onnx_safe", Is("false"), NUMERICS),
     // Optimizer and schedule.
