@@ -65,7 +65,8 @@ struct Args {
     json: bool,
 
     /// With --check: one device's memory (`80GiB`, `80GB`, `80e9` bytes): does
-    /// each rank fit, and if not, the smallest changes that would.
+    /// each rank fit, and if not, the smallest changes that would. Default: the
+    /// memory of the --device when it is a CUDA GPU (in a `--features cuda` build).
     #[arg(long, value_name = "SIZE", value_parser = neox_trainer::plan::parse_size, requires = "check")]
     device_memory: Option<u64>,
 
@@ -325,7 +326,10 @@ fn check(args: &Args, placement: &Placement) -> Result<()> {
     let request = plan::Request {
         files: args.config.clone(),
         world_size: world,
-        device_memory: args.device_memory,
+        // A CUDA device's own size when the build can ask it.
+        device_memory: args
+            .device_memory
+            .or_else(|| plan::device_memory(args.device)),
     };
     let plan = plan::Plan::new(&neox, &request).context("planning the run")?;
     if args.json {

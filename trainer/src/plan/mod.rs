@@ -228,6 +228,33 @@ impl Grid {
     }
 }
 
+/// The memory of `device` when it is a CUDA GPU this build can ask (the
+/// driver's total, `cuDeviceTotalMem`); `None` otherwise.
+#[cfg(feature = "cuda")]
+pub fn device_memory(device: crate::device::Device) -> Option<u64> {
+    let crate::device::Device::Cuda(n) = device else {
+        return None;
+    };
+    let ordinal = i32::try_from(n).ok()?;
+    // cudarc panics when it cannot load libcuda: that is "unknown" here.
+    std::panic::catch_unwind(move || {
+        use cudarc::driver::result;
+        result::init().ok()?;
+        let dev = result::device::get(ordinal).ok()?;
+        // SAFETY: `dev` was just returned by `cuDeviceGet`.
+        let bytes = unsafe { result::device::total_mem(dev) }.ok()?;
+        Some(bytes as u64)
+    })
+    .ok()
+    .flatten()
+}
+
+/// The memory of `device`: unknown in a build without CUDA.
+#[cfg(not(feature = "cuda"))]
+pub fn device_memory(_device: crate::device::Device) -> Option<u64> {
+    None
+}
+
 /// The warning about a learning rate above its peak during warmup, if any.
 pub fn overshoot_warning(args: &NeoxArgs) -> Option<String> {
     let o = args.schedule.warmup_overshoot(args.training.train_iters)?;
