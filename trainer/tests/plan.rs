@@ -17,7 +17,7 @@ use neox_trainer::dist::comm::threads::ThreadComm;
 use neox_trainer::dist::{DataParallel, ParamLayout};
 use neox_trainer::optim::NeoxOptimizer;
 use neox_trainer::plan::params::{Counts, tensors};
-use neox_trainer::plan::{Layout, Precision, memory};
+use neox_trainer::plan::{Keeper, Layout, Precision, memory};
 use neox_trainer::{GptNeox, NeoxArgs, hf};
 
 const BASE: &str = "
@@ -197,6 +197,7 @@ fn weights_gradients_and_optimizer_state_are_estimated_exactly() {
             tp: 1,
             zero,
             precision: Precision::Fp32,
+            keeper: Keeper::NeoxTrain,
             checkpoint_activations: false,
             checkpoint_num_layers: 1,
             partition_activations: false,

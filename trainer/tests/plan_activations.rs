@@ -21,7 +21,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use neox_trainer::config::yaml::Options;
 use neox_trainer::device::Cpu;
 use neox_trainer::plan::params::tensors;
-use neox_trainer::plan::{Layout, Precision, memory};
+use neox_trainer::plan::{Keeper, Layout, Precision, memory};
 use neox_trainer::{GptNeox, NeoxArgs};
 
 struct Counting;
@@ -133,6 +133,7 @@ fn activations_are_within_the_stated_margin_of_the_measured() {
             tp: 1,
             zero: 0,
             precision: Precision::Fp32,
+            keeper: Keeper::NeoxTrain,
             checkpoint_activations: false,
             checkpoint_num_layers: 1,
             partition_activations: false,

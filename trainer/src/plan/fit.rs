@@ -274,7 +274,7 @@ fn unsupported(base: &Layout, l: &Layout, support: &Support) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::memory::Precision;
+    use crate::plan::memory::{Keeper, Precision};
     use crate::plan::params::tensors;
 
     #[test]
@@ -304,6 +304,7 @@ mod tests {
             tp: 1,
             zero: 0,
             precision: Precision::Fp16,
+            keeper: Keeper::DeepSpeed,
             checkpoint_activations: false,
             checkpoint_num_layers: 1,
             partition_activations: false,

@@ -23,32 +23,56 @@ pub enum Precision {
     Bf16,
 }
 
+/// Who keeps the weights in mixed precision (the same in fp32: 4-byte
+/// weights and gradients, 8 bytes of Adam moments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Keeper {
+    /// neox-train: f32 parameters (the master weights) and gradients, the
+    /// passes on a half-precision copy of the parameters.
+    NeoxTrain,
+    /// GPT-NeoX with DeepSpeed: half-precision parameters and gradients, the
+    /// fp32 master weights part of the optimizer state.
+    DeepSpeed,
+}
+
+/// Bytes per parameter of each kind of state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StateBytes {
+    /// Weights (and, for neox-train in mixed precision, their half copy).
+    pub params: u64,
+    pub grads: u64,
+    /// Adam's two fp32 moments, and DeepSpeed's fp32 master weights.
+    pub optimizer: u64,
+}
+
 impl Precision {
-    /// Bytes per parameter of the weights the forward pass uses.
-    pub fn param_bytes(self) -> u64 {
-        match self {
-            Precision::Fp32 => 4,
-            Precision::Fp16 | Precision::Bf16 => 2,
-        }
-    }
-
-    /// Bytes per parameter of the gradients.
-    pub fn grad_bytes(self) -> u64 {
-        self.param_bytes()
-    }
-
-    /// Bytes per parameter of optimizer state: Adam's two fp32 moments, and
-    /// in mixed precision the fp32 master weights (DeepSpeed's 12 bytes).
-    pub fn optimizer_bytes(self) -> u64 {
-        match self {
-            Precision::Fp32 => 8,
-            Precision::Fp16 | Precision::Bf16 => 12,
+    pub fn state_bytes(self, keeper: Keeper) -> StateBytes {
+        match (self, keeper) {
+            (Precision::Fp32, _) => StateBytes {
+                params: 4,
+                grads: 4,
+                optimizer: 8,
+            },
+            (_, Keeper::NeoxTrain) => StateBytes {
+                params: 4 + 2,
+                grads: 4,
+                optimizer: 8,
+            },
+            (_, Keeper::DeepSpeed) => StateBytes {
+                params: 2,
+                grads: 2,
+                optimizer: 12,
+            },
         }
     }
 
     /// Bytes per activation element.
     pub fn activation_bytes(self) -> u64 {
-        self.param_bytes()
+        match self {
+            Precision::Fp32 => 4,
+            Precision::Fp16 | Precision::Bf16 => 2,
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -72,6 +96,7 @@ pub struct Layout {
     /// `zero_optimization.stage`, 0 to 3.
     pub zero: u8,
     pub precision: Precision,
+    pub keeper: Keeper,
     /// `checkpoint_activations`.
     pub checkpoint_activations: bool,
     /// `checkpoint_num_layers`: layers between two checkpoints.
@@ -190,9 +215,10 @@ fn stage_memory(
             stage_params
         }
     };
-    let params = held(3) * p.param_bytes();
-    let grads = held(2) * p.grad_bytes();
-    let optimizer = held(1) * p.optimizer_bytes();
+    let bytes = p.state_bytes(layout.keeper);
+    let params = held(3) * bytes.params;
+    let grads = held(2) * bytes.grads;
+    let optimizer = held(1) * bytes.optimizer;
     let layers = stage_layers(model.num_layers, pp, stage).len();
     let in_flight = if pp > 1 {
         (pp - stage).min(layout.grad_accum.max(1))
@@ -300,6 +326,7 @@ pub(crate) mod tests {
             tp: 1,
             zero: 0,
             precision: Precision::Fp16,
+            keeper: Keeper::DeepSpeed,
             checkpoint_activations: false,
             checkpoint_num_layers: 1,
             partition_activations: false,
@@ -340,6 +367,22 @@ pub(crate) mod tests {
         assert_eq!((three.params, three.grads), (2 * owned, 2 * owned));
         // One data-parallel rank: ZeRO changes nothing.
         assert_eq!(at(3, 1).total, at(0, 1).total);
+        // neox-train keeps f32 weights and gradients and a half copy; ZeRO 1
+        // partitions the Adam moments only.
+        let ours = per_rank(
+            &m,
+            &t,
+            &Layout {
+                zero: 1,
+                dp: 4,
+                keeper: Keeper::NeoxTrain,
+                ..layout()
+            },
+        );
+        assert_eq!(
+            (ours.params, ours.grads, ours.optimizer),
+            (6 * all, 4 * all, 8 * owned)
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::dist::ZeroStage;
 use crate::error::ConfigError;
 pub use data::DataPlan;
 pub use fit::{Fit, Support, parse_size};
-pub use memory::{Layout, Precision, RankMemory};
+pub use memory::{Keeper, Layout, Precision, RankMemory};
 pub use params::Counts;
 pub use render::bytes as render_bytes;
 
@@ -44,7 +44,10 @@ pub struct Plan {
     pub support: Support,
     /// Features the config asks for that this build cannot run yet.
     pub cannot_run: Vec<String>,
+    /// The fullest rank as neox-train keeps it.
     pub memory: RankMemory,
+    /// The same layout's fullest rank as GPT-NeoX with DeepSpeed keeps it.
+    pub deepspeed_total: u64,
     pub fit: Option<Fit>,
     pub notes: Notes,
 }
@@ -128,7 +131,12 @@ impl Plan {
             dp,
             tp: grid.tp,
             zero: t.zero_stage.number() as u8,
-            precision: precision(args)?,
+            precision: match args.precision.precision {
+                crate::precision::Precision::Fp32 => Precision::Fp32,
+                crate::precision::Precision::Fp16 => Precision::Fp16,
+                crate::precision::Precision::Bf16 => Precision::Bf16,
+            },
+            keeper: Keeper::NeoxTrain,
             checkpoint_activations: flag(args, "checkpoint_activations")?,
             checkpoint_num_layers: number(args, "checkpoint_num_layers")?.unwrap_or(1).max(1),
             partition_activations: flag(args, "partition_activations")?,
@@ -159,6 +167,11 @@ impl Plan {
         };
         let support = support(args);
         let memory = memory::per_rank(m, &tensors, &layout);
+        let deepspeed = Layout {
+            keeper: Keeper::DeepSpeed,
+            ..layout
+        };
+        let deepspeed_total = memory::per_rank(m, &tensors, &deepspeed).total;
         let fit = request
             .device_memory
             .map(|bytes| fit::check(m, &tensors, &layout, bytes, &support));
@@ -171,6 +184,7 @@ impl Plan {
             layout,
             support,
             memory,
+            deepspeed_total,
             fit,
             notes: notes(args),
         })
@@ -304,35 +318,6 @@ fn flag(args: &NeoxArgs, key: &str) -> Result<bool, ConfigError> {
     };
     v.as_bool()
         .ok_or_else(|| bad(file, key, format!("expected true or false, found {v:?}")))
-}
-
-/// GPT-NeoX's precision: `precision` when set, else `fp16.enabled`, else
-/// `bf16.enabled`, else fp32.
-fn precision(args: &NeoxArgs) -> Result<Precision, ConfigError> {
-    if let Some((v, file)) = value(args, "precision") {
-        return match v.as_str().unwrap_or_default() {
-            "fp16" | "float16" | "half" => Ok(Precision::Fp16),
-            "bfloat16" | "bf16" => Ok(Precision::Bf16),
-            "fp32" | "float32" => Ok(Precision::Fp32),
-            _ => Err(bad(
-                file,
-                "precision",
-                format!("expected fp16, bfloat16 or fp32, found {v:?}"),
-            )),
-        };
-    }
-    let enabled = |key: &str| {
-        value(args, key).is_some_and(|(v, _)| {
-            v.as_bool() == Some(true) || v.get("enabled").and_then(Value::as_bool) == Some(true)
-        })
-    };
-    Ok(if enabled("fp16") {
-        Precision::Fp16
-    } else if enabled("bf16") {
-        Precision::Bf16
-    } else {
-        Precision::Fp32
-    })
 }
 
 /// Whether the trainer reads option `key` (rather than reporting or refusing it).

@@ -209,8 +209,9 @@ fn layout(out: &mut String, p: &Plan) {
     let precision = match l.precision {
         Precision::Fp32 => "fp32 (4-byte weights and gradients, 8 bytes of Adam moments)".into(),
         half => format!(
-            "{} mixed (DeepSpeed's: 2-byte weights and gradients, 12 bytes of fp32 master \
-             weights and Adam moments)",
+            "{} mixed (f32 weights and gradients, the passes on a {} copy of the weights, \
+             8 bytes of Adam moments)",
+            half.name(),
             half.name()
         ),
     };
@@ -246,7 +247,7 @@ fn memory(out: &mut String, p: &Plan) {
             m.stage, l.pp, m.layers
         ),
     );
-    let pr = l.precision;
+    let b = l.precision.state_bytes(l.keeper);
     let _ = writeln!(
         out,
         "parameters        {:>10}  {} x {} B",
@@ -256,7 +257,7 @@ fn memory(out: &mut String, p: &Plan) {
         } else {
             m.stage_params
         }),
-        pr.param_bytes()
+        b.params
     );
     let _ = writeln!(
         out,
@@ -267,14 +268,14 @@ fn memory(out: &mut String, p: &Plan) {
         } else {
             m.stage_params
         }),
-        pr.grad_bytes()
+        b.grads
     );
     let _ = writeln!(
         out,
         "optimizer state   {:>10}  {} x {} B",
         bytes(m.optimizer),
         count_short(m.owned_params),
-        pr.optimizer_bytes()
+        b.optimizer
     );
     let (chosen, other, other_name) = if l.checkpoint_activations {
         (m.activations_checkpointed, m.activations_full, "without")
@@ -289,6 +290,14 @@ fn memory(out: &mut String, p: &Plan) {
         bytes(other)
     );
     let _ = writeln!(out, "total             {:>10}", bytes(m.total));
+    if p.deepspeed_total != m.total {
+        let _ = writeln!(
+            out,
+            "(GPT-NeoX with DeepSpeed: {} per rank, with 2-byte weights and gradients and \
+             12 bytes of fp32 master weights and Adam moments)",
+            bytes(p.deepspeed_total)
+        );
+    }
     let note = "(weights, gradients and optimizer state as allocated; activations by \
                 Korthikanti et al. 2022, sbh(10 + 24/t + 5as/ht) a layer: neox-train's CPU \
                 backend was measured to hold 1.4-1.6x that; not counted: the framework's \
