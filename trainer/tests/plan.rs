@@ -1,7 +1,8 @@
 //! The plan's figures against the real thing: its parameter list equals the
 //! Burn model's (count, order, shapes) and the Hugging Face export's tensors;
 //! its bytes of weights, gradients and optimizer state equal what the
-//! trainer allocates, without ZeRO and under ZeRO 1 and 2 on two ranks.
+//! trainer allocates, without ZeRO and under ZeRO 1 and 2 on two and three
+//! ranks, in fp32 and in mixed precision (f32 weights and their half copy).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 use neox_trainer::config::yaml::Options;
 use neox_trainer::device::Cpu;
 use neox_trainer::dist::comm::threads::ThreadComm;
@@ -18,6 +19,7 @@ use neox_trainer::dist::{DataParallel, ParamLayout};
 use neox_trainer::optim::NeoxOptimizer;
 use neox_trainer::plan::params::{Counts, tensors};
 use neox_trainer::plan::{Keeper, Layout, Precision, memory};
+use neox_trainer::precision::cast_module;
 use neox_trainer::{GptNeox, NeoxArgs, hf};
 
 const BASE: &str = "
@@ -155,12 +157,21 @@ fn measured(a: &NeoxArgs, ranks: usize) -> Vec<(usize, usize, usize)> {
                         let v: Vec<i64> = (0..(b * t) as i64).map(|i| (i + shift) % 40).collect();
                         Tensor::<Cpu, 2, Int>::from_data(TensorData::new(v, [b, t]), &device)
                     };
-                    let loss = model.loss(ids(0), ids(1));
+                    // As train_step does: the passes on a copy cast to the compute type
+                    // (the model itself in fp32), the gradients reaching the f32 model.
+                    let dtype = a.precision.precision.dtype();
+                    let compute = cast_module(model.clone(), dtype);
+                    let loss = compute.loss(ids(0), ids(1));
                     let grads = GradientsParams::from_grads(loss.backward(), &model);
                     let grads = dp
                         .reduce_gradients(&model, &layout, grads, &device)
                         .unwrap();
-                    let (weights, kept) = (bytes_of(&model, None), bytes_of(&model, Some(&grads)));
+                    let copy = match dtype {
+                        FloatDType::F32 => 0,
+                        _ => bytes_of(&compute, None),
+                    };
+                    let weights = bytes_of(&model, None) + copy;
+                    let kept = bytes_of(&model, Some(&grads));
                     let mut optim = NeoxOptimizer::new(&a.optim);
                     let (model, _) = dp
                         .step(&mut optim, 0.01, model, &layout, grads, &device)
@@ -186,17 +197,28 @@ fn weights_gradients_and_optimizer_state_are_estimated_exactly() {
         (VARIANTS[0].0, 1, 2),
         (VARIANTS[0].0, 2, 2),
         (VARIANTS[4].0, 2, 3),
+        (
+            "pos_emb: rotary\nprecision: bfloat16\nbf16: {enabled: true}\n",
+            1,
+            2,
+        ),
+        ("pos_emb: rotary\nfp16: {enabled: true}\n", 0, 1),
     ] {
         let a = args(
             &format!("{extra}zero_optimization: {{stage: {zero}}}\n"),
             ranks,
         );
+        let precision = match a.precision.precision {
+            neox_trainer::precision::Precision::Fp32 => Precision::Fp32,
+            neox_trainer::precision::Precision::Bf16 => Precision::Bf16,
+            neox_trainer::precision::Precision::Fp16 => Precision::Fp16,
+        };
         let layout = Layout {
             pp: 1,
             dp: ranks,
             tp: 1,
             zero,
-            precision: Precision::Fp32,
+            precision,
             keeper: Keeper::NeoxTrain,
             checkpoint_activations: false,
             checkpoint_num_layers: 1,
@@ -212,7 +234,7 @@ fn weights_gradients_and_optimizer_state_are_estimated_exactly() {
         assert_eq!(estimate.grads, max(|r| r.1), "{what}");
         assert_eq!(estimate.optimizer, max(|r| r.2), "{what}");
         if zero > 0 {
-            // The ranks' shares add up to everything once.
+            // The ranks' Adam moments add up to everything once.
             let total: usize = real.iter().map(|r| r.2).sum();
             assert_eq!(total as u64, 8 * estimate.stage_params, "{what}");
         }
