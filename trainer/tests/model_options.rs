@@ -1,5 +1,6 @@
 //! GPT-NeoX's model options against independent implementations: tiny random
-//! models made by Hugging Face transformers (Llama, Mistral, MPT, GPT-2, OPT;
+//! models made by Hugging Face transformers (Llama, Mistral, MPT, GPT-2, OPT,
+//! GPT-J;
 //! see `scripts/fixtures/model_options.py`), each described by a GPT-NeoX
 //! YAML config that neox reads like any other. neox loads the fixture's
 //! weights and must reproduce transformers' logits to 1e-4 and loss to 1e-5.
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
 use burn::tensor::{Int, Tensor, TensorData};
-use neox_trainer::model::{Activation, NormKind, PosEmb, cross_entropy};
+use neox_trainer::model::{Activation, ModelConfig, NormKind, PosEmb, cross_entropy};
 use neox_trainer::{NeoxArgs, hf};
 use safetensors::{Dtype, SafeTensors};
 
@@ -37,6 +38,23 @@ fn check(name: &str) -> NeoxArgs {
     assert!(args.not_acted_on.is_empty(), "{:?}", args.not_acted_on);
     let mut config = args.model.clone();
     config.vocab_size = args.vocab_size().unwrap();
+    let (max_diff, spread, loss, expected) = compare(name, config);
+    assert!(
+        spread > 1.0,
+        "{name}: logits too small to tell models apart"
+    );
+    assert!(max_diff < 1e-4, "{name}: logits differ by up to {max_diff}");
+    assert!(
+        (loss - expected).abs() < 1e-5,
+        "{name}: loss {loss} vs {expected}"
+    );
+    args
+}
+
+/// Loads fixture `name`'s weights into a model of `config`: the largest logit
+/// difference from transformers', the largest logit, our loss and transformers'.
+fn compare(name: &str, config: ModelConfig) -> (f32, f32, f64, f64) {
+    let dir = fixture(name);
     let device = Default::default();
     let mut model = config.init::<B>(&device);
     hf::load_weights(&mut model, &dir.join("model.safetensors"), &device).unwrap();
@@ -64,11 +82,6 @@ fn check(name: &str) -> NeoxArgs {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     let spread = theirs.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    assert!(
-        spread > 1.0,
-        "{name}: logits too small to tell models apart"
-    );
-    assert!(max_diff < 1e-4, "{name}: logits differ by up to {max_diff}");
 
     // transformers' loss: position i predicts token i + 1.
     let v = logits.dims()[2];
@@ -76,11 +89,7 @@ fn check(name: &str) -> NeoxArgs {
     let loss = cross_entropy(shifted, tokens.narrow(1, 1, t - 1)).into_scalar() as f64;
     let (_, expected) = tensor(&reference, "loss", Dtype::F64);
     let expected = f64::from_le_bytes(expected[..8].try_into().unwrap());
-    assert!(
-        (loss - expected).abs() < 1e-5,
-        "{name}: loss {loss} vs {expected}"
-    );
-    args
+    (max_diff, spread, loss, expected)
 }
 
 #[test]
@@ -148,4 +157,18 @@ fn weights_of_another_shape_are_refused_with_the_tensor_named() {
         err.contains("query_key_value") && err.contains("model.safetensors"),
         "{err}"
     );
+}
+
+#[test]
+fn gptj_parallel_residual_with_one_norm() {
+    let args = check("gptj-tied");
+    let m = &args.model;
+    assert!(m.gpt_j_residual && m.gpt_j_tied && !m.use_bias_in_attn_linear);
+    assert_eq!((m.rotary_dims(), m.activation), (4, Activation::GeluTanh));
+    // The fixture's second norm holds other values: untied, the model differs.
+    let mut untied = m.clone();
+    untied.gpt_j_tied = false;
+    untied.vocab_size = args.vocab_size().unwrap();
+    let (max_diff, ..) = compare("gptj-tied", untied);
+    assert!(max_diff > 1e-2, "untied differs by only {max_diff}");
 }
