@@ -4,7 +4,8 @@
 //! stand-in remote command. Each writes the `metrics.jsonl` of one process
 //! accumulating both ranks' micro batches, bit for bit. A rank killed with
 //! SIGKILL ends the other with an error naming it; the run then resumes from
-//! its last checkpoint as if never interrupted.
+//! its last checkpoint as if never interrupted. Two ranks of one tensor-
+//! or pipeline-parallel model train to one process's losses.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -114,12 +115,16 @@ fn one_process(dir: &Path, extra: &str) -> Vec<(String, u64, f64, Option<f64>)> 
 
 /// Two ranks started by the test as torchrun would start them.
 fn torchrun_style(dir: &Path, extra: &str, timeout: &str) -> Vec<Child> {
-    let configs = configs(dir, extra);
+    two_ranks(&configs(dir, extra), timeout)
+}
+
+/// Two ranks of `configs` under a torchrun-style environment.
+fn two_ranks(configs: &[PathBuf], timeout: &str) -> Vec<Child> {
     let port = free_port().to_string();
     (0..2)
         .map(|rank| {
             Command::new(TRAIN)
-                .args(train_args(&configs))
+                .args(train_args(configs))
                 .args(["--comm-timeout", timeout])
                 .env("RANK", rank.to_string())
                 .env("LOCAL_RANK", rank.to_string())
@@ -238,4 +243,104 @@ fn a_killed_rank_stops_the_other_and_the_run_resumes() {
         .collect();
     let expected_tail: Vec<_> = expected.into_iter().filter(|r| r.1 > 4).collect();
     assert_eq!(tail, expected_tail);
+}
+
+/// The config files of a run logging its metrics to `dir/run`, no checkpoints.
+fn configs_without_checkpoints(dir: &Path, extra: &str) -> Vec<PathBuf> {
+    let data = dir.join("data.yml");
+    std::fs::write(
+        &data,
+        format!(
+            "data_path: {}\nsplit: \"949,50,1\"\ntokenizer_type: CharLevelTokenizer\n\
+             padded_vocab_size: 512\nlog_dir: {}\ntrain_iters: 8\nlr_decay_iters: 8\n\
+             eval_interval: 4\neval_iters: 2\nlog_interval: 1\n\
+             train_micro_batch_size_per_gpu: 4\n",
+            char_shards().display(),
+            dir.join("run").display()
+        ),
+    )
+    .unwrap();
+    let own = dir.join("own.yml");
+    std::fs::write(&own, extra).unwrap();
+    let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/cpu-tiny.yml");
+    vec![tiny, data, own]
+}
+
+#[test]
+fn tensor_or_pipeline_parallel_ranks_train_to_one_process_losses() {
+    let reference = tempfile::tempdir().unwrap();
+    let configs = configs_without_checkpoints(reference.path(), "");
+    let mut c = Command::new(TRAIN);
+    c.args(train_args(&configs));
+    let (ok, text) = output(c, Duration::from_secs(300));
+    assert!(ok, "{text}");
+    let expected = numbers(reference.path());
+    assert_eq!(expected.iter().filter(|r| r.0 == "train").count(), 8);
+    assert_eq!(expected.iter().filter(|r| r.0 == "valid").count(), 2);
+    for extra in ["model_parallel_size: 2\n", "pipe_parallel_size: 2\n"] {
+        let dir = tempfile::tempdir().unwrap();
+        let configs = configs_without_checkpoints(dir.path(), extra);
+        for (rank, mut child) in two_ranks(&configs, "60").into_iter().enumerate() {
+            let status = wait(&mut child, Duration::from_secs(300));
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            assert!(status.success(), "{extra}rank {rank}: {err}");
+            // The split model's loop ran (it names the stages).
+            if rank == 0 {
+                assert!(err.contains("pipeline stage"), "{extra}{err}");
+            }
+        }
+        let got = numbers(dir.path());
+        assert_eq!(got.len(), expected.len(), "{extra}");
+        for (g, e) in got.iter().zip(&expected) {
+            assert_eq!((&g.0, g.1), (&e.0, e.1), "{extra}");
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * b.abs();
+            assert!(
+                close(g.2, e.2),
+                "{extra}{} {}: loss {} != {}",
+                g.0,
+                g.1,
+                g.2,
+                e.2
+            );
+            if let (Some(a), Some(b)) = (g.3, e.3) {
+                assert!(close(a, b), "{extra}{} {}: grad norm {a} != {b}", g.0, g.1);
+            }
+        }
+    }
+}
+
+#[test]
+fn grids_that_cannot_be_made_are_refused_by_name() {
+    for (extra, needle) in [
+        (
+            "model_parallel_size: 3\n",
+            "model_parallel_size 3 = 3 does not divide the 1 rank(s)",
+        ),
+        ("model_parallel_size: 0\n", "model_parallel_size"),
+        (
+            "pipe_partition_method: profile\n",
+            "pipe_partition_method `profile`: expected `uniform`, `parameters` or `type:",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Command::new(TRAIN);
+        c.args(train_args(&configs_without_checkpoints(dir.path(), extra)));
+        let (ok, text) = output(c, Duration::from_secs(60));
+        assert!(!ok, "{extra}{text}");
+        assert!(text.contains(needle), "{extra}{text}");
+        assert!(text.contains("own.yml"), "the file is not named: {text}");
+    }
+    // Two ranks of a split model that would save checkpoints: not yet.
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let extra = format!("model_parallel_size: 2\nsave: {}\n", run.display());
+    let configs = configs_without_checkpoints(dir.path(), &extra);
+    for mut child in two_ranks(&configs, "60") {
+        let status = wait(&mut child, Duration::from_secs(120));
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(!status.success());
+        assert!(err.contains("checkpoints"), "{err}");
+    }
 }

@@ -210,8 +210,13 @@ fn run(args: Args, placement: &Placement) -> Result<()> {
         return check(&args, placement);
     }
     let first = placement.rank == 0;
-    let mut neox = NeoxArgs::from_files_in(&args.config, placement.world_size)
-        .context("reading the configuration")?;
+    // The data-parallel ranks are what pipe_parallel_size x model_parallel_size leave.
+    let grid = plan::Grid::of(
+        &NeoxArgs::from_files_in(&args.config, 1).context("reading the configuration")?,
+    )?;
+    let data_ranks = grid.data_parallel(placement.world_size)?;
+    let mut neox =
+        NeoxArgs::from_files_in(&args.config, data_ranks).context("reading the configuration")?;
     if first {
         for (name, file) in &neox.not_acted_on {
             tracing::warn!(option = %name, file = %file.display(), "GPT-NeoX option not acted on by neox-train");
@@ -280,8 +285,16 @@ fn run(args: Args, placement: &Placement) -> Result<()> {
         Some(data) => data,
         None => open()?,
     };
-    let summary =
-        neox_trainer::device::train_parallel(&neox, &data, device, &dp).context("training")?;
+    let summary = if grid.pp * grid.tp > 1 {
+        let world = dp
+            .comm()
+            .cloned()
+            .context("pipe or model parallelism needs more than one rank")?;
+        neox_trainer::device::train_model_parallel(&neox, &data, device, &world)
+    } else {
+        neox_trainer::device::train_parallel(&neox, &data, device, &dp)
+    }
+    .context("training")?;
     if !first {
         return Ok(());
     }

@@ -80,6 +80,31 @@ pub fn train_parallel(
     }
 }
 
+/// Trains on `device` as rank `world.rank()` of a pipe x data x model grid
+/// (`pipe_parallel_size`, `model_parallel_size`).
+pub fn train_model_parallel(
+    args: &NeoxArgs,
+    data: &Splits,
+    device: Device,
+    world: &std::sync::Arc<dyn crate::dist::Communicator>,
+) -> Result<Summary, TrainError> {
+    use crate::dist::run::run_model_parallel;
+    match device {
+        Device::Cpu => run_model_parallel::<Cpu>(args, data, &Default::default(), world),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(n) => run_model_parallel::<Cuda>(
+            args,
+            data,
+            &burn::backend::cuda::CudaDevice { index: n },
+            world,
+        ),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => Err(TrainError::Device(format!(
+            "{device}: this neox-train was built without CUDA; rebuild with `--features cuda`"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

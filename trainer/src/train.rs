@@ -129,7 +129,7 @@ pub struct Summary {
 
 /// The backend RNG's seed for the step at `iteration`: every step starts from a
 /// seed derived from the run seed, so resuming needs no RNG snapshot.
-fn step_seed(seed: u64, iteration: u64) -> u64 {
+pub(crate) fn step_seed(seed: u64, iteration: u64) -> u64 {
     // SplitMix64 finaliser over the pair.
     let mut z = seed ^ iteration.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -139,7 +139,7 @@ fn step_seed(seed: u64, iteration: u64) -> u64 {
 
 /// A freshly initialised model, the same on every rank of the process: the
 /// CPU backend has one RNG per process, so ranks that are threads take turns.
-fn init_model<B: AutodiffBackend>(
+pub(crate) fn init_model<B: AutodiffBackend>(
     config: &ModelConfig,
     seed: u64,
     device: &B::Device,

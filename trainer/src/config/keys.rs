@@ -83,7 +83,7 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
-use Neutral::{Any, AtMost, Disabled, Is, OneOf};
+use Neutral::{Any, Disabled, Is, OneOf};
 
 const MODEL: &str = "changes the model";
 const DATA: &str = "changes the data";
@@ -93,25 +93,14 @@ const NOTE: &str = "changes nothing training computes";
 
 /// Every GPT-NeoX option the trainer does not read: (name, neutral values, what it changes).
 const TABLE: &[(&str, Neutral, &str)] = &[
-    // Parallelism and memory: being built; one device changes nothing, nor
-    // do ZeRO's partitions (the trainer reads `zero_optimization`).
-    (
-        "pipe_parallel_size",
-        AtMost(1),
-        "pipeline parallelism is not implemented yet",
-    ),
-    (
-        "model_parallel_size",
-        AtMost(1),
-        "tensor parallelism is not implemented yet",
-    ),
+    // Parallelism and memory: ZeRO's partitions change nothing (the trainer
+    // reads `zero_optimization`).
     ("zero_stage", Any, NOTE),
     ("zero_reduce_scatter", Any, NOTE),
     ("zero_contiguous_gradients", Any, NOTE),
     ("zero_reduce_bucket_size", Any, NOTE),
     ("zero_allgather_bucket_size", Any, NOTE),
     ("sequence_parallel", Any, NOTE),
-    ("pipe_partition_method", Any, NOTE),
     ("is_pipe_parallel", Any, NOTE),
     ("world_size", Any, NOTE),
     ("global_num_gpus", Any, NOTE),
@@ -381,9 +370,6 @@ mod tests {
         for (name, text) in [
             ("amp", "{enabled: false, opt_level: O1}"),
             ("amp", "null"),
-            ("pipe_parallel_size", "1"),
-            ("pipe_parallel_size", "0"),
-            ("model_parallel_size", "1"),
             ("zero_stage", "2"),
             ("use_qk_layernorm", "false"),
             ("z_loss", "0.0"),
@@ -396,8 +382,6 @@ mod tests {
         }
         for (name, text) in [
             ("amp", "{enabled: true}"),
-            ("pipe_parallel_size", "2"),
-            ("model_parallel_size", "4"),
             ("use_qk_layernorm", "true"),
             ("z_loss", "0.0001"),
             ("data_impl", "cached"),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::dist::ZeroStage;
+use crate::dist::{PartitionMethod, ZeroStage};
 use crate::error::ConfigError;
 use crate::model::{
     Activation, AttentionKind, InitMethod, ModelConfig, NormKind, PosEmb, SparsityConfig,
@@ -60,6 +60,12 @@ pub struct TrainingConfig {
     pub data_parallel_size: usize,
     /// `zero_optimization.stage`.
     pub zero_stage: ZeroStage,
+    /// `pipe_parallel_size` (GPT-NeoX's 0, no pipeline engine, is one stage here too).
+    pub pipe_parallel_size: usize,
+    /// `model_parallel_size`: tensor-parallel ranks.
+    pub model_parallel_size: usize,
+    /// `pipe_partition_method`.
+    pub pipe_partition_method: PartitionMethod,
 }
 
 /// A whole configuration, read from one or more YAML files.
@@ -791,6 +797,17 @@ impl NeoxArgs {
                 v.map_or(Ok(()), |v| positive(&v))
             })?;
         let zero_stage = Self::zero(o)?;
+        let pipe_parallel_size = take_checked(o, "pipe_parallel_size", 0usize, any)?.max(1);
+        let model_parallel_size = take_checked(o, "model_parallel_size", 1usize, positive)?;
+        let method_file = o.file_of("pipe_partition_method").map(Path::to_path_buf);
+        let method = o.take_or("pipe_partition_method", "type:transformer|mlp".to_string())?;
+        let pipe_partition_method = PartitionMethod::parse(&method).map_err(|e| {
+            bad(
+                method_file.as_deref(),
+                "pipe_partition_method",
+                e.to_string(),
+            )
+        })?;
         o.derived("train_micro_batch_size_per_gpu", micro_batch_size);
         o.derived("gradient_accumulation_steps", gradient_accumulation_steps);
         o.derived(
@@ -812,6 +829,9 @@ impl NeoxArgs {
             log_dir,
             checkpoint_factor,
             keep_last_n_checkpoints,
+            pipe_parallel_size,
+            model_parallel_size,
+            pipe_partition_method,
         })
     }
 
@@ -1175,15 +1195,12 @@ mod tests {
     #[test]
     fn options_that_would_change_the_run_are_refused_by_name() {
         let args = parse(&format!(
-            "{BASE}amp: {{enabled: true}}\nuse_qk_layernorm: true\nmodel_parallel_size: 2\n\
-             z_loss: 0.001\npipe_parallel_size: 1\nwall_clock_breakdown: true\n"
+            "{BASE}amp: {{enabled: true}}\nuse_qk_layernorm: true\n\
+             z_loss: 0.001\nwall_clock_breakdown: true\n"
         ))
         .unwrap();
         let names: Vec<&str> = args.unimplemented.iter().map(|u| u.key.as_str()).collect();
-        assert_eq!(
-            names,
-            ["amp", "model_parallel_size", "use_qk_layernorm", "z_loss"]
-        );
+        assert_eq!(names, ["amp", "use_qk_layernorm", "z_loss"]);
         let err = args.refuse_unimplemented().unwrap_err().to_string();
         for needle in [
             "`amp: {\"enabled\":true}`",

@@ -9,13 +9,15 @@
 //! - `data_parallel`, `zero`: gradient averaging and optimizer sharding.
 //! - [`tensor_parallel`]: layers split over a group of ranks (Megatron's).
 //! - [`pipeline_parallel`]: stages of layers, 1F1B between them.
-//! - [`shard`]: one rank's share of the model; [`parallel`]: the three together.
+//! - [`shard`]: one rank's share of the model; [`parallel`]: the three
+//!   together; [`run`]: their training loop.
 
 pub mod comm;
 pub mod data_parallel;
 pub mod parallel;
 pub mod pipeline_parallel;
 pub mod placement;
+pub mod run;
 pub mod shard;
 pub mod tensor_parallel;
 pub mod topology;

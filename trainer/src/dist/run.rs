@@ -1,0 +1,232 @@
+//! The training loop of a pipe x data x model grid ([`Parallel`]): every rank
+//! builds the unsplit model from the run's seed, keeps its share, and trains
+//! it with its groups; rank 0 logs and writes the metrics, in the records
+//! and at the positions [`crate::train::run_parallel`] writes them, so that a
+//! split run reads as the unsplit one.
+//!
+//! Not yet here: checkpoints (saving or resuming a split model is refused)
+//! and mixed precision (fp32 only).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+
+use super::comm::Communicator;
+use super::data_parallel::ParamLayout;
+use super::parallel::Parallel;
+use super::shard::GptShard;
+use super::tensor_parallel::TpOps;
+use super::topology::Topology;
+use crate::config::NeoxArgs;
+use crate::data::{Batch, SampleSource, Splits};
+use crate::error::TrainError;
+use crate::metrics::{MetricsLog, Record};
+use crate::optim::NeoxOptimizer;
+use crate::precision::Precision;
+use crate::train::{Summary, init_model, step_seed};
+
+/// Trains the configured model on `data` on `device` as rank `world.rank()`
+/// of the grid `args` asks for (`pipe_parallel_size`, `model_parallel_size`,
+/// the data ranks what remains of `world`).
+pub fn run_model_parallel<B: AutodiffBackend + TpOps>(
+    args: &NeoxArgs,
+    data: &Splits,
+    device: &B::Device,
+    world: &Arc<dyn Communicator>,
+) -> Result<Summary, TrainError>
+where
+    B::InnerBackend: TpOps,
+{
+    let t = &args.training;
+    let unsupported = |what: &str| {
+        Err(TrainError::Device(format!(
+            "pipe_parallel_size {} x model_parallel_size {}: {what} is not implemented with \
+             pipeline or tensor parallelism yet",
+            t.pipe_parallel_size, t.model_parallel_size
+        )))
+    };
+    if t.save.is_some() || t.load.is_some() {
+        return unsupported("saving or loading checkpoints (`save`, `load`)");
+    }
+    if args.precision.precision != Precision::Fp32 {
+        return unsupported("mixed precision");
+    }
+    let mut config = args.model.clone();
+    config.vocab_size = args.vocab_size()?;
+    let topology = Topology::new(world.size(), t.pipe_parallel_size, t.model_parallel_size)
+        .filter(|g| g.dp == t.data_parallel_size)
+        .ok_or_else(|| {
+            TrainError::Device(format!(
+                "{} rank(s) do not make pipe_parallel_size {} x {} data-parallel rank(s) x \
+                 model_parallel_size {}",
+                world.size(),
+                t.pipe_parallel_size,
+                t.data_parallel_size,
+                t.model_parallel_size
+            ))
+        })?;
+    let full = init_model::<B>(&config, t.seed, device);
+    let parallel = Parallel::new(
+        world,
+        topology,
+        t.zero_stage,
+        &full,
+        &t.pipe_partition_method,
+    )?;
+    let mut model = parallel
+        .shard(&full)
+        .map_err(|e| TrainError::Device(e.to_string()))?;
+    let counted = parallel.counted(&full, &model);
+    drop(full);
+    let layout = ParamLayout::of::<B, _>(&model);
+    let mut optim = NeoxOptimizer::<B, GptShard<B>>::new(&args.optim);
+    let first_rank = world.rank() == 0;
+    if first_rank {
+        for (i, stage) in parallel.stages.iter().enumerate() {
+            tracing::info!(
+                stage = i,
+                layers = ?stage.layers,
+                embedding = stage.embed,
+                head = stage.head,
+                "pipeline stage"
+            );
+        }
+    }
+
+    let (micro, accumulation) = (t.micro_batch_size, t.gradient_accumulation_steps);
+    let global_batch = micro * accumulation * topology.dp;
+    let (seq, vocab) = (config.seq_length, config.vocab_size);
+    let run_dir = first_rank.then(|| t.log_dir.clone()).flatten();
+    let mut metrics = match &run_dir {
+        Some(dir) => Some(MetricsLog::open(dir, 0)?),
+        None => None,
+    };
+    let mut log = |record: Record| -> Result<(), TrainError> {
+        if first_rank {
+            tracing::info!(?record, "metrics");
+        }
+        match metrics.as_mut() {
+            Some(m) => m.write(&record),
+            None => Ok(()),
+        }
+    };
+    let read = |source: &dyn SampleSource, first: u64| {
+        Batch::<B>::read(source, first, micro, seq, vocab, device)
+    };
+
+    let flops_per_token = config.train_flops_per_token();
+    let tokens_per_iter = (global_batch * seq) as f64;
+    let (mut interval_loss, mut interval_iters, mut interval_start) = (0.0, 0u64, Instant::now());
+    let (mut consumed, mut last_valid_loss) = (0u64, None);
+    for it in 0..t.train_iters {
+        // One RNG stream per data rank, shared by its pipeline and tensor
+        // ranks (Megatron's seeding: see `tensor_parallel`).
+        B::seed(
+            device,
+            step_seed(t.seed, it)
+                .wrapping_add((parallel.coord.dp as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        );
+        let lr = args.schedule.lr_at(it);
+        let batches = (0..accumulation)
+            .map(|j| {
+                read(
+                    data.train.as_ref(),
+                    parallel.dp.micro_batch_start(consumed, j, micro),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let stats;
+        (model, stats) =
+            parallel.train_step(model, &mut optim, batches, lr, &layout, &counted, device)?;
+        if !stats.loss.is_finite() {
+            return Err(TrainError::Diverged {
+                iteration: it + 1,
+                loss: stats.loss,
+            });
+        }
+        let iteration = it + 1;
+        consumed += global_batch as u64;
+        interval_loss += stats.loss;
+        interval_iters += 1;
+        if iteration.is_multiple_of(t.log_interval) || iteration == t.train_iters {
+            let seconds = interval_start.elapsed().as_secs_f64() / interval_iters as f64;
+            log(Record::Train {
+                iteration,
+                loss: interval_loss / interval_iters as f64,
+                lr,
+                grad_norm: stats.grad_norm,
+                step_ms: seconds * 1e3,
+                tokens_per_s: tokens_per_iter / seconds,
+                flops_per_s: flops_per_token * tokens_per_iter / seconds,
+                consumed_samples: consumed,
+                loss_scale: None,
+                skipped_iters: 0,
+            })?;
+            (interval_loss, interval_iters) = (0.0, 0);
+            interval_start = Instant::now();
+        }
+        if let Some(valid) = &data.valid
+            && t.eval_iters > 0
+            && iteration.is_multiple_of(t.eval_interval)
+        {
+            let first = (iteration / t.eval_interval - 1) * t.eval_iters * global_batch as u64;
+            let valid_model = model.valid();
+            let loss = evaluate(&parallel, &valid_model, valid.as_ref(), first, t, device)?;
+            last_valid_loss = Some(loss);
+            log(Record::Valid {
+                iteration,
+                loss,
+                ppl: loss.exp(),
+            })?;
+        }
+    }
+    let mut test_loss = None;
+    if let Some(test) = &data.test
+        && t.eval_iters > 0
+    {
+        let loss = evaluate(&parallel, &model.valid(), test.as_ref(), 0, t, device)?;
+        test_loss = Some(loss);
+        log(Record::Test {
+            iteration: t.train_iters,
+            loss,
+            ppl: loss.exp(),
+        })?;
+    }
+    Ok(Summary {
+        iterations: t.train_iters,
+        resumed_from: None,
+        last_valid_loss,
+        test_loss,
+        metrics_path: run_dir.map(|d| d.join("metrics.jsonl")),
+    })
+}
+
+/// Mean loss over `eval_iters` global batches of `source` from sample
+/// `first`, as [`crate::train::evaluate`] adds it: micro batch by micro
+/// batch in one device's order; known on every rank.
+fn evaluate<B: Backend + TpOps>(
+    parallel: &Parallel,
+    model: &GptShard<B>,
+    source: &dyn SampleSource,
+    first: u64,
+    t: &crate::config::TrainingConfig,
+    device: &B::Device,
+) -> Result<f64, TrainError> {
+    let (micro, accumulation) = (t.micro_batch_size, t.gradient_accumulation_steps);
+    let (seq, vocab) = (model.config.seq_length, model.config.vocab_size);
+    let global = (micro * accumulation * parallel.topology.dp) as u64;
+    let mut sum = 0.0;
+    for k in 0..t.eval_iters {
+        for j in 0..accumulation {
+            let start = parallel.dp.micro_batch_start(first + k * global, j, micro);
+            let batch = Batch::<B>::read(source, start, micro, seq, vocab, device)?;
+            for loss in parallel.pipeline.evaluate(model, std::iter::once(batch))? {
+                sum = parallel.dp.sum_in_order(sum, loss)?;
+            }
+        }
+    }
+    let sum = parallel.pipeline.from_last(sum)?;
+    Ok(sum / (t.eval_iters * global / micro as u64).max(1) as f64)
+}
