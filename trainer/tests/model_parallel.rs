@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use burn::backend::{Autodiff, Flex};
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use neox_trainer::data::{Batch, SampleSource};
 use neox_trainer::dist::comm::Communicator;
 use neox_trainer::dist::comm::threads::ThreadComm;
+use neox_trainer::dist::merge;
 use neox_trainer::dist::tensor_parallel::TpGroup;
 use neox_trainer::dist::tensor_parallel::layers::Shard;
 use neox_trainer::dist::{
@@ -145,6 +146,8 @@ struct RankOut {
     parallel: Parallel,
     stats: Vec<StepStats>,
     params: Vec<Vec<f32>>,
+    /// On world rank 0: every share, merged.
+    merged: Option<GptNeox<Ad>>,
 }
 
 /// Trains on `pp x dp x tp` thread ranks, `accumulation` micro batches per
@@ -170,7 +173,6 @@ fn grid(
                     let parallel = Parallel::new(&world, topology, zero, &full, method).unwrap();
                     let mut model = parallel.shard(&full).unwrap();
                     let counted = parallel.counted(&full, &model);
-                    drop(full);
                     let layout = ParamLayout::of::<Ad, _>(&model);
                     let mut optim = NeoxOptimizer::<Ad, GptShard<Ad>>::new(&optim_config());
                     let mut stats = Vec::new();
@@ -196,10 +198,12 @@ fn grid(
                             .unwrap();
                         stats.push(s);
                     }
+                    let merged = merge::gather(&world, &parallel, &model, &full).unwrap();
                     RankOut {
                         params: values(&model),
                         parallel,
                         stats,
+                        merged,
                     }
                 })
             })
@@ -295,5 +299,73 @@ fn pipe_data_and_model_parallel_together_train_as_one_device() {
             let (got, want) = (rank.params.concat(), share.concat());
             assert_within(&got, &want, 1e-4, &format!("{what} parameters"));
         }
+    }
+}
+
+#[test]
+fn a_split_model_merges_back_whole_and_exports_to_hugging_face() {
+    let _serial = common::one_run_at_a_time();
+    for (tied, activation) in [(false, Activation::Swiglu), (true, Activation::Gelu)] {
+        let config = ModelConfig {
+            activation,
+            intermediate_size: 48,
+            ..config(3, tied)
+        };
+        let what = format!("tied {tied}, {activation:?}");
+        // Merging the shares of a fresh split gives the model back, bit for bit.
+        let full = seeded(&config);
+        let method = PartitionMethod::Uniform;
+        let stages =
+            neox_trainer::dist::pipeline_parallel::partition::partition(&method, 3, 2, |_| 0);
+        let shares: Vec<Vec<Vec<f32>>> = stages
+            .iter()
+            .flat_map(|stage| {
+                (0..2).map(|rank| {
+                    let shard = Shard { rank, size: 2 };
+                    values(&GptShard::new(&full, stage.clone(), shard, TpGroup::single()).unwrap())
+                })
+            })
+            .collect();
+        let whole = merge::merge(&full, &stages, 2, &shares).unwrap();
+        assert!(
+            values(&whole) == values(&full),
+            "{what}: merge(split) differs"
+        );
+
+        // After training on pipe 2 x model 2, rank 0 gathers every share.
+        let ranks = grid(&config, (2, 1, 2), ZeroStage::Off, &method, 2, 2);
+        let merged = ranks[0].merged.clone().expect("rank 0 merges");
+        assert!(ranks[1..].iter().all(|r| r.merged.is_none()));
+        for rank in &ranks {
+            assert!(
+                rank.params == share_of(&merged, rank),
+                "{what}: rank {:?}'s share is not in the merged model",
+                rank.parallel.coord
+            );
+        }
+        assert!(values(&merged) != values(&full), "{what}: nothing trained");
+
+        // The merged model exports to Hugging Face and reads back the same
+        // (Hugging Face's GPT-NeoX has no SwiGLU).
+        if activation == Activation::Swiglu {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        neox_trainer::hf::save(&merged, dir.path()).unwrap();
+        let back: GptNeox<Flex> = neox_trainer::hf::load(dir.path(), &Default::default()).unwrap();
+        let tokens = || {
+            Tensor::<Flex, 2, burn::tensor::Int>::from_data(
+                burn::tensor::TensorData::new((0..16i64).map(|i| i * 7 % 32).collect(), [1, 16]),
+                &Default::default(),
+            )
+        };
+        let want: Vec<f32> = merged
+            .valid()
+            .forward(tokens())
+            .into_data()
+            .iter()
+            .collect();
+        let got: Vec<f32> = back.forward(tokens()).into_data().iter().collect();
+        assert_within(&got, &want, 1e-6, &format!("{what}: logits after export"));
     }
 }

@@ -10,10 +10,11 @@
 //! - [`tensor_parallel`]: layers split over a group of ranks (Megatron's).
 //! - [`pipeline_parallel`]: stages of layers, 1F1B between them.
 //! - [`shard`]: one rank's share of the model; [`parallel`]: the three
-//!   together; [`run`]: their training loop.
+//!   together; [`run`]: their training loop; [`merge`]: shares made whole.
 
 pub mod comm;
 pub mod data_parallel;
+pub mod merge;
 pub mod parallel;
 pub mod pipeline_parallel;
 pub mod placement;
