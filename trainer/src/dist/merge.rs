@@ -25,6 +25,10 @@ use crate::model::GptNeox;
 /// Indices below 2^22 are exact in f32 with room to spare.
 const LOW: usize = 1 << 22;
 
+/// Per (stage, tensor rank), per parameter of the share, per element: the
+/// (parameter, element) of the whole model it came from.
+type Origins = Vec<Vec<Vec<(usize, usize)>>>;
+
 /// Every parameter's values, in visiting order.
 pub fn values<B: Backend, M: Module<B>>(model: &M) -> Vec<Vec<f32>> {
     struct Collect(Vec<Vec<f32>>);
@@ -73,7 +77,7 @@ fn origins<B: TpOps>(
     template: &GptNeox<B>,
     stages: &[Stage],
     tp: usize,
-) -> Result<Vec<Vec<Vec<(usize, usize)>>>, SplitError> {
+) -> Result<Origins, SplitError> {
     let probe = |f: &dyn Fn(usize, usize) -> f32| {
         with_values(template, |p, n| (0..n).map(|i| f(p, i)).collect())
     };
@@ -119,7 +123,7 @@ pub fn merge<B: TpOps>(
 /// `template` with the shares' values put at their origins.
 fn place<B: Backend>(
     template: &GptNeox<B>,
-    origins: Vec<Vec<Vec<(usize, usize)>>>,
+    origins: Origins,
     shares: &[Vec<Vec<f32>>],
 ) -> GptNeox<B> {
     let mut whole = values(template);
