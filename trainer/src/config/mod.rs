@@ -382,7 +382,30 @@ impl NeoxArgs {
                     Err(format!("{m} is below seq_length {seq_length}"))
                 }
             })?;
-        let norm = o.take_or("norm", NormKind::LayerNorm)?;
+        let norm_file = o.file_of("norm").map(Path::to_path_buf);
+        let norm_name = o.take_or("norm", "layernorm".to_string())?;
+        // TransformerEngine's norms compute the same functions.
+        let norm = match norm_name.as_str() {
+            "layernorm" | "te_layernorm" => NormKind::LayerNorm,
+            "rmsnorm" | "te_rmsnorm" => NormKind::RmsNorm,
+            "scalenorm" | "non_parametric_layernorm" => {
+                return Err(bad(
+                    norm_file.as_deref(),
+                    "norm",
+                    format!("`{norm_name}` is not implemented"),
+                ));
+            }
+            other => {
+                return Err(bad(
+                    norm_file.as_deref(),
+                    "norm",
+                    format!(
+                        "`{other}` is not one of GPT-NeoX's norms (layernorm, rmsnorm, \
+                         te_layernorm, te_rmsnorm, scalenorm, non_parametric_layernorm)"
+                    ),
+                ));
+            }
+        };
         let layernorm_epsilon = take_checked(o, "layernorm_epsilon", 1e-5, positive)?;
         let rms_norm_epsilon = take_checked(o, "rms_norm_epsilon", 1e-8, positive)?;
         let pos_emb = o.take_or("pos_emb", PosEmb::Learned)?;
@@ -1167,6 +1190,23 @@ mod tests {
                         optimizer: {type: Adam, params: {lr: 0.001}}\n";
 
     #[test]
+    fn transformer_engine_norms_are_the_same_functions() {
+        let te = parse(&format!(
+            "{BASE}norm: te_rmsnorm\nrms_norm_epsilon: 1.0e-6\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (te.model.norm, te.model.norm_eps),
+            (NormKind::RmsNorm, 1e-6)
+        );
+        let te = parse(&format!("{BASE}norm: te_layernorm\n")).unwrap();
+        assert_eq!(
+            (te.model.norm, te.model.norm_eps),
+            (NormKind::LayerNorm, 1e-5)
+        );
+    }
+
+    #[test]
     fn minimal_config_has_gpt_neox_defaults() {
         let args = parse(BASE).unwrap();
         assert_eq!(args.model.pos_emb, PosEmb::Learned);
@@ -1488,6 +1528,8 @@ mod tests {
             ("pos_emb: spiral\n", "pos_emb"),
             ("lr_decay_style: sawtooth\n", "lr_decay_style"),
             ("norm: [1]\n", "norm"),
+            ("norm: scalenorm\n", "norm"),
+            ("norm: batchnorm\n", "norm"),
             ("warmup: \"lots\"\n", "warmup"),
         ] {
             let err = parse(&format!("{BASE}{extra}")).unwrap_err().to_string();
