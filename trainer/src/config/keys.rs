@@ -104,7 +104,12 @@ const TABLE: &[(&str, Neutral, &str)] = &[
     ("is_pipe_parallel", Any, NOTE),
     ("world_size", Any, NOTE),
     ("global_num_gpus", Any, NOTE),
-    ("output_layer_parallelism", Any, NOTE),
+    // GPT-NeoX exits on "row" (its row-parallel output layer is broken).
+    (
+        "output_layer_parallelism",
+        OneOf(&["column"]),
+        "GPT-NeoX refuses row: its row-parallel output layer is broken",
+    ),
     ("checkpoint_activations", Any, NOTE),
     ("checkpoint_num_layers", Any, NOTE),
     ("checkpoint_in_cpu", Any, NOTE),
@@ -376,6 +381,7 @@ mod tests {
             ("data_impl", "mmap"),
             ("optimizer_type", "AdamW"),
             ("hostfile", "/job/hostfile"),
+            ("output_layer_parallelism", "column"),
             ("wall_clock_breakdown", "true"),
         ] {
             assert_eq!(why_unimplemented(name, &yaml(text)), None, "{name}: {text}");
@@ -386,6 +392,7 @@ mod tests {
             ("z_loss", "0.0001"),
             ("data_impl", "cached"),
             ("moe_num_experts", "8"),
+            ("output_layer_parallelism", "row"),
         ] {
             assert!(
                 why_unimplemented(name, &yaml(text)).is_some(),
