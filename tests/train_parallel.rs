@@ -266,20 +266,33 @@ fn configs_without_checkpoints(dir: &Path, extra: &str) -> Vec<PathBuf> {
     vec![tiny, data, own]
 }
 
-#[test]
-fn tensor_or_pipeline_parallel_ranks_train_to_one_process_losses() {
-    let reference = tempfile::tempdir().unwrap();
-    let configs = configs_without_checkpoints(reference.path(), "");
+/// One process's metrics for `extra`.
+fn reference(extra: &str) -> Vec<(String, u64, f64, Option<f64>)> {
+    let dir = tempfile::tempdir().unwrap();
     let mut c = Command::new(TRAIN);
-    c.args(train_args(&configs));
+    c.args(train_args(&configs_without_checkpoints(dir.path(), extra)));
     let (ok, text) = output(c, Duration::from_secs(300));
     assert!(ok, "{text}");
-    let expected = numbers(reference.path());
-    assert_eq!(expected.iter().filter(|r| r.0 == "train").count(), 8);
-    assert_eq!(expected.iter().filter(|r| r.0 == "valid").count(), 2);
-    for extra in ["model_parallel_size: 2\n", "pipe_parallel_size: 2\n"] {
+    numbers(dir.path())
+}
+
+#[test]
+fn tensor_or_pipeline_parallel_ranks_train_to_one_process_losses() {
+    // Dropout too for tensor parallelism: its ranks draw the unsplit model's
+    // masks (attention dropout: each rank its heads' part of one mask).
+    const DROPOUT: &str = "hidden_dropout: 0.1\nattention_dropout: 0.1\n";
+    let plain = reference("");
+    assert_eq!(plain.iter().filter(|r| r.0 == "train").count(), 8);
+    assert_eq!(plain.iter().filter(|r| r.0 == "valid").count(), 2);
+    let dropped = reference(DROPOUT);
+    assert_ne!(dropped[0].2, plain[0].2, "dropout changed nothing");
+    for (extra, expected) in [
+        ("model_parallel_size: 2\n".to_string(), &plain),
+        ("pipe_parallel_size: 2\n".to_string(), &plain),
+        (format!("model_parallel_size: 2\n{DROPOUT}"), &dropped),
+    ] {
         let dir = tempfile::tempdir().unwrap();
-        let configs = configs_without_checkpoints(dir.path(), extra);
+        let configs = configs_without_checkpoints(dir.path(), &extra);
         for (rank, mut child) in two_ranks(&configs, "60").into_iter().enumerate() {
             let status = wait(&mut child, Duration::from_secs(300));
             let mut err = String::new();
@@ -292,7 +305,7 @@ fn tensor_or_pipeline_parallel_ranks_train_to_one_process_losses() {
         }
         let got = numbers(dir.path());
         assert_eq!(got.len(), expected.len(), "{extra}");
-        for (g, e) in got.iter().zip(&expected) {
+        for (g, e) in got.iter().zip(expected) {
             assert_eq!((&g.0, g.1), (&e.0, e.1), "{extra}");
             let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * b.abs();
             assert!(
