@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::memory::{self, Layout};
 use super::params::ParamTensor;
+use crate::dist::PartitionMethod;
 use crate::model::ModelConfig;
 
 /// Parses a memory size: `80GiB`, `80 GB`, `81920MiB`, `80e9` (bytes), `1.5TiB`.
@@ -85,15 +86,16 @@ pub fn check(
     model: &ModelConfig,
     tensors: &[ParamTensor],
     layout: &Layout,
+    method: &PartitionMethod,
     device_memory: u64,
     support: &Support,
 ) -> Fit {
-    let per_rank = memory::per_rank(model, tensors, layout).total;
+    let per_rank = memory::per_rank_with(model, tensors, layout, method).total;
     let fits = per_rank <= device_memory;
     let suggestions = if fits {
         Vec::new()
     } else {
-        suggest(model, tensors, layout, device_memory, support)
+        suggest(model, tensors, layout, method, device_memory, support)
     };
     Fit {
         device_memory,
@@ -112,12 +114,13 @@ fn suggest(
     model: &ModelConfig,
     tensors: &[ParamTensor],
     base: &Layout,
+    method: &PartitionMethod,
     device_memory: u64,
     support: &Support,
 ) -> Vec<Suggestion> {
     let mut fitting: Vec<(Cost, Suggestion)> = Vec::new();
     for layout in candidates(model, base) {
-        let total = memory::per_rank(model, tensors, &layout).total;
+        let total = memory::per_rank_with(model, tensors, &layout, method).total;
         if total > device_memory {
             continue;
         }
@@ -313,6 +316,10 @@ mod tests {
         }
     }
 
+    fn cut() -> PartitionMethod {
+        PartitionMethod::gpt_neox_default()
+    }
+
     const ALL: Support = Support {
         tensor_parallel: true,
         pipeline_parallel: true,
@@ -325,9 +332,9 @@ mod tests {
         let (m, l) = (model(), base());
         let t = tensors(&m);
         let need = memory::per_rank(&m, &t, &l).total;
-        let fit = check(&m, &t, &l, need, &ALL);
+        let fit = check(&m, &t, &l, &cut(), need, &ALL);
         assert!(fit.fits && fit.suggestions.is_empty());
-        assert!(!check(&m, &t, &l, need - 1, &ALL).fits);
+        assert!(!check(&m, &t, &l, &cut(), need - 1, &ALL).fits);
     }
 
     #[test]
@@ -345,7 +352,7 @@ mod tests {
         );
         assert!(ckpt.total < full.total);
         // Room for checkpointing's total, not for the full activations.
-        let fit = check(&m, &t, &l, ckpt.total, &ALL);
+        let fit = check(&m, &t, &l, &cut(), ckpt.total, &ALL);
         assert!(!fit.fits);
         let first = &fit.suggestions[0];
         assert_eq!(first.changes, ["checkpoint_activations: true"]);
@@ -377,6 +384,7 @@ mod tests {
             &m,
             &t,
             &l,
+            &cut(),
             16 * all / 3,
             &Support {
                 tensor_parallel: false,
@@ -393,6 +401,6 @@ mod tests {
             assert!(!s.not_in_this_build.is_empty(), "{s:?}");
         }
         // Nothing at all fits in one byte.
-        assert!(check(&m, &t, &l, 1, &ALL).suggestions.is_empty());
+        assert!(check(&m, &t, &l, &cut(), 1, &ALL).suggestions.is_empty());
     }
 }

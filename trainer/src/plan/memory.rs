@@ -6,12 +6,12 @@
 //! them, with and without activation checkpointing, for the micro batches a
 //! pipeline stage holds at once.
 
-use std::ops::Range;
-
 use serde::Serialize;
 
 use super::params::{ParamTensor, Place};
+use crate::dist::pipeline_parallel::partition::partition;
 use crate::dist::zero::Partition;
+use crate::dist::{PartitionMethod, Stage};
 use crate::model::ModelConfig;
 
 /// The numeric precision of training.
@@ -156,47 +156,78 @@ impl RankMemory {
     }
 }
 
-/// The transformer layers of pipeline stage `stage` of `pp`: contiguous, as
-/// even as can be (GPT-NeoX's `partition_method: type:transformer`).
-pub fn stage_layers(num_layers: usize, pp: usize, stage: usize) -> Range<usize> {
-    let pp = pp.max(1);
-    num_layers * stage / pp..num_layers * (stage + 1) / pp
-}
-
-/// Whether pipeline stage `stage` of `pp` holds tensor `t`. A tied embedding
-/// sits on the first stage and, as the output layer, on the last.
-fn holds(t: &ParamTensor, model: &ModelConfig, pp: usize, stage: usize) -> bool {
+/// Whether pipeline stage `stage` holds tensor `t`. A tied embedding sits
+/// on the first stage and, as the output layer, on the last.
+fn holds(t: &ParamTensor, model: &ModelConfig, stage: &Stage) -> bool {
     match t.place {
         Place::Embedding => {
-            stage == 0
-                || (stage + 1 == pp
-                    && model.tied_embeddings
-                    && t.name == "gpt_neox.embed_in.weight")
+            stage.embed
+                || (stage.head && model.tied_embeddings && t.name == "gpt_neox.embed_in.weight")
         }
-        Place::Layer(i) => stage_layers(model.num_layers, pp, stage).contains(&i),
-        Place::Head => stage + 1 == pp,
+        Place::Layer(i) => stage.layers.contains(&i),
+        Place::FinalNorm => stage.norm,
+        Place::Output => stage.head,
     }
 }
 
-/// The fullest rank's memory for `layout` (the stage with the largest total;
-/// under ZeRO, the data-parallel rank owning the largest share).
+/// The fullest rank's memory for `layout` with GPT-NeoX's default pipeline
+/// cut (`pipe_partition_method: type:transformer|mlp`).
 pub fn per_rank(model: &ModelConfig, tensors: &[ParamTensor], layout: &Layout) -> RankMemory {
-    (0..layout.pp.max(1))
+    per_rank_with(model, tensors, layout, &PartitionMethod::gpt_neox_default())
+}
+
+/// The fullest rank's memory for `layout` (the stage with the largest total;
+/// under ZeRO, the data-parallel rank owning the largest share), the pipeline
+/// cut by `method` as DeepSpeed cuts GPT-NeoX's.
+pub fn per_rank_with(
+    model: &ModelConfig,
+    tensors: &[ParamTensor],
+    layout: &Layout,
+    method: &PartitionMethod,
+) -> RankMemory {
+    let tp = layout.tp;
+    let sum = |keep: &dyn Fn(&Place) -> bool| -> usize {
+        tensors
+            .iter()
+            .filter(|t| keep(&t.place))
+            .map(|t| t.numel_per_rank(tp) as usize)
+            .sum()
+    };
+    // GPT-NeoX's pipeline items: embedding, a function, the layers, a
+    // function, the final norm, the output layer (the embedding when tied).
+    let embedding = sum(&|p| *p == Place::Embedding);
+    let layer = sum(&|p| *p == Place::Layer(0));
+    let norm = sum(&|p| *p == Place::FinalNorm);
+    let output = if model.tied_embeddings {
+        embedding
+    } else {
+        sum(&|p| *p == Place::Output)
+    };
+    let l = model.num_layers;
+    let item = |i: usize| match i {
+        0 => embedding,
+        i if (2..l + 2).contains(&i) => layer,
+        i if i == l + 3 => norm,
+        i if i == l + 4 => output,
+        _ => 0,
+    };
+    partition(method, l, layout.pp.max(1), item)
+        .iter()
         .map(|stage| stage_memory(model, tensors, layout, stage))
         .max_by_key(|m| (m.total, std::cmp::Reverse(m.stage)))
-        .unwrap_or_else(|| stage_memory(model, tensors, layout, 0))
+        .unwrap_or_else(|| stage_memory(model, tensors, layout, &Stage::whole(l)))
 }
 
 fn stage_memory(
     model: &ModelConfig,
     tensors: &[ParamTensor],
     layout: &Layout,
-    stage: usize,
+    stage: &Stage,
 ) -> RankMemory {
-    let pp = layout.pp.max(1);
+    let pp = stage.count;
     let sizes: Vec<usize> = tensors
         .iter()
-        .filter(|t| holds(t, model, pp, stage))
+        .filter(|t| holds(t, model, stage))
         .map(|t| t.numel_per_rank(layout.tp) as usize)
         .collect();
     let stage_params: u64 = sizes.iter().map(|&s| s as u64).sum();
@@ -219,14 +250,14 @@ fn stage_memory(
     let params = held(3) * bytes.params;
     let grads = held(2) * bytes.grads;
     let optimizer = held(1) * bytes.optimizer;
-    let layers = stage_layers(model.num_layers, pp, stage).len();
+    let layers = stage.layers.len();
     let in_flight = if pp > 1 {
-        (pp - stage).min(layout.grad_accum.max(1))
+        (pp - stage.index).min(layout.grad_accum.max(1))
     } else {
         1
     };
     let act = Activations::new(model, layout);
-    let head = if stage + 1 == pp { act.head() } else { 0.0 };
+    let head = if stage.head { act.head() } else { 0.0 };
     let full = in_flight as f64 * layers as f64 * act.layer() + head;
     let c = layout.checkpoint_num_layers.max(1);
     let checkpoints = layers.div_ceil(c);
@@ -234,7 +265,7 @@ fn stage_memory(
         + c.min(layers) as f64 * act.layer()
         + head;
     let mut m = RankMemory {
-        stage,
+        stage: stage.index,
         layers,
         stage_params,
         owned_params: held(1),
@@ -422,8 +453,6 @@ pub(crate) mod tests {
 
     #[test]
     fn pipeline_stages_hold_their_layers_and_in_flight_micro_batches() {
-        assert_eq!(stage_layers(10, 4, 0), 0..2);
-        assert_eq!(stage_layers(10, 4, 3), 7..10);
         let m = model(8, 64, 4, 32, 1000);
         let t = tensors(&m);
         let whole = per_rank(&m, &t, &layout());
@@ -432,20 +461,33 @@ pub(crate) mod tests {
             grad_accum: 8,
             ..layout()
         };
-        let first = stage_memory(&m, &t, &piped, 0);
-        let last = stage_memory(&m, &t, &piped, 3);
+        let stages = partition(&PartitionMethod::gpt_neox_default(), 8, 4, |_| 0);
+        let first = stage_memory(&m, &t, &piped, &stages[0]);
+        let last = stage_memory(&m, &t, &piped, &stages[3]);
         assert_eq!((first.in_flight, last.in_flight), (4, 1));
-        assert_eq!(first.layers, 2);
+        // DeepSpeed's balanced cut of GPT-NeoX's items: every layer once.
+        assert_eq!(stages.iter().map(|s| s.layers.len()).sum::<usize>(), 8);
+        assert_eq!(first.layers, stages[0].layers.len());
         let layer: u64 = t
             .iter()
             .filter(|t| t.place == Place::Layer(0))
             .map(ParamTensor::numel)
             .sum();
-        assert_eq!(first.stage_params, 2 * layer + 1000 * 64);
-        assert_eq!(last.stage_params, 2 * layer + 2 * 64 + 1000 * 64);
+        let layers = |s: usize| stages[s].layers.len() as u64;
+        assert_eq!(first.stage_params, layers(0) * layer + 1000 * 64);
+        assert_eq!(last.stage_params, layers(3) * layer + 2 * 64 + 1000 * 64);
         assert!(per_rank(&m, &t, &piped).total < whole.total);
-        // The first stage holds 4 micro batches of 2 layers: 8 layers' worth.
+        // Cut uniformly, GPT-NeoX's 13 items give the first stage the embedding
+        // and 2 layers, the last only the norm and the output layer.
+        let uniform = partition(&PartitionMethod::Uniform, 8, 4, |_| 0);
+        assert_eq!(uniform[0].layers, 0..2);
+        assert_eq!(uniform[2].layers, 5..8);
+        assert!(uniform[3].layers.is_empty() && uniform[3].head);
+        // The first stage holds 4 micro batches of its layers.
         let a = Activations::new(&m, &piped);
-        assert_eq!(first.activations_full, (8.0 * a.layer()).round() as u64);
+        assert_eq!(
+            first.activations_full,
+            (4.0 * layers(0) as f64 * a.layer()).round() as u64
+        );
     }
 }

@@ -22,7 +22,7 @@ use serde_yaml_ng::Value;
 
 use crate::config::yaml::{Resolved, Source};
 use crate::config::{NeoxArgs, Unimplemented};
-use crate::dist::ZeroStage;
+use crate::dist::{PartitionMethod, ZeroStage};
 use crate::error::ConfigError;
 pub use data::DataPlan;
 pub use fit::{Fit, Support, parse_size};
@@ -147,11 +147,9 @@ impl Plan {
         let tensors = params::tensors(m);
         let counts = Counts::of(&tensors, m.num_layers);
         let tokens_per_step = (layout.global_batch() * m.seq_length) as u64;
-        let flops_per_token = m.train_flops_per_token();
-        // Recomputation runs the layers' forward (a third of their forward
-        // and backward) again; the output layer (6 h V a token) is not rerun.
-        let output_flops = 6.0 * m.hidden_size as f64 * m.vocab_size as f64;
-        let recomputed = flops_per_token + (flops_per_token - output_flops) / 3.0;
+        let flops = params::Flops::of(m, &tensors);
+        let flops_per_token = flops.per_token;
+        let recomputed = flops.per_token + flops.recompute_per_token;
         let model = ModelPlan {
             num_layers: m.num_layers,
             hidden_size: m.hidden_size,
@@ -166,15 +164,16 @@ impl Plan {
             flops_per_step_recomputed: recomputed * tokens_per_step as f64,
         };
         let support = support(args);
-        let memory = memory::per_rank(m, &tensors, &layout);
+        let cut = partition_method(args)?;
+        let memory = memory::per_rank_with(m, &tensors, &layout, &cut);
         let deepspeed = Layout {
             keeper: Keeper::DeepSpeed,
             ..layout
         };
-        let deepspeed_total = memory::per_rank(m, &tensors, &deepspeed).total;
+        let deepspeed_total = memory::per_rank_with(m, &tensors, &deepspeed, &cut).total;
         let fit = request
             .device_memory
-            .map(|bytes| fit::check(m, &tensors, &layout, bytes, &support));
+            .map(|bytes| fit::check(m, &tensors, &layout, &cut, bytes, &support));
         Ok(Plan {
             files: request.files.clone(),
             config: args.provenance.clone(),
@@ -318,6 +317,15 @@ fn flag(args: &NeoxArgs, key: &str) -> Result<bool, ConfigError> {
     };
     v.as_bool()
         .ok_or_else(|| bad(file, key, format!("expected true or false, found {v:?}")))
+}
+
+/// `pipe_partition_method`, GPT-NeoX's default `type:transformer|mlp` when unset.
+fn partition_method(args: &NeoxArgs) -> Result<PartitionMethod, ConfigError> {
+    match value(args, "pipe_partition_method") {
+        None => Ok(PartitionMethod::gpt_neox_default()),
+        Some((v, file)) => PartitionMethod::parse(v.as_str().unwrap_or_default())
+            .map_err(|e| bad(file, "pipe_partition_method", e.to_string())),
+    }
 }
 
 /// Whether the trainer reads option `key` (rather than reporting or refusing it).

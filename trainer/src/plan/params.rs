@@ -31,8 +31,10 @@ pub enum Place {
     Embedding,
     /// Transformer layer `i`.
     Layer(usize),
-    /// The final norm and the output layer: the last stage.
-    Head,
+    /// The final norm.
+    FinalNorm,
+    /// The untied output layer: the last stage.
+    Output,
 }
 
 /// One parameter tensor.
@@ -176,14 +178,14 @@ pub fn tensors(c: &ModelConfig) -> Vec<ParamTensor> {
             }
         }
     }
-    norm(&mut list, "gpt_neox.final_layer_norm", Place::Head);
+    norm(&mut list, "gpt_neox.final_layer_norm", Place::FinalNorm);
     if !c.tied_embeddings {
         list.add(
             "embed_out.weight",
             vec![c.vocab_size, h],
             true,
             Split::Column,
-            Place::Head,
+            Place::Output,
         );
     }
     list.0
@@ -226,14 +228,47 @@ impl Counts {
                 .sum()
         };
         let layers = sum(&|t| matches!(t.place, Place::Layer(_)));
-        let output = sum(&|t| t.name == "embed_out.weight");
+        let output = sum(&|t| t.place == Place::Output);
         Counts {
             total: sum(&|_| true),
             embedding: sum(&|t| t.place == Place::Embedding),
             per_layer: layers / num_layers.max(1) as u64,
             layers,
-            final_norm: sum(&|t| t.place == Place::Head) - output,
+            final_norm: sum(&|t| t.place == Place::FinalNorm),
             output,
+        }
+    }
+}
+
+/// Training FLOPs per token from the weights themselves (so GQA, gated and
+/// resized MLPs count as built): 2 per multiply-add, forward and backward 3x:
+/// `6 (layer matmul weights + output weights) + 12 L s h` (attention scores
+/// and context over the whole sequence), which for GPT-NeoX's 4h MLP is
+/// Megatron's `72 L h^2 (1 + s/6h + V/12Lh)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Flops {
+    pub per_token: f64,
+    /// Added per token when activation checkpointing runs the layers' forward again.
+    pub recompute_per_token: f64,
+}
+
+impl Flops {
+    pub fn of(c: &ModelConfig, tensors: &[ParamTensor]) -> Self {
+        let matmul = |keep: &dyn Fn(&Place) -> bool| -> f64 {
+            tensors
+                .iter()
+                .filter(|t| t.linear && keep(&t.place))
+                .map(|t| t.numel() as f64)
+                .sum()
+        };
+        let layers = matmul(&|p| matches!(p, Place::Layer(_)));
+        // Tied or not, the output layer multiplies by a [V, h] matrix.
+        let output = (c.vocab_size * c.hidden_size) as f64;
+        let attention = 12.0 * (c.num_layers * c.seq_length * c.hidden_size) as f64;
+        let layer_flops = 6.0 * layers + attention;
+        Flops {
+            per_token: layer_flops + 6.0 * output,
+            recompute_per_token: layer_flops / 3.0,
         }
     }
 }
@@ -285,6 +320,32 @@ mod tests {
         assert_eq!(get("embed_in.weight").numel_per_rank(4), 3 * 8);
         assert_eq!(get("final_layer_norm.weight").numel_per_rank(4), 8);
         assert_eq!(qkv.burn_shape(), [8, 24]);
+    }
+
+    #[test]
+    fn flops_are_megatrons_for_gpt_neox_shapes() {
+        for c in [
+            config(),
+            ModelConfig {
+                num_layers: 32,
+                hidden_size: 2560,
+                num_attention_heads: 32,
+                seq_length: 2048,
+                vocab_size: 50304,
+                intermediate_size: 4 * 2560,
+                ..config()
+            },
+        ] {
+            let f = Flops::of(&c, &tensors(&c));
+            let megatron = c.train_flops_per_token();
+            assert!((f.per_token - megatron).abs() <= 1e-9 * megatron, "{c:?}");
+        }
+        // Grouped-query attention does less work than Megatron's formula assumes.
+        let gqa = ModelConfig {
+            num_kv_heads: Some(1),
+            ..config()
+        };
+        assert!(Flops::of(&gqa, &tensors(&gqa)).per_token < gqa.train_flops_per_token());
     }
 
     #[test]

@@ -105,7 +105,7 @@ fn model(out: &mut String, p: &Plan) {
     }
     let _ = writeln!(
         out,
-        "FLOPs per token   {} (forward + backward: 72 L h^2 (1 + s/6h + V/12Lh) / s)",
+        "FLOPs per token   {} (forward + backward: 6 x matmul weights + 12 L s h)",
         flops(m.flops_per_token)
     );
     let _ = writeln!(
