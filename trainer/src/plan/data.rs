@@ -182,7 +182,11 @@ mod tests {
     use neox_indexed::{DType, IndexedWriter};
 
     fn shard(dir: &std::path::Path, docs: &[usize]) -> PathBuf {
-        let prefix = dir.join("d_text_document");
+        named(dir, "d", docs)
+    }
+
+    fn named(dir: &std::path::Path, name: &str, docs: &[usize]) -> PathBuf {
+        let prefix = dir.join(format!("{name}_text_document"));
         let mut w = IndexedWriter::create(&prefix, DType::U16).unwrap();
         for &n in docs {
             w.add_document(&vec![1u32; n]).unwrap();
@@ -217,6 +221,35 @@ mod tests {
         let valid = &plan.splits[1].parts[0];
         assert_eq!((valid.tokens_per_epoch, valid.epochs), (100, 1));
         assert_eq!(plan.splits.len(), 3);
+    }
+
+    #[test]
+    fn blends_ask_each_dataset_its_share_as_gpt_neox_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = named(dir.path(), "a", &[100; 10]);
+        let b = named(dir.path(), "b", &[50; 4]);
+        let source = DataSource::Paths {
+            train: vec![(a.clone(), 1.0), (b.clone(), 3.0)],
+            valid: vec![(b.clone(), 1.0)],
+            test: vec![],
+        };
+        let counts = SplitSamples {
+            train: 200,
+            valid: 10,
+            test: 7,
+        };
+        let plan = plan(&source, 16, 1234, counts).unwrap();
+        // Each shard listed once, though b serves two splits.
+        assert_eq!(plan.shards.len(), 2);
+        let names: Vec<&str> = plan.splits.iter().map(|s| s.name).collect();
+        assert_eq!(names, ["train", "valid"]);
+        let train = &plan.splits[0].parts;
+        // 0.5% more than each share: ceil(200 x 0.25 x 1.005), ceil(200 x 0.75 x 1.005).
+        assert_eq!((train[0].samples, train[1].samples), (51, 151));
+        assert_eq!((train[0].documents, train[1].documents), (10, 4));
+        // b: 151 x 16 + 1 tokens over 200 a epoch: 13 epochs.
+        assert_eq!(train[1].epochs, 13);
+        assert_eq!(plan.splits[1].parts[0].samples, 11);
     }
 
     #[test]
