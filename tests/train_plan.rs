@@ -239,6 +239,18 @@ fn bad_requests_are_refused() {
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["layout"]["dp"], 2);
     assert_eq!(plan["layout"]["tp"], 2);
+    // A plan option of the wrong type is named with its file.
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(&bad, "checkpoint_activations: maybe\n").unwrap();
+    let out = check(&[&tiny, &data, &bad], &[]);
+    let (_, stderr) = text(&out);
+    assert!(
+        !out.status.success()
+            && stderr.contains("checkpoint_activations")
+            && stderr.contains("bad.yml")
+            && stderr.contains("maybe"),
+        "{stderr}"
+    );
     // --json and --device-memory need --check.
     let out = Command::new(TRAIN)
         .args(["--json", "--config"])

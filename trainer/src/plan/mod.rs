@@ -20,9 +20,9 @@ use neox_indexed::samples::SplitSamples;
 use serde::Serialize;
 use serde_yaml_ng::Value;
 
-use crate::config::yaml::{Resolved, Source};
+use crate::config::yaml::{Resolved, Source, show};
 use crate::config::{NeoxArgs, Unimplemented};
-use crate::dist::{PartitionMethod, ZeroStage};
+use crate::dist::ZeroStage;
 use crate::error::ConfigError;
 pub use data::DataPlan;
 pub use fit::{Fit, Support, parse_size};
@@ -164,16 +164,16 @@ impl Plan {
             flops_per_step_recomputed: recomputed * tokens_per_step as f64,
         };
         let support = support(args);
-        let cut = partition_method(args)?;
-        let memory = memory::per_rank_with(m, &tensors, &layout, &cut);
+        let cut = &t.pipe_partition_method;
+        let memory = memory::per_rank_with(m, &tensors, &layout, cut);
         let deepspeed = Layout {
             keeper: Keeper::DeepSpeed,
             ..layout
         };
-        let deepspeed_total = memory::per_rank_with(m, &tensors, &deepspeed, &cut).total;
+        let deepspeed_total = memory::per_rank_with(m, &tensors, &deepspeed, cut).total;
         let fit = request
             .device_memory
-            .map(|bytes| fit::check(m, &tensors, &layout, &cut, bytes, &support));
+            .map(|bytes| fit::check(m, &tensors, &layout, cut, bytes, &support));
         Ok(Plan {
             files: request.files.clone(),
             config: args.provenance.clone(),
@@ -217,8 +217,8 @@ impl Grid {
             .find_map(|k| value(args, k).map(|(_, f)| f.to_path_buf()))
             .unwrap_or_default();
         Ok(Grid {
-            pp: number(args, "pipe_parallel_size")?.unwrap_or(1).max(1),
-            tp: number(args, "model_parallel_size")?.unwrap_or(1).max(1),
+            pp: args.training.pipe_parallel_size.max(1),
+            tp: args.training.model_parallel_size.max(1),
             file,
         })
     }
@@ -308,24 +308,26 @@ fn number(args: &NeoxArgs, key: &str) -> Result<Option<usize>, ConfigError> {
     v.as_u64()
         .and_then(|n| usize::try_from(n).ok())
         .map(Some)
-        .ok_or_else(|| bad(file, key, format!("expected a whole number, found {v:?}")))
+        .ok_or_else(|| {
+            bad(
+                file,
+                key,
+                format!("expected a whole number, found {}", show(v)),
+            )
+        })
 }
 
 fn flag(args: &NeoxArgs, key: &str) -> Result<bool, ConfigError> {
     let Some((v, file)) = value(args, key) else {
         return Ok(false);
     };
-    v.as_bool()
-        .ok_or_else(|| bad(file, key, format!("expected true or false, found {v:?}")))
-}
-
-/// `pipe_partition_method`, GPT-NeoX's default `type:transformer|mlp` when unset.
-fn partition_method(args: &NeoxArgs) -> Result<PartitionMethod, ConfigError> {
-    match value(args, "pipe_partition_method") {
-        None => Ok(PartitionMethod::gpt_neox_default()),
-        Some((v, file)) => PartitionMethod::parse(v.as_str().unwrap_or_default())
-            .map_err(|e| bad(file, "pipe_partition_method", e.to_string())),
-    }
+    v.as_bool().ok_or_else(|| {
+        bad(
+            file,
+            key,
+            format!("expected true or false, found {}", show(v)),
+        )
+    })
 }
 
 /// Whether the trainer reads option `key` (rather than reporting or refusing it).
