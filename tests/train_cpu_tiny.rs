@@ -221,7 +221,7 @@ fn every_shipped_config_checks() {
         if path.ends_with("125M.yml") {
             // The plan's notes section lists the options not acted on.
             assert!(
-                stdout.contains("checkpoint_activations") && stdout.contains("not acted on"),
+                stdout.contains("partition_activations") && stdout.contains("not acted on"),
                 "{stdout}"
             );
         }

@@ -19,6 +19,7 @@ pub mod model;
 pub mod optim;
 pub mod plan;
 pub mod precision;
+pub mod recompute;
 pub mod schedule;
 pub mod train;
 

@@ -22,6 +22,7 @@ use crate::metrics::{MetricsLog, Record};
 use crate::model::{GptNeox, ModelConfig};
 use crate::optim::NeoxOptimizer;
 use crate::precision::MixedPrecision;
+use crate::recompute;
 
 /// What one optimizer step measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -39,6 +40,9 @@ pub struct StepStats {
 pub struct StepMode {
     /// The compute type and, for fp16, the loss scaler.
     pub precision: MixedPrecision,
+    /// Activation checkpointing: recompute the layers in groups of this many
+    /// in the backward pass (`checkpoint_activations`, `checkpoint_num_layers`).
+    pub recompute: Option<usize>,
 }
 
 /// One optimizer step over this rank's `micro_batches`: gradients accumulated,
@@ -63,12 +67,26 @@ pub fn train_step<B: AutodiffBackend>(
     let mut accumulator = GradientsAccumulator::<GptNeox<B>>::new();
     let mut loss_sum = 0.0;
     for batch in micro_batches {
-        // A backward pass consumes the casts: one copy per micro batch.
-        let compute = mode.precision.cast(model.clone());
-        let loss = compute.loss(batch.inputs, batch.targets) / n as f64;
-        loss_sum = dp.sum_in_order(loss_sum, loss.clone().into_scalar().elem::<f64>())?;
-        let loss = if scale == 1.0 { loss } else { loss * scale };
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let (value, grads) = match mode.recompute {
+            Some(group) => recompute::loss_and_grads(
+                &model,
+                &mode.precision,
+                batch.inputs,
+                batch.targets,
+                n,
+                scale,
+                group,
+            ),
+            None => {
+                // A backward pass consumes the casts: one copy per micro batch.
+                let compute = mode.precision.cast(model.clone());
+                let loss = compute.loss(batch.inputs, batch.targets) / n as f64;
+                let value = loss.clone().into_scalar().elem::<f64>();
+                let loss = if scale == 1.0 { loss } else { loss * scale };
+                (value, GradientsParams::from_grads(loss.backward(), &model))
+            }
+        };
+        loss_sum = dp.sum_in_order(loss_sum, value)?;
         accumulator.accumulate(&model, grads);
     }
     let grads = dp.reduce_gradients(&model, layout, accumulator.grads(), device)?;
@@ -189,6 +207,7 @@ pub fn run_parallel<B: AutodiffBackend>(
     let mut optim = NeoxOptimizer::<B, GptNeox<B>>::new(&args.optim);
     let mut mode = StepMode {
         precision: MixedPrecision::new(&args.precision),
+        recompute: t.checkpoint_layers,
     };
     let mut state = TrainState {
         iteration: 0,

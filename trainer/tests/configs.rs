@@ -70,7 +70,7 @@ fn gpt_neox_sizes_have_gpt_neox_values() {
         // DeepSpeed / fusion options are reported, not silently dropped;
         // every option of the size configs is implemented (fp16 included).
         let reported: Vec<&str> = args.not_acted_on.iter().map(|(k, _)| k.as_str()).collect();
-        for key in ["rope_fusion", "checkpoint_activations"] {
+        for key in ["rope_fusion", "partition_activations"] {
             assert!(
                 reported.contains(&key),
                 "{name}: {key} not reported in {reported:?}"
@@ -79,6 +79,7 @@ fn gpt_neox_sizes_have_gpt_neox_values() {
         let stopping: Vec<&str> = args.unimplemented.iter().map(|u| u.key.as_str()).collect();
         assert!(stopping.is_empty(), "{name}: {stopping:?}");
         assert_eq!(args.precision.precision, Precision::Fp16, "{name}");
+        assert_eq!(args.training.checkpoint_layers, Some(1), "{name}");
     }
 }
 

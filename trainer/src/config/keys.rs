@@ -110,8 +110,6 @@ const TABLE: &[(&str, Neutral, &str)] = &[
         OneOf(&["column"]),
         "GPT-NeoX refuses row: its row-parallel output layer is broken",
     ),
-    ("checkpoint_activations", Any, NOTE),
-    ("checkpoint_num_layers", Any, NOTE),
     ("checkpoint_in_cpu", Any, NOTE),
     ("contiguous_checkpointing", Any, NOTE),
     ("partition_activations", Any, NOTE),

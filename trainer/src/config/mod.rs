@@ -66,6 +66,9 @@ pub struct TrainingConfig {
     pub model_parallel_size: usize,
     /// `pipe_partition_method`.
     pub pipe_partition_method: PartitionMethod,
+    /// Activation checkpointing: `checkpoint_num_layers` when
+    /// `checkpoint_activations` is on.
+    pub checkpoint_layers: Option<usize>,
 }
 
 /// A whole configuration, read from one or more YAML files.
@@ -831,6 +834,8 @@ impl NeoxArgs {
                 e.to_string(),
             )
         })?;
+        let checkpoint_activations = o.take_or("checkpoint_activations", false)?;
+        let checkpoint_num_layers = take_checked(o, "checkpoint_num_layers", 1usize, positive)?;
         o.derived("train_micro_batch_size_per_gpu", micro_batch_size);
         o.derived("gradient_accumulation_steps", gradient_accumulation_steps);
         o.derived(
@@ -842,6 +847,7 @@ impl NeoxArgs {
             gradient_accumulation_steps,
             data_parallel_size: dp,
             zero_stage,
+            checkpoint_layers: checkpoint_activations.then_some(checkpoint_num_layers),
             train_iters,
             eval_interval,
             eval_iters,

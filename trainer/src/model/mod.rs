@@ -340,6 +340,19 @@ impl<B: Backend> GptNeox<B> {
     /// Logits `[b, t, vocab]` for tokens `[b, t]`.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [_, t] = tokens.dims();
+        let ctx = self.context(t, &tokens.device());
+        let x = self.embed(tokens);
+        let x = self
+            .layers
+            .iter()
+            .fold(x, |x, layer| layer.forward(x, &ctx));
+        self.head(x)
+    }
+
+    /// The first layer's input `[b, t, hidden]`: token (and position)
+    /// embeddings after dropout.
+    pub fn embed(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [_, t] = tokens.dims();
         let device = tokens.device();
         let c = &self.config;
         let mut x = self.embed_in.forward(tokens);
@@ -359,18 +372,23 @@ impl<B: Backend> GptNeox<B> {
             }
             PosEmb::Rotary | PosEmb::Alibi | PosEmb::None => {}
         }
-        let x = self.embed_dropout.forward(x);
-        let ctx = Context {
-            mask: attention::causal_mask(t, c.sliding_window_width, &device),
+        self.embed_dropout.forward(x)
+    }
+
+    /// What every layer of a pass over `t` tokens shares: mask and position tables.
+    pub fn context(&self, t: usize, device: &B::Device) -> Context<B> {
+        let c = &self.config;
+        Context {
+            mask: attention::causal_mask(t, c.sliding_window_width, device),
             rotary: (c.pos_emb == PosEmb::Rotary)
-                .then(|| position::rotary_tables(t, c.rotary_dims(), c.rotary_emb_base, &device)),
+                .then(|| position::rotary_tables(t, c.rotary_dims(), c.rotary_emb_base, device)),
             alibi: (c.pos_emb == PosEmb::Alibi)
-                .then(|| position::alibi_bias(c.num_attention_heads, t, &device)),
-        };
-        let x = self
-            .layers
-            .iter()
-            .fold(x, |x, layer| layer.forward(x, &ctx));
+                .then(|| position::alibi_bias(c.num_attention_heads, t, device)),
+        }
+    }
+
+    /// Logits `[b, t, vocab]` from the last layer's output: final norm, output layer.
+    pub fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = self.final_layer_norm.forward(x);
         match &self.embed_out {
             Some(out) => out.forward(x),
