@@ -231,7 +231,7 @@ mod tests {
     fn groups_cover_the_layers_in_order() {
         assert_eq!(groups(5, 2), [0..2, 2..4, 4..5]);
         assert_eq!(groups(4, 1), [0..1, 1..2, 2..3, 3..4]);
-        assert_eq!(groups(3, 8), [0..3]);
+        assert_eq!(groups(3, 8), vec![0..3]);
         assert_eq!(groups(2, 0), [0..1, 1..2]);
         assert!(groups(0, 1).is_empty());
     }
