@@ -4,8 +4,8 @@
 //! and at the positions [`crate::train::run_parallel`] writes them, so that a
 //! split run reads as the unsplit one.
 //!
-//! Not yet here: checkpoints (saving or resuming a split model is refused)
-//! and mixed precision (fp32 only).
+//! Not yet here: checkpoints (saving or resuming a split model is refused),
+//! mixed precision (fp32 only) and activation checkpointing (warned, not applied).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,6 +52,11 @@ where
     }
     if args.precision.precision != Precision::Fp32 {
         return unsupported("mixed precision");
+    }
+    if t.checkpoint_layers.is_some() && world.rank() == 0 {
+        tracing::warn!(
+            "checkpoint_activations is not applied with pipeline or tensor parallelism yet:              the layers' activations are stored (same results, more memory)"
+        );
     }
     let mut config = args.model.clone();
     config.vocab_size = args.vocab_size()?;
