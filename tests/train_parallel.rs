@@ -344,16 +344,56 @@ fn grids_that_cannot_be_made_are_refused_by_name() {
         assert!(text.contains(needle), "{extra}{text}");
         assert!(text.contains("own.yml"), "the file is not named: {text}");
     }
-    // Two ranks of a split model that would save checkpoints: not yet.
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    let extra = format!("model_parallel_size: 2\nsave: {}\n", run.display());
-    let configs = configs_without_checkpoints(dir.path(), &extra);
-    for mut child in two_ranks(&configs, "60") {
-        let status = wait(&mut child, Duration::from_secs(120));
-        let mut err = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-        assert!(!status.success());
-        assert!(err.contains("checkpoints"), "{err}");
+}
+
+#[test]
+fn split_runs_save_each_share_and_resume_bit_for_bit() {
+    for (extra, shares) in [
+        ("model_parallel_size: 2\n", ["pp0-tp0", "pp0-tp1"]),
+        ("pipe_parallel_size: 2\n", ["pp0-tp0", "pp1-tp0"]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let extra = format!(
+            "{extra}save: {run}\nload: {run}\ncheckpoint_factor: 4\n",
+            run = run.display()
+        );
+        let configs = configs_without_checkpoints(dir.path(), &extra);
+        let train = |what: &str| -> String {
+            let mut first = String::new();
+            for (rank, mut child) in two_ranks(&configs, "60").into_iter().enumerate() {
+                let status = wait(&mut child, Duration::from_secs(300));
+                let mut err = String::new();
+                std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+                assert!(status.success(), "{extra}{what} rank {rank}: {err}");
+                if rank == 0 {
+                    first = err;
+                }
+            }
+            first
+        };
+        train("first run");
+        let whole = numbers(dir.path());
+        assert_eq!(whole.iter().filter(|r| r.0 == "train").count(), 8);
+        // Back to step 4 in every share: the later checkpoint removed.
+        for share in shares {
+            let share = run.join(share);
+            assert!(share.join("global_step4/model.bin").is_file(), "{extra}");
+            std::fs::remove_dir_all(share.join("global_step8")).unwrap();
+            std::fs::write(share.join("latest"), "global_step4").unwrap();
+        }
+        let log = train("resumed run");
+        assert!(log.contains("resumed every share"), "{extra}{log}");
+        assert_eq!(numbers(dir.path()), whole, "{extra}resumed at step 4");
+        // Shares at different steps are refused.
+        std::fs::write(run.join(shares[1]).join("latest"), "global_step4").unwrap();
+        std::fs::write(run.join(shares[0]).join("latest"), "global_step8").unwrap();
+        for (rank, mut child) in two_ranks(&configs, "60").into_iter().enumerate() {
+            let status = wait(&mut child, Duration::from_secs(120));
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            assert!(!status.success(), "{extra}rank {rank} resumed mixed shares");
+            assert!(err.contains("different iterations"), "{extra}{err}");
+        }
     }
 }

@@ -8,7 +8,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
+use burn::module::AutodiffModule;
 use burn::record::{BinFileRecorder, FullPrecisionSettings};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
@@ -144,6 +144,19 @@ pub fn save<B: AutodiffBackend>(
     save: &Path,
     model: &GptNeox<B>,
     optim: &NeoxOptimizer<B, GptNeox<B>>,
+    state: &TrainState,
+    keep_last: Option<usize>,
+    dp: &DataParallel,
+) -> Result<PathBuf, CheckpointError> {
+    save_module(save, model, optim, state, keep_last, dp)
+}
+
+/// [`save`] for any module: a rank's share of a split model among them
+/// (each pipeline stage and tensor rank saves its own, see `dist::run`).
+pub fn save_module<B: AutodiffBackend, M: AutodiffModule<B>>(
+    save: &Path,
+    model: &M,
+    optim: &NeoxOptimizer<B, M>,
     state: &TrainState,
     keep_last: Option<usize>,
     dp: &DataParallel,
@@ -333,13 +346,31 @@ pub fn load<B: AutodiffBackend>(
     device: &B::Device,
     dp: &DataParallel,
 ) -> Result<Restored<B>, CheckpointError> {
+    let config = model.config.clone();
+    let (model, optim, state) = load_module(dir, model, &config, optim, device, dp)?;
+    Ok(Restored {
+        model,
+        optim,
+        state,
+    })
+}
+
+/// [`load`] for any module of a model of `config` (a share of a split model).
+pub fn load_module<B: AutodiffBackend, M: AutodiffModule<B>>(
+    dir: &Path,
+    model: M,
+    config: &ModelConfig,
+    optim: NeoxOptimizer<B, M>,
+    device: &B::Device,
+    dp: &DataParallel,
+) -> Result<(M, NeoxOptimizer<B, M>, TrainState), CheckpointError> {
     let state_path = dir.join("state.json");
     let text = fs::read_to_string(&state_path).map_err(io(&state_path))?;
     let state: TrainState = serde_json::from_str(&text).map_err(|e| CheckpointError::State {
         path: state_path.clone(),
         message: e.to_string(),
     })?;
-    if state.model != model.config {
+    if &state.model != config {
         return Err(CheckpointError::State {
             path: state_path,
             message: "the checkpoint's model differs from the configured one (shape or options)"
@@ -362,11 +393,7 @@ pub fn load<B: AutodiffBackend>(
         |id| owned.contains(id),
         device,
     )?;
-    Ok(Restored {
-        model,
-        optim,
-        state,
-    })
+    Ok((model, optim, state))
 }
 
 #[cfg(test)]

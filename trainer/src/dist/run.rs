@@ -4,21 +4,30 @@
 //! and at the positions [`crate::train::run_parallel`] writes them, so that a
 //! split run reads as the unsplit one.
 //!
-//! Not yet here: checkpoints (saving or resuming a split model is refused),
-//! mixed precision (fp32 only) and activation checkpointing (warned, not applied).
+//! Checkpoints: each (stage, tensor rank) saves its share with its data
+//! ranks in the ordinary format, under `{save}/pp{P}-tp{T}/` (GPT-NeoX too
+//! writes one file per stage and tensor rank); a run resumes from them at the
+//! same layout, every share at the same iteration. [`super::merge`] makes a
+//! split model whole (Hugging Face export, one device).
+//!
+//! Not yet here: mixed precision (fp32 only) and activation checkpointing
+//! (warned, not applied).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use super::comm::Communicator;
+use super::comm::{Communicator, DType, ReduceOp};
 use super::data_parallel::ParamLayout;
 use super::parallel::Parallel;
 use super::shard::GptShard;
 use super::tensor_parallel::TpOps;
 use super::topology::Topology;
+use super::zero::ZeroStage;
+use crate::checkpoint::{self, TrainState};
 use crate::config::NeoxArgs;
 use crate::data::{Batch, SampleSource, Splits};
 use crate::error::TrainError;
@@ -47,15 +56,13 @@ where
             t.pipe_parallel_size, t.model_parallel_size
         )))
     };
-    if t.save.is_some() || t.load.is_some() {
-        return unsupported("saving or loading checkpoints (`save`, `load`)");
-    }
     if args.precision.precision != Precision::Fp32 {
         return unsupported("mixed precision");
     }
     if t.checkpoint_layers.is_some() && world.rank() == 0 {
         tracing::warn!(
-            "checkpoint_activations is not applied with pipeline or tensor parallelism yet:              the layers' activations are stored (same results, more memory)"
+            "checkpoint_activations is not applied with pipeline or tensor parallelism yet: \
+             the layers' activations are stored (same results, more memory)"
         );
     }
     let mut config = args.model.clone();
@@ -85,9 +92,72 @@ where
         .map_err(|e| TrainError::Device(e.to_string()))?;
     let counted = parallel.counted(&full, &model);
     drop(full);
-    let layout = ParamLayout::of::<B, _>(&model);
     let mut optim = NeoxOptimizer::<B, GptShard<B>>::new(&args.optim);
     let first_rank = world.rank() == 0;
+    let shard_dir =
+        |root: &Path| root.join(format!("pp{}-tp{}", parallel.coord.pp, parallel.coord.tp));
+    let mut state = TrainState {
+        iteration: 0,
+        consumed_train_samples: 0,
+        seed: t.seed,
+        schedule: args.schedule.clone(),
+        model: config.clone(),
+        optimizer_shards: if t.zero_stage == ZeroStage::Off {
+            1
+        } else {
+            topology.dp
+        },
+        skipped_steps: 0,
+        loss_scaler: None,
+    };
+    let resume = match &t.load {
+        Some(load) => checkpoint::resume_point(&shard_dir(load))?,
+        None => None,
+    };
+    // Every share resumes from the same iteration, or none does.
+    let mut at = [
+        resume.as_ref().map_or(-1, |_| 0),
+        resume.as_ref().map_or(-1, |_| 0),
+    ];
+    let mut resumed_from = None;
+    if let Some(dir) = resume {
+        let (m, o, restored) =
+            checkpoint::load_module(&dir, model, &config, optim, device, &parallel.dp)?;
+        (model, optim) = (m, o);
+        at = [restored.iteration as i64; 2];
+        state = TrainState {
+            optimizer_shards: state.optimizer_shards,
+            ..restored
+        };
+        state.schedule =
+            crate::schedule::on_resume(&args.schedule, &state.schedule, args.resume_flags)?;
+        resumed_from = Some(state.iteration);
+    }
+    let mut highest = [at[0]];
+    let mut lowest = [-at[1]];
+    world.all_reduce(
+        bytemuck::cast_slice_mut(&mut highest),
+        DType::I64,
+        ReduceOp::Max,
+    )?;
+    world.all_reduce(
+        bytemuck::cast_slice_mut(&mut lowest),
+        DType::I64,
+        ReduceOp::Max,
+    )?;
+    if highest[0] != -lowest[0] {
+        return Err(TrainError::Device(format!(
+            "the shards under {}/pp*-tp*/ are at different iterations (or some have none): \
+             {} to {}; every stage and tensor rank resumes from the same step",
+            t.load.as_deref().unwrap_or(Path::new("?")).display(),
+            -lowest[0],
+            highest[0]
+        )));
+    }
+    if first_rank && let Some(it) = resumed_from {
+        tracing::info!(iteration = it, "resumed every share");
+    }
+    let layout = ParamLayout::of::<B, _>(&model);
     if first_rank {
         for (i, stage) in parallel.stages.iter().enumerate() {
             tracing::info!(
@@ -103,9 +173,13 @@ where
     let (micro, accumulation) = (t.micro_batch_size, t.gradient_accumulation_steps);
     let global_batch = micro * accumulation * topology.dp;
     let (seq, vocab) = (config.seq_length, config.vocab_size);
-    let run_dir = first_rank.then(|| t.log_dir.clone()).flatten();
+    let run_dir = if first_rank {
+        t.log_dir.clone().or_else(|| t.save.clone())
+    } else {
+        None
+    };
     let mut metrics = match &run_dir {
-        Some(dir) => Some(MetricsLog::open(dir, 0)?),
+        Some(dir) => Some(MetricsLog::open(dir, state.iteration)?),
         None => None,
     };
     let mut log = |record: Record| -> Result<(), TrainError> {
@@ -124,8 +198,9 @@ where
     let flops_per_token = config.train_flops_per_token();
     let tokens_per_iter = (global_batch * seq) as f64;
     let (mut interval_loss, mut interval_iters, mut interval_start) = (0.0, 0u64, Instant::now());
-    let (mut consumed, mut last_valid_loss) = (0u64, None);
-    for it in 0..t.train_iters {
+    let mut last_valid_loss = None;
+    while state.iteration < t.train_iters {
+        let it = state.iteration;
         // One RNG stream per data rank, shared by its pipeline and tensor
         // ranks (Megatron's seeding: see `tensor_parallel`).
         B::seed(
@@ -133,7 +208,8 @@ where
             step_seed(t.seed, it)
                 .wrapping_add((parallel.coord.dp as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         );
-        let lr = args.schedule.lr_at(it);
+        let lr = state.schedule.lr_at(it);
+        let consumed = state.consumed_train_samples;
         let batches = (0..accumulation)
             .map(|j| {
                 read(
@@ -152,7 +228,8 @@ where
             });
         }
         let iteration = it + 1;
-        consumed += global_batch as u64;
+        state.iteration = iteration;
+        state.consumed_train_samples += global_batch as u64;
         interval_loss += stats.loss;
         interval_iters += 1;
         if iteration.is_multiple_of(t.log_interval) || iteration == t.train_iters {
@@ -165,7 +242,7 @@ where
                 step_ms: seconds * 1e3,
                 tokens_per_s: tokens_per_iter / seconds,
                 flops_per_s: flops_per_token * tokens_per_iter / seconds,
-                consumed_samples: consumed,
+                consumed_samples: state.consumed_train_samples,
                 loss_scale: None,
                 skipped_iters: 0,
             })?;
@@ -186,6 +263,21 @@ where
                 ppl: loss.exp(),
             })?;
         }
+        let due = t
+            .checkpoint_factor
+            .is_some_and(|f| iteration.is_multiple_of(f));
+        if let Some(save) = &t.save
+            && (due || iteration == t.train_iters)
+        {
+            let dir = shard_dir(save);
+            let keep = t.keep_last_n_checkpoints;
+            checkpoint::save_module(&dir, &model, &optim, &state, keep, &parallel.dp)?;
+            // A checkpoint is whole when every share has written its own.
+            world.barrier()?;
+            if first_rank {
+                tracing::info!(iteration, checkpoint = %save.display(), "saved every share");
+            }
+        }
     }
     let mut test_loss = None;
     if let Some(test) = &data.test
@@ -201,7 +293,7 @@ where
     }
     Ok(Summary {
         iterations: t.train_iters,
-        resumed_from: None,
+        resumed_from,
         last_valid_loss,
         test_loss,
         metrics_path: run_dir.map(|d| d.join("metrics.jsonl")),
