@@ -2,7 +2,7 @@
 //! accumulating the same micro batches: a pipeline of 2 or 4 stages (1F1B)
 //! trains bit for bit as the unsplit model (losses, norms, parameters) over
 //! several steps with gradient accumulation; pipe 2 x data 2 x model 2 on 8
-//! ranks with ZeRO-1 keeps one device's losses and norms within 1e-5 over
+//! ranks with ZeRO-1 or 2 keeps one device's losses and norms within 1e-5 over
 //! 5 steps (its parameters within 1e-4, Adam being what it is: see below).
 
 use std::sync::{Arc, Mutex};
@@ -273,17 +273,18 @@ fn assert_close(got: f64, want: f64, what: &str) {
 #[test]
 fn pipe_data_and_model_parallel_together_train_as_one_device() {
     let _serial = common::one_run_at_a_time();
-    for (tied, method) in [
-        (false, PartitionMethod::gpt_neox_default()),
-        (true, PartitionMethod::Uniform),
+    for (tied, method, zero) in [
+        (false, PartitionMethod::gpt_neox_default(), ZeroStage::One),
+        (true, PartitionMethod::Uniform, ZeroStage::One),
+        (true, PartitionMethod::Parameters, ZeroStage::Two),
     ] {
         let config = config(2, tied);
         // 2 data ranks x 2 micro batches each = one device's 4.
         let (want, model) = one_device(&config, 5, 4);
-        let ranks = grid(&config, (2, 2, 2), ZeroStage::One, &method, 5, 2);
+        let ranks = grid(&config, (2, 2, 2), zero, &method, 5, 2);
         assert_eq!(ranks.len(), 8);
         for rank in &ranks {
-            let what = format!("tied {tied}: rank {:?}", rank.parallel.coord);
+            let what = format!("tied {tied}, {zero:?}: rank {:?}", rank.parallel.coord);
             for (got, want) in rank.stats.iter().zip(&want) {
                 assert_close(got.loss, want.loss, &format!("{what} loss"));
                 assert_close(got.grad_norm, want.grad_norm, &format!("{what} norm"));
