@@ -5,6 +5,7 @@
 //! ranks with ZeRO-1 or 2 keeps one device's losses and norms within 1e-5 over
 //! 5 steps (its parameters within 1e-4, Adam being what it is: see below).
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use neox_trainer::data::{Batch, SampleSource};
 use neox_trainer::dist::comm::Communicator;
 use neox_trainer::dist::comm::threads::ThreadComm;
 use neox_trainer::dist::merge;
+use neox_trainer::dist::shard::StageInput;
 use neox_trainer::dist::tensor_parallel::TpGroup;
 use neox_trainer::dist::tensor_parallel::layers::Shard;
 use neox_trainer::dist::{
@@ -353,6 +355,10 @@ fn a_split_model_merges_back_whole_and_exports_to_hugging_face() {
         }
         let dir = tempfile::tempdir().unwrap();
         neox_trainer::hf::save(&merged, dir.path()).unwrap();
+        // scripts/fixtures/tp_export.py makes the transformers fixture from this.
+        if let Ok(out) = std::env::var("NEOX_WRITE_TP_EXPORT") {
+            neox_trainer::hf::save(&merged, Path::new(&out)).unwrap();
+        }
         let back: GptNeox<Flex> = neox_trainer::hf::load(dir.path(), &Default::default()).unwrap();
         let tokens = || {
             Tensor::<Flex, 2, burn::tensor::Int>::from_data(
@@ -369,4 +375,72 @@ fn a_split_model_merges_back_whole_and_exports_to_hugging_face() {
         let got: Vec<f32> = back.forward(tokens()).into_data().iter().collect();
         assert_within(&got, &want, 1e-6, &format!("{what}: logits after export"));
     }
+}
+
+#[test]
+fn transformers_computes_the_logits_of_the_split_model_it_was_exported_from() {
+    // A model trained split over 2 stages x 2 tensor ranks, merged and
+    // exported (see scripts/fixtures/tp_export.py), with transformers' logits.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tp-export");
+    let fixture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("logits.json")).unwrap()).unwrap();
+    let tokens: Vec<i64> = fixture["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_i64().unwrap())
+        .collect();
+    let want: Vec<f32> = fixture["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let full: GptNeox<Flex> = neox_trainer::hf::load(&dir, &Default::default()).unwrap();
+    let vocab = full.config.vocab_size;
+    let stages = neox_trainer::dist::pipeline_parallel::partition::partition(
+        &PartitionMethod::Uniform,
+        full.config.num_layers,
+        2,
+        |_| 0,
+    );
+    // Each tensor rank runs both stages in turn; the ranks are threads.
+    let comms = ThreadComm::group(2, Duration::from_secs(60));
+    let parts: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|comm| {
+                let (full, stages, tokens) = (&full, &stages, &tokens);
+                s.spawn(move || {
+                    let group = TpGroup::new(Arc::new(comm));
+                    let shard = Shard {
+                        rank: group.rank(),
+                        size: 2,
+                    };
+                    let stage = |i: usize| {
+                        GptShard::new(full, stages[i].clone(), shard, group.clone()).unwrap()
+                    };
+                    let input = Tensor::<Flex, 2, burn::tensor::Int>::from_data(
+                        burn::tensor::TensorData::new(tokens.clone(), [1, tokens.len()]),
+                        &Default::default(),
+                    );
+                    let hidden = stage(0).forward_stage(StageInput::Tokens(input));
+                    let logits = stage(1).forward_stage(StageInput::Hidden(hidden));
+                    group.check().unwrap();
+                    logits.into_data().iter::<f32>().collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Each rank holds half of every row's vocabulary: put the rows back together.
+    let half = vocab / 2;
+    let got: Vec<f32> = (0..tokens.len())
+        .flat_map(|row| {
+            parts
+                .iter()
+                .flat_map(move |p| p[row * half..(row + 1) * half].iter().copied())
+        })
+        .collect();
+    assert_within(&got, &want, 1e-4, "split neox against transformers");
 }
