@@ -2,13 +2,9 @@
 
 use std::io::{BufRead, Read};
 
-use serde_json::Value;
-
+use super::json_line::{self, Line};
 use super::source::{Halt, Origin, Sink};
 use super::{Document, Position, ReadError};
-
-/// lm_dataformat joins a list of strings with this.
-const PARAGRAPH_JOINER: &str = "\n\n";
 
 /// Read JSON lines from `reader`, emitting a document (or a malformed-line
 /// report) per non-blank line.
@@ -62,17 +58,19 @@ fn parse_line(line: &str, origin: &Origin<'_>, line_no: u64) -> Result<Document,
         location: origin.location(position),
         reason,
     };
-    let value: Value =
-        serde_json::from_str(line).map_err(|e| malformed(format!("not valid JSON: {e}")))?;
-    match value {
-        Value::String(text) => Ok(origin.document(text, position)),
-        Value::Object(mut object) => {
+    let parsed = json_line::parse(line, origin.keys)
+        .map_err(|e| malformed(format!("not valid JSON: {e}")))?;
+    match parsed {
+        Line::String(text) => Ok(origin.document(text, position)),
+        Line::Object(mut found) => {
             let mut texts = Vec::with_capacity(origin.keys.len());
             for key in origin.keys {
-                let value = object
-                    .remove(key)
+                // A key named twice is found once, as `Map::remove` would.
+                let first = origin.keys.iter().position(|k| k == key).unwrap_or(0);
+                let text = found[first]
+                    .take()
                     .ok_or_else(|| malformed(format!("no key {key:?} in the JSON object")))?;
-                texts.push(text_of(value).map_err(|found| {
+                texts.push(text.map_err(|found| {
                     malformed(format!(
                         "expected a string or a list of strings under {key:?}, found {found}"
                     ))
@@ -83,51 +81,9 @@ fn parse_line(line: &str, origin: &Origin<'_>, line_no: u64) -> Result<Document,
                 location: origin.location(position),
             })
         }
-        other => Err(malformed(format!(
-            "expected a JSON object (or string), found {}",
-            kind(&other)
+        Line::Other(kind) => Err(malformed(format!(
+            "expected a JSON object (or string), found {kind}"
         ))),
-    }
-}
-
-/// The text a JSON value holds: a string, a list of strings (joined), or
-/// null (empty). Otherwise, what was found instead.
-pub(crate) fn text_of(value: Value) -> Result<String, &'static str> {
-    match value {
-        Value::String(s) => Ok(s),
-        Value::Null => Ok(String::new()),
-        Value::Array(items) => {
-            let mut parts = Vec::with_capacity(items.len());
-            for item in items {
-                match item {
-                    Value::String(s) => parts.push(s),
-                    other => return Err(list_of(kind(&other))),
-                }
-            }
-            Ok(parts.join(PARAGRAPH_JOINER))
-        }
-        other => Err(kind(&other)),
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn list_of(kind: &'static str) -> &'static str {
-    match kind {
-        "null" => "a list holding null",
-        "a boolean" => "a list holding a boolean",
-        "a number" => "a list holding a number",
-        "a list" => "a list holding a list",
-        _ => "a list holding an object",
     }
 }
 

@@ -30,6 +30,7 @@
 mod archive;
 mod error;
 mod format;
+mod json_line;
 mod lines;
 mod parquet;
 mod source;
