@@ -117,6 +117,7 @@ enum Engine {
 }
 
 fn main() -> ExitCode {
+    neox_trainer::alloc::keep_freed_memory();
     neox::logging::init();
     let args = Args::parse();
     let placement = match Placement::from_env(args.local_rank) {

@@ -182,7 +182,9 @@ impl Weights<'_> {
         )))
     }
 
-    /// A Hugging Face linear weight `[out, in]` as Burn's `[in, out]`.
+    /// A Hugging Face linear weight `[out, in]` as Burn's `[in, out]`, laid out
+    /// contiguously as a freshly initialised model's (matrix products then
+    /// compute bit for bit as in the model that was saved).
     fn linear<B: Backend>(
         &self,
         name: &str,
@@ -191,8 +193,14 @@ impl Weights<'_> {
         device: &B::Device,
     ) -> Result<Param<Tensor<B, 2>>, CheckpointError> {
         let values = self.get(name, &[d_out, d_in])?;
-        let t: Tensor<B, 2> = Tensor::from_data(TensorData::new(values, [d_out, d_in]), device);
-        Ok(Param::from_tensor(t.transpose()))
+        let mut transposed = vec![0.0; values.len()];
+        for (o, row) in values.chunks_exact(d_in.max(1)).enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                transposed[i * d_out + o] = v;
+            }
+        }
+        let data = TensorData::new(transposed, [d_in, d_out]);
+        Ok(Param::from_tensor(Tensor::from_data(data, device)))
     }
 }
 

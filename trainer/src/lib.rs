@@ -6,6 +6,7 @@
 //!   global-norm clipping; the learning-rate schedule.
 //! - [`plan`]: what a config will train and whether it fits (`neox-train --check`).
 
+pub mod alloc;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -10,7 +10,7 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::ElementConversion;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::checkpoint::{self, TrainState};
@@ -19,7 +19,7 @@ use crate::data::{Batch, SampleSource, Splits};
 use crate::dist::{DataParallel, ParamLayout, ZeroStage};
 use crate::error::TrainError;
 use crate::metrics::{MetricsLog, Record};
-use crate::model::{GptNeox, ModelConfig};
+use crate::model::{GptNeox, LossBackend, ModelConfig, TrainBackend};
 use crate::optim::NeoxOptimizer;
 use crate::precision::MixedPrecision;
 use crate::recompute;
@@ -52,7 +52,7 @@ pub struct StepMode {
 /// parameters receive the gradients; an fp16 step whose gradients overflow
 /// is skipped.
 #[allow(clippy::too_many_arguments)]
-pub fn train_step<B: AutodiffBackend>(
+pub fn train_step<B: TrainBackend>(
     model: GptNeox<B>,
     optim: &mut NeoxOptimizer<B, GptNeox<B>>,
     micro_batches: Vec<Batch<B>>,
@@ -110,7 +110,7 @@ pub fn train_step<B: AutodiffBackend>(
 /// `first`, micro batch by micro batch (memory does not grow with the
 /// accumulation steps), each rank reading its own micro batches.
 #[allow(clippy::too_many_arguments)]
-pub fn evaluate<B: Backend>(
+pub fn evaluate<B: LossBackend>(
     model: &GptNeox<B>,
     source: &dyn SampleSource,
     first: u64,
@@ -172,7 +172,7 @@ pub(crate) fn init_model<B: AutodiffBackend>(
 }
 
 /// Trains the configured model on `data` on `device`, alone.
-pub fn run<B: AutodiffBackend>(
+pub fn run<B: TrainBackend>(
     args: &NeoxArgs,
     data: &Splits,
     device: &B::Device,
@@ -182,7 +182,7 @@ pub fn run<B: AutodiffBackend>(
 
 /// Trains the configured model on `data` on `device` as one rank of `dp`.
 /// Only rank 0 logs and writes metrics; checkpoints are written together.
-pub fn run_parallel<B: AutodiffBackend>(
+pub fn run_parallel<B: TrainBackend>(
     args: &NeoxArgs,
     data: &Splits,
     device: &B::Device,

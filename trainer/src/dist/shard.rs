@@ -134,12 +134,16 @@ impl<B: TpOps> GptShard<B> {
         if !self.stage.head {
             return x;
         }
-        let x = B::copy_to_tp(x, group);
-        match (&self.embed_out, &self.embed_in) {
+        // On `[b t, hidden]`, as the unsplit model computes it.
+        let [b, t, hidden] = x.dims();
+        let x = B::copy_to_tp(x, group).reshape([b * t, hidden]);
+        let logits = match (&self.embed_out, &self.embed_in) {
             (Some(out), _) => out.forward(x),
-            (None, Some(embed)) => x.matmul(embed.weight.val().transpose().unsqueeze()),
+            (None, Some(embed)) => x.matmul(embed.weight.val().transpose()),
             (None, None) => x,
-        }
+        };
+        let v = logits.dims()[1];
+        logits.reshape([b, t, v])
     }
 
     /// The embedding of tokens `[b, t]` (the first stage).

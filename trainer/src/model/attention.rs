@@ -85,7 +85,12 @@ impl<B: Backend> Attention<B> {
     fn project(&self, x: Tensor<B, 3>) -> [Tensor<B, 4>; 3] {
         let [b, t, hidden] = x.dims();
         let (h, kv, d) = (self.heads, self.kv_heads, hidden / self.heads);
-        let qkv = self.query_key_value.forward(x);
+        // On `[b t, hidden]`: one matrix product (Burn's batched `linear`
+        // sums `b` weight gradients).
+        let qkv = self
+            .query_key_value
+            .forward(x.reshape([b * t, hidden]))
+            .reshape([b, t, (h + 2 * kv) * d]);
         if kv == h {
             let qkv = qkv.reshape([b, t, h, 3 * d]);
             let part = |i: usize| qkv.clone().narrow(3, i * d, d).swap_dims(1, 2);
@@ -144,8 +149,8 @@ impl<B: Backend> Attention<B> {
             .attention_dropout
             .forward(activation::softmax(scores, 3))
             .cast(dtype);
-        let context = probs.matmul(v).swap_dims(1, 2).reshape([b, t, hidden]);
-        self.dense.forward(context)
+        let context = probs.matmul(v).swap_dims(1, 2).reshape([b * t, hidden]);
+        self.dense.forward(context).reshape([b, t, hidden])
     }
 }
 

@@ -23,8 +23,13 @@ impl<B: Backend> Mlp<B> {
         }
     }
 
+    /// On `[b, t, hidden]`, computed on `[b t, hidden]`: each linear layer is
+    /// one matrix product (Burn's batched `linear` sums `b` weight gradients).
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let h = self.dense_h_to_4h.forward(x);
-        self.dense_4h_to_h.forward(self.activation.forward(h))
+        let [b, t, hidden] = x.dims();
+        let h = self.dense_h_to_4h.forward(x.reshape([b * t, hidden]));
+        self.dense_4h_to_h
+            .forward(self.activation.forward(h))
+            .reshape([b, t, hidden])
     }
 }

@@ -4,6 +4,7 @@
 pub mod activations;
 pub mod attention;
 pub mod init;
+pub mod loss;
 pub mod mlp;
 pub mod norm;
 pub mod position;
@@ -11,15 +12,16 @@ pub mod sparse;
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
-use burn::tensor::{Int, Tensor, activation, backend::Backend};
+use burn::tensor::{Int, Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 pub use activations::Activation;
 pub use attention::{Attention, Context};
 pub use init::InitMethod;
+pub use loss::{LossBackend, TrainBackend, cross_entropy};
 pub use mlp::Mlp;
 pub use norm::{Norm, NormKind};
-pub use position::PosEmb;
+pub use position::{PosEmb, TableCache};
 pub use sparse::{AttentionKind, SparsityConfig};
 
 /// The model's shape and options, in GPT-NeoX's terms.
@@ -276,6 +278,7 @@ impl ModelConfig {
             embed_out: (!self.tied_embeddings)
                 .then(|| init::linear(h, self.vocab_size, std, false, device)),
             config: self.clone(),
+            tables: TableCache::default(),
         }
     }
 }
@@ -334,6 +337,9 @@ pub struct GptNeox<B: Backend> {
     pub embed_out: Option<Linear<B>>,
     #[module(skip)]
     pub config: ModelConfig,
+    /// Position tables and the causal mask, built once per length.
+    #[module(skip)]
+    pub tables: TableCache,
 }
 
 impl<B: Backend> GptNeox<B> {
@@ -366,7 +372,10 @@ impl<B: Backend> GptNeox<B> {
                 }
             }
             PosEmb::Sinusoidal => {
-                let table = position::sinusoidal_table(t, c.hidden_size, &device);
+                let key = [t as u64, c.hidden_size as u64, 0];
+                let table = self.tables.get::<B, _>("sinusoidal", key, &device, || {
+                    position::sinusoidal_table::<B>(t, c.hidden_size, &device)
+                });
                 let dtype = x.dtype();
                 x = x + table.cast(dtype).unsqueeze();
             }
@@ -375,42 +384,53 @@ impl<B: Backend> GptNeox<B> {
         self.embed_dropout.forward(x)
     }
 
-    /// What every layer of a pass over `t` tokens shares: mask and position tables.
+    /// What every layer of a pass over `t` tokens shares: mask and position
+    /// tables, built once per length (see [`TableCache`]).
     pub fn context(&self, t: usize, device: &B::Device) -> Context<B> {
         let c = &self.config;
+        let tables = &self.tables;
+        let (t64, dims, base) = (t as u64, c.rotary_dims(), c.rotary_emb_base);
+        let heads = c.num_attention_heads;
+        let window = c.sliding_window_width.map_or(u64::MAX, |w| w as u64);
         Context {
-            mask: attention::causal_mask(t, c.sliding_window_width, device),
-            rotary: (c.pos_emb == PosEmb::Rotary)
-                .then(|| position::rotary_tables(t, c.rotary_dims(), c.rotary_emb_base, device)),
-            alibi: (c.pos_emb == PosEmb::Alibi)
-                .then(|| position::alibi_bias(c.num_attention_heads, t, device)),
+            mask: tables.get::<B, _>("causal mask", [t64, window, 0], device, || {
+                attention::causal_mask(t, c.sliding_window_width, device)
+            }),
+            rotary: (c.pos_emb == PosEmb::Rotary).then(|| {
+                let key = [t64, dims as u64, base.to_bits()];
+                tables.get::<B, _>("rotary", key, device, || {
+                    position::rotary_tables::<B>(t, dims, base, device)
+                })
+            }),
+            alibi: (c.pos_emb == PosEmb::Alibi).then(|| {
+                tables.get::<B, _>("alibi", [t64, heads as u64, 0], device, || {
+                    position::alibi_bias::<B>(heads, t, device)
+                })
+            }),
         }
     }
 
-    /// Logits `[b, t, vocab]` from the last layer's output: final norm, output layer.
+    /// Logits `[b, t, vocab]` from the last layer's output: final norm, output
+    /// layer. The output layer runs on `[b t, hidden]`: one matrix product,
+    /// and in the backward pass one weight gradient instead of `b` summed ones.
     pub fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = self.final_layer_norm.forward(x);
-        match &self.embed_out {
+        let [b, t, hidden] = x.dims();
+        let x = self.final_layer_norm.forward(x).reshape([b * t, hidden]);
+        let logits = match &self.embed_out {
             Some(out) => out.forward(x),
-            None => x.matmul(self.embed_in.weight.val().transpose().unsqueeze()),
-        }
+            None => x.matmul(self.embed_in.weight.val().transpose()),
+        };
+        let vocab = logits.dims()[1];
+        logits.reshape([b, t, vocab])
     }
 
     /// Mean next-token cross-entropy of `inputs` predicting `targets` (both `[b, t]`).
-    pub fn loss(&self, inputs: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    pub fn loss(&self, inputs: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1>
+    where
+        B: LossBackend,
+    {
         cross_entropy(self.forward(inputs), targets)
     }
-}
-
-/// Mean cross-entropy of logits `[b, t, v]` against targets `[b, t]`, in f32.
-pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
-    let [b, t, v] = logits.dims();
-    let logits = logits.cast(burn::tensor::FloatDType::F32);
-    let log_probs = activation::log_softmax(logits.reshape([b * t, v]), 1);
-    log_probs
-        .gather(1, targets.reshape([b * t, 1]))
-        .mean()
-        .neg()
 }
 
 #[cfg(test)]

@@ -1,9 +1,61 @@
 //! Position information: GPT-NeoX's `pos_emb` kinds. Learned embeddings are a
 //! parameter of the model; the others are fixed tables built here per sequence
-//! length.
+//! length, once, and kept in a [`TableCache`].
+
+use std::any::Any;
+use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use serde::{Deserialize, Serialize};
+
+/// Fixed tables (position tables, masks) already built, by name, shape
+/// parameters and device, so that a model builds each once per sequence
+/// length instead of every forward pass. Clones share it. Holds the last
+/// [`TableCache::CAPACITY`] tables (generation grows the length token by token).
+#[derive(Clone, Default)]
+pub struct TableCache(Arc<Mutex<Vec<Box<dyn Any + Send + Sync>>>>);
+
+/// One cached table: its key and value.
+type Entry<D, V> = ((&'static str, [u64; 3], D), V);
+
+impl TableCache {
+    pub const CAPACITY: usize = 8;
+
+    /// The table `name` with parameters `params` on `device`, built by `build`
+    /// the first time.
+    pub fn get<B: Backend, V: Clone + Send + Sync + 'static>(
+        &self,
+        name: &'static str,
+        params: [u64; 3],
+        device: &B::Device,
+        build: impl FnOnce() -> V,
+    ) -> V {
+        let key = (name, params, device.clone());
+        // A panic elsewhere while the lock was held leaves whole entries: keep using them.
+        let mut entries = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let found = entries.iter().find_map(|e| {
+            e.downcast_ref::<Entry<B::Device, V>>()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| v.clone())
+        });
+        found.unwrap_or_else(|| {
+            let value = build();
+            if entries.len() == Self::CAPACITY {
+                entries.remove(0);
+            }
+            entries.push(Box::new((key, value.clone())));
+            value
+        })
+    }
+}
+
+impl fmt::Debug for TableCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.lock().map_or(0, |e| e.len());
+        write!(f, "TableCache({n} tables)")
+    }
+}
 
 /// `pos_emb`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +174,35 @@ pub fn alibi_bias<B: Backend>(heads: usize, t: usize, device: &B::Device) -> Ten
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::backend::Flex;
+
+    #[test]
+    fn table_cache_builds_once_per_key_and_keeps_the_last_ones() {
+        let cache = TableCache::default();
+        let device = Default::default();
+        let builds = std::cell::Cell::new(0);
+        let table = |t: u64| {
+            cache.get::<Flex, Tensor<Flex, 1>>("t", [t, 0, 0], &device, || {
+                builds.set(builds.get() + 1);
+                Tensor::zeros([t as usize], &device)
+            })
+        };
+        assert_eq!(table(3).dims(), [3]);
+        assert_eq!(table(3).dims(), [3]);
+        assert_eq!(builds.get(), 1);
+        assert_eq!(table(4).dims(), [4]);
+        assert_eq!(builds.get(), 2);
+        // Past the capacity the oldest table goes and is built again.
+        for t in 10..10 + TableCache::CAPACITY as u64 {
+            table(t);
+        }
+        let before = builds.get();
+        table(3);
+        assert_eq!(builds.get(), before + 1);
+        // Another value type under the same key is another table.
+        let other = cache.get::<Flex, u8>("t", [3, 0, 0], &device, || 7);
+        assert_eq!(other, 7);
+    }
 
     #[test]
     fn alibi_slopes_match_gpt_neox() {

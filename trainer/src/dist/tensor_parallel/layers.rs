@@ -78,7 +78,11 @@ fn row_linear<B: Backend>(linear: &Linear<B>, shard: Shard) -> Linear<B> {
 
 /// `x W` for a row-parallel `linear`: partial products summed over the
 /// group, then the bias.
-fn row_forward<B: TpOps>(linear: &Linear<B>, x: Tensor<B, 3>, group: &TpGroup) -> Tensor<B, 3> {
+fn row_forward<B: TpOps, const D: usize>(
+    linear: &Linear<B>,
+    x: Tensor<B, D>,
+    group: &TpGroup,
+) -> Tensor<B, D> {
     if group.size() == 1 {
         return linear.forward(x);
     }
@@ -119,7 +123,11 @@ impl<B: TpOps> TpAttention<B> {
         let d = hidden / self.heads;
         let (first, h) = self.shard.part(self.heads);
         let x = B::copy_to_tp(x, group);
-        let qkv = self.query_key_value.forward(x).reshape([b, t, h, 3 * d]);
+        // Linear layers on `[b t, hidden]`, as the unsplit model computes them.
+        let qkv = self
+            .query_key_value
+            .forward(x.reshape([b * t, hidden]))
+            .reshape([b, t, h, 3 * d]);
         let part = |i: usize| qkv.clone().narrow(3, i * d, d).swap_dims(1, 2);
         let (mut q, mut k, v) = (part(0), part(1), part(2));
         if let Some((cos, sin)) = &ctx.rotary {
@@ -133,8 +141,8 @@ impl<B: TpOps> TpAttention<B> {
         let mask = ctx.mask.clone().unsqueeze::<4>().expand([b, h, t, t]);
         let probs = activation::softmax(scores.mask_fill(mask, f32::MIN), 3);
         let probs = self.dropout(probs, first);
-        let context = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h * d]);
-        row_forward(&self.dense, context, group)
+        let context = probs.matmul(v).swap_dims(1, 2).reshape([b * t, h * d]);
+        row_forward(&self.dense, context, group).reshape([b, t, hidden])
     }
 
     /// Attention dropout, different on every rank as Megatron's model-parallel
@@ -182,8 +190,10 @@ impl<B: TpOps> TpMlp<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 3>, group: &TpGroup) -> Tensor<B, 3> {
-        let h = self.dense_h_to_4h.forward(B::copy_to_tp(x, group));
-        row_forward(&self.dense_4h_to_h, self.activation.forward(h), group)
+        let [b, t, hidden] = x.dims();
+        let x = B::copy_to_tp(x, group).reshape([b * t, hidden]);
+        let h = self.dense_h_to_4h.forward(x);
+        row_forward(&self.dense_4h_to_h, self.activation.forward(h), group).reshape([b, t, hidden])
     }
 }
 

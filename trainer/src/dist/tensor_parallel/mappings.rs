@@ -153,7 +153,7 @@ impl TpGroup {
 
 /// Backends that run the mappings: plain ones (their forwards) and Burn's
 /// autodiff over them (with the backward passes above).
-pub trait TpOps: Backend {
+pub trait TpOps: crate::model::LossBackend {
     /// Identity forward; the gradient is summed over the group backward.
     fn copy_to_tp<const D: usize>(x: Tensor<Self, D>, group: &TpGroup) -> Tensor<Self, D> {
         let _ = group;
