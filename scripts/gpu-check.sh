@@ -7,32 +7,46 @@
 #   scripts/gpu-check.sh run     # on the GPU machine, from the repository root
 #
 # `run` prints one line per check and ends non-zero when one fails:
+#   0. The Hugging Face fixtures on cuda:0 against the CPU: logits within
+#      1e-3 of the largest logit (f32 kernels sum in another order), and the
+#      losses (hf_device_check).
 #   1. NCCL against TCP, one rank: every collective bit for bit (nccl_check).
 #   2. Two ranks on the one GPU (NCCL >= 2.30 with NCCL_MULTI_RANK_GPU_ENABLE=1),
 #      reported as skipped when this NCCL refuses it.
 #   3. cpu-tiny on cuda:0 for 20 steps: the loss falls; ms/step.
 #   4. One data-parallel step through NCCL (ZeRO-1, one rank) equals the
 #      same run without any communicator: metrics.jsonl losses equal.
+#   5. The 125M config at seq 2048 (micro batch 4, f32; fp16 runs once
+#      implemented, see --allow-unimplemented): tokens/s, achieved TFLOP/s
+#      (model FLOPs, ModelConfig::train_flops_per_token) and MFU against the
+#      device's peak (H200 SXM: 989 dense BF16, 67 FP32 TFLOP/s; set
+#      NEOX_PEAK_TFLOPS=bf16,fp32 for another device).
+# DRY_RUN=1 prints the commands `pack` would run without running them.
 # Needs: libcuda.so.1, libnvrtc, CUDA headers ($CUDA_PATH/include), and a
 # `libnccl.so` (pip's nvidia-nccl-cu13 ships libnccl.so.2: linked here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pack=gpu-pack
 
+x() { echo "+ $*"; [ -n "${DRY_RUN:-}" ] || "$@"; }
+
 case "${1:-}" in
 pack)
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-  cargo build --release --features cuda --bin neox-train --bin neox-data
-  cargo build --release -p neox-trainer --features cuda --example nccl_check
-  rm -rf "$pack" && mkdir -p "$pack"
-  for b in neox-train neox-data; do cp "$CARGO_TARGET_DIR/release/$b" "$pack/"; done
-  cp "$CARGO_TARGET_DIR/release/examples/nccl_check" "$pack/"
-  strip "$pack"/neox-train "$pack"/neox-data "$pack"/nccl_check
+  x cargo build --release --features cuda --bin neox-train --bin neox-data
+  x cargo build --release -p neox-trainer --features cuda --example nccl_check --example hf_device_check
+  x rm -rf "$pack"
+  x mkdir -p "$pack"
+  for b in neox-train neox-data examples/nccl_check examples/hf_device_check; do
+    x cp "$CARGO_TARGET_DIR/release/$b" "$pack/"
+  done
+  x strip "$pack"/neox-train "$pack"/neox-data "$pack"/nccl_check "$pack"/hf_device_check
   shared="${NEOX_SHARED:-../shared}"
-  "$pack/neox-data" tokenize --input "$shared/data/mail.jsonl.zst" \
+  x cp -r "$shared/fixtures/hf-gptneox-tiny" "$pack/hf-fixtures"
+  x "$pack/neox-data" tokenize --input "$shared/data/mail.jsonl.zst" \
     --tokenizer-type CharLevelTokenizer --append-eod --max-docs 2000 \
     --output-prefix "$pack/mail"
-  du -sh "$pack"
+  x du -sh "$pack"
   ;;
 run)
   [ -x "$pack/neox-train" ] || { echo "error: $pack/ is missing: run 'scripts/gpu-check.sh pack' here first" >&2; exit 1; }
@@ -46,6 +60,8 @@ run)
   export CUDA_PATH="${CUDA_PATH:-/usr/local/cuda}"
   status=0
   work="$(mktemp -d)"
+  echo "== 0. Hugging Face fixtures on cuda:0 against the CPU"
+  if "$pack/hf_device_check" --tolerance 1e-3 "$pack"/hf-fixtures/*/; then :; else status=1; fi
   echo "== 1. NCCL vs TCP, one rank"
   if MASTER_PORT=29600 "$pack/nccl_check"; then echo "PASS nccl one rank"; else echo "FAIL nccl one rank"; status=1; fi
   echo "== 2. NCCL, two ranks on one GPU"
@@ -78,6 +94,22 @@ a, b = ([key(json.loads(l)) for l in open(p)] for p in sys.argv[1:3])
 print("PASS NCCL step equals plain" if a == b else f"FAIL NCCL differs: {a[:2]} vs {b[:2]}")
 PY
   else echo "FAIL neox-train --comm nccl"; status=1; fi
+  echo "== 5. 125M at seq 2048 on cuda:0: tokens/s, TFLOP/s, MFU"
+  printf 'log_dir: %s\npadded_vocab_size: 50304\ntrain_iters: 12\nlr_decay_iters: 12\neval_interval: 1000\nlog_interval: 1\nfp16: {enabled: false}\n' \
+    "$work/125m" > "$work/125m.yml"
+  if "$pack/neox-train" --config configs/125M.yml "$data" "$work/125m.yml" --device cuda:0 --allow-unimplemented; then
+    python3 - "$work/125m/metrics.jsonl" "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)" "${NEOX_PEAK_TFLOPS:-989,67}" <<'PY'
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1]) if '"train"' in l][3:]
+r.sort(key=lambda x: x["step_ms"])
+m = r[len(r) // 2]
+bf16, fp32 = (float(x) for x in sys.argv[3].split(","))
+tf = m["flops_per_s"] / 1e12
+print(f"125M seq 2048 on {sys.argv[2] or 'the GPU'}: median {m['step_ms']:.1f} ms/step, "
+      f"{m['tokens_per_s']:.0f} tokens/s, {tf:.2f} TFLOP/s achieved; "
+      f"MFU {100 * tf / fp32:.1f}% of FP32 peak {fp32:g}, {100 * tf / bf16:.2f}% of BF16 peak {bf16:g} TFLOP/s")
+PY
+  else echo "FAIL 125M on cuda:0"; status=1; fi
   exit $status
   ;;
 *)

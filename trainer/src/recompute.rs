@@ -27,13 +27,13 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
 
-use crate::model::{Context, GptNeox, Layer, cross_entropy};
+use crate::model::{Context, GptNeox, Layer, TrainBackend, cross_entropy};
 use crate::precision::MixedPrecision;
 
 /// One micro batch through `model` with activation checkpointing every
 /// `group` layers, in `precision`: returns its loss divided by `n` (the micro
 /// batches' weight) and the gradients of that loss times `loss_scale`.
-pub fn loss_and_grads<B: AutodiffBackend>(
+pub fn loss_and_grads<B: TrainBackend>(
     model: &GptNeox<B>,
     precision: &MixedPrecision,
     inputs: Tensor<B, 2, Int>,
