@@ -95,7 +95,7 @@ print("PASS NCCL step equals plain" if a == b else f"FAIL NCCL differs: {a[:2]} 
 PY
   else echo "FAIL neox-train --comm nccl"; status=1; fi
   echo "== 5. 125M at seq 2048 on cuda:0: tokens/s, TFLOP/s, MFU"
-  printf 'log_dir: %s\npadded_vocab_size: 50304\ntrain_iters: 12\nlr_decay_iters: 12\neval_interval: 1000\nlog_interval: 1\nfp16: {enabled: false}\n' \
+  printf 'log_dir: %s\npadded_vocab_size: 50304\ntrain_iters: 12\nlr_decay_iters: 12\nwarmup: 0.1\neval_interval: 1000\nlog_interval: 1\nfp16: {enabled: false}\n' \
     "$work/125m" > "$work/125m.yml"
   if "$pack/neox-train" --config configs/125M.yml "$data" "$work/125m.yml" --device cuda:0 --allow-unimplemented; then
     python3 - "$work/125m/metrics.jsonl" "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)" "${NEOX_PEAK_TFLOPS:-989,67}" <<'PY'
