@@ -15,6 +15,17 @@ impl Engine for CharLevel {
         out.extend(text.bytes().map(u32::from));
         Ok(())
     }
+
+    /// The bytes as UTF-8 (invalid sequences and ids above 255 become
+    /// U+FFFD). GPT-NeoX maps each id to `chr(max(32, id))` instead, which
+    /// garbles any non-ASCII text; the bytes are what the ids encode.
+    fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        let bytes: Vec<u8> = ids
+            .iter()
+            .map(|&id| u8::try_from(id).unwrap_or(0xFF))
+            .collect();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
 }
 
 pub(crate) fn tokenizer() -> Tokenizer {
@@ -37,5 +48,7 @@ mod tests {
         assert_eq!(ids, "aé".bytes().map(u32::from).collect::<Vec<_>>());
         assert_eq!(ids.len(), 3);
         assert_eq!(tok.eod(), Some(0));
+        assert_eq!(tok.decode(&ids).unwrap(), "aé");
+        assert_eq!(tok.decode(&[104, 300, 105]).unwrap(), "h\u{FFFD}i");
     }
 }

@@ -50,6 +50,9 @@ pub enum TokenizerError {
     /// The tokenizer failed on a text.
     #[error("encoding failed: {0}")]
     Encode(String),
+    /// The tokenizer failed on ids (e.g. one outside its vocabulary).
+    #[error("decoding failed: {0}")]
+    Decode(String),
     /// `--engine fast` was asked for a tokenizer the fast BPE engine does not
     /// reproduce exactly (the reason says what).
     #[error("--engine fast: {0}")]

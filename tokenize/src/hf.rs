@@ -34,9 +34,44 @@ impl Engine for Hf {
         Ok(())
     }
 
+    fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        decode(&self.0, ids)
+    }
+
     fn name(&self) -> String {
         format!("tokenizers library ({})", self.1)
     }
+}
+
+/// Another engine encoding, the `tokenizers` library decoding (the fast BPE
+/// engine only encodes).
+struct DecodeWith(Box<dyn Engine>, HfTokenizer);
+
+impl Engine for DecodeWith {
+    fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
+        self.0.encode(text, out)
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        decode(&self.1, ids)
+    }
+
+    fn name(&self) -> String {
+        self.0.name()
+    }
+}
+
+/// transformers' `decode(ids)`: special tokens kept. An id outside the
+/// vocabulary is an error (the library would drop it silently).
+fn decode(tok: &HfTokenizer, ids: &[u32]) -> Result<String, TokenizerError> {
+    let size = tok.get_vocab_size(true);
+    if let Some(id) = ids.iter().find(|&&id| id as usize >= size) {
+        return Err(TokenizerError::Decode(format!(
+            "id {id} is outside the vocabulary of {size} tokens"
+        )));
+    }
+    tok.decode(ids, false)
+        .map_err(|e| TokenizerError::Decode(e.to_string()))
 }
 
 /// Wrap a `tokenizers` tokenizer: vocabulary size with added tokens (as
@@ -50,7 +85,7 @@ pub(crate) fn tokenizer(
     let vocab_size = tok.get_vocab_size(true);
     let eod = tok.token_to_id(ENDOFTEXT);
     let engine: Box<dyn Engine> = match bpe::choose(engine, &tok)? {
-        Ok(fast) => Box::new(fast),
+        Ok(fast) => Box::new(DecodeWith(Box::new(fast), tok)),
         Err(why) => Box::new(Hf(tok, why)),
     };
     Ok(Tokenizer::from_engine(
@@ -228,6 +263,18 @@ mod tests {
         let got = ids(&gpt2, "a<|endoftext|>b");
         assert_eq!(got.len(), 3);
         assert_eq!(got[1], 50_256);
+        assert_eq!(gpt2.decode(&got).unwrap(), "a<|endoftext|>b");
+    }
+
+    #[test]
+    fn decoding_gives_the_text_back() {
+        for kind in [TokenizerKind::Gpt2Bpe, TokenizerKind::HfTokenizer] {
+            let tok = Tokenizer::load(&TokenizerSpec::new(kind)).unwrap();
+            let text = "Hello world,  Ünïcödé 日本語 🙂\n";
+            assert_eq!(tok.decode(&ids(&tok, text)).unwrap(), text, "{kind}");
+            let err = tok.decode(&[1, 60_000]).unwrap_err().to_string();
+            assert!(err.contains("60000"), "{err}");
+        }
     }
 
     #[test]

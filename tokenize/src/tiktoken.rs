@@ -15,6 +15,14 @@ impl Engine for Tiktoken {
         out.extend(self.0.encode_ordinary(text));
         Ok(())
     }
+
+    fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        let bytes = self
+            .0
+            .decode_bytes(ids)
+            .map_err(|e| TokenizerError::Decode(e.to_string()))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
 }
 
 /// tiktoken's `n_vocab` (largest id + 1, special tokens included) and
@@ -74,5 +82,7 @@ mod tests {
         tok.encode("a<|endoftext|>", &mut ids).unwrap();
         assert!(!ids.contains(&50_256));
         assert!(ids.len() > 2);
+        assert_eq!(tok.decode(&ids).unwrap(), "a<|endoftext|>");
+        assert!(tok.decode(&[u32::MAX]).is_err());
     }
 }

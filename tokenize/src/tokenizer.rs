@@ -14,6 +14,16 @@ pub trait Engine: Send + Sync {
     /// Append the ids of `text` to `out` (nothing else: no end-of-document id).
     fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError>;
 
+    /// The text of `ids`, special tokens included (GPT-NeoX's `detokenize`).
+    /// Engines that only encode say so.
+    fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        let _ = ids;
+        Err(TokenizerError::Decode(format!(
+            "the {} cannot decode",
+            self.name()
+        )))
+    }
+
     /// Which implementation this is, in words (for logs).
     fn name(&self) -> String {
         "built-in encoder".to_string()
@@ -167,6 +177,11 @@ impl Tokenizer {
     /// Append the ids of `text` to `out`.
     pub fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
         self.engine.encode(text, out)
+    }
+
+    /// The text of `ids` (GPT-NeoX's `detokenize`), special tokens kept.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        self.engine.decode(ids)
     }
 
     /// The kind.

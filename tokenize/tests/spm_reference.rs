@@ -183,3 +183,14 @@ fn bad_model_files_are_refused_with_the_file_and_the_reason() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn decoding_gives_plain_text_back() {
+    // Mistral's model: BPE with byte fallback (the emoji and CJK go through
+    // byte pieces or whole pieces); the text has no characters NFKC changes.
+    let tok = load("mistral-v1");
+    let text = "Hello world, it's 42 degrees. 日本語 🙂 done";
+    assert_eq!(tok.decode(&encode(&tok, text)).unwrap(), text);
+    let err = tok.decode(&[1, 10_000_000]).unwrap_err().to_string();
+    assert!(err.contains("10000000"), "{err}");
+}

@@ -80,6 +80,10 @@ struct SentencePiece {
     algorithm: Algorithm,
     /// The id of each byte's `<0xXX>` piece, with byte fallback.
     byte_ids: Option<Box<[u32; 256]>>,
+    /// Each id's piece (for decoding).
+    pieces: Vec<Vec<u8>>,
+    /// Whether the normalizer puts a space before the text (decoding drops it).
+    dummy_prefix: bool,
 }
 
 impl Engine for SentencePiece {
@@ -115,6 +119,32 @@ impl Engine for SentencePiece {
             prev_unk = unk;
         }
         Ok(())
+    }
+
+    /// SentencePiece's `DecodeIds`: pieces concatenated with `▁` as a
+    /// space, byte pieces as their bytes, control pieces as nothing,
+    /// `<unk>` as ` ⁇ `, and the space the normalizer put first dropped.
+    fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        let mut bytes = Vec::new();
+        for &id in ids {
+            let piece = self.pieces.get(id as usize).ok_or_else(|| {
+                TokenizerError::Decode(format!(
+                    "id {id} is outside the vocabulary of {} pieces",
+                    self.pieces.len()
+                ))
+            })?;
+            match self.vocab.kinds[id as usize] {
+                PieceType::Control => {}
+                PieceType::Unknown => bytes.extend_from_slice(" \u{2047} ".as_bytes()),
+                PieceType::Byte => bytes.extend(byte_of(piece)),
+                _ => bytes.extend_from_slice(piece),
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes).replace('\u{2581}', " ");
+        Ok(match text.strip_prefix(' ') {
+            Some(rest) if self.dummy_prefix => rest.to_string(),
+            _ => text,
+        })
     }
 
     fn name(&self) -> String {
@@ -269,6 +299,9 @@ fn build(model: proto::ModelProto) -> Result<(SentencePiece, u32), String> {
             user_defined,
             algorithm,
             byte_ids,
+            pieces: model.pieces.iter().map(|p| p.piece.clone()).collect(),
+            dummy_prefix: model.normalizer.add_dummy_prefix
+                && !model.trainer.treat_whitespace_as_suffix,
         },
         eod,
     ))
