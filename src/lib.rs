@@ -9,6 +9,8 @@ pub mod commands;
 pub mod launch;
 pub mod leftovers;
 pub mod logging;
+#[cfg(feature = "train")]
+pub mod model_use;
 pub mod pipeline;
 pub mod prepare;
 pub mod progress;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use neox_indexed::samples::{GptDataset, IndexOrigin, IndexSpec, SampleIdx, Split};
 use neox_indexed::{IndexedDataset, prefix_of};
+use neox_tokenize::{Tokenizer, TokenizerKind, TokenizerSpec};
 use serde::Serialize;
 
 /// Answers "what exactly does training step k see?". For one split of a
@@ -65,6 +66,16 @@ pub struct SamplesArgs {
     /// Where to keep the index files (default: next to the data, as GPT-NeoX).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// With --show: decode each sample's ids to text with this tokenizer
+    /// (GPT-NeoX's names, e.g. CharLevelTokenizer, GPT2BPETokenizer, HFTokenizer).
+    #[arg(long, value_name = "KIND", value_parser = super::tokenize::parse_kind)]
+    pub tokenizer_type: Option<TokenizerKind>,
+    /// The tokenizer's vocabulary file (see `neox-data tokenize --help`).
+    #[arg(long, value_name = "FILE", requires = "tokenizer_type")]
+    pub vocab_file: Option<PathBuf>,
+    /// GPT-2's `merges.txt` (GPT2BPETokenizer).
+    #[arg(long, value_name = "FILE", requires = "tokenizer_type")]
+    pub merge_file: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -117,6 +128,9 @@ struct Shown {
     /// (position in doc_idx, document, token offset) where it starts.
     starts_at: (i64, i64, i64),
     tokens: Vec<i64>,
+    /// The ids decoded (with a tokenizer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
 }
 
 /// Run `neox-data samples`.
@@ -158,6 +172,17 @@ pub fn run(args: SamplesArgs) -> anyhow::Result<()> {
             ("rebuilt", Some(reason.clone()))
         }
     };
+    let tokenizer = match args.tokenizer_type {
+        Some(kind) => Some(
+            Tokenizer::load(&TokenizerSpec {
+                kind,
+                vocab_file: args.vocab_file.clone(),
+                merge_file: args.merge_file.clone(),
+            })
+            .context("loading the tokenizer for --show")?,
+        ),
+        None => None,
+    };
     let index = ds.index();
     let mut shown = Vec::new();
     let end = args.start.saturating_add(args.show).min(ds.len());
@@ -175,11 +200,22 @@ pub fn run(args: SamplesArgs) -> anyhow::Result<()> {
             .get(position as usize)
             .copied()
             .unwrap_or_default();
+        let text = match &tokenizer {
+            Some(tok) => {
+                let ids: Vec<u32> = tokens.iter().map(|&t| t as u32).collect();
+                Some(
+                    tok.decode(&ids)
+                        .with_context(|| format!("cannot decode sample {sample}"))?,
+                )
+            }
+            None => None,
+        };
         shown.push(Shown {
             sample,
             row,
             starts_at: (position, i64::from(doc), offset),
             tokens,
+            text,
         });
     }
     let paths = ds.cache_paths();
@@ -259,6 +295,9 @@ fn text(r: &Report, name: &str) -> String {
         let more = (r.seq_length as usize + 1).saturating_sub(sh.tokens.len());
         if more > 0 {
             s.insert_str(s.len() - 1, &format!(" ... ({more} more)"));
+        }
+        if let Some(text) = &sh.text {
+            s += &format!("    text: {text:?}\n");
         }
     }
     s

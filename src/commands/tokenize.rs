@@ -117,7 +117,7 @@ fn parse_engine(s: &str) -> Result<EngineChoice, String> {
         .map_err(|e: neox_tokenize::TokenizerError| e.to_string())
 }
 
-fn parse_kind(s: &str) -> Result<TokenizerKind, String> {
+pub(crate) fn parse_kind(s: &str) -> Result<TokenizerKind, String> {
     s.parse()
         .map_err(|e: neox_tokenize::TokenizerError| e.to_string())
 }

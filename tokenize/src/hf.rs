@@ -38,6 +38,10 @@ impl Engine for Hf {
         decode(&self.0, ids)
     }
 
+    fn hf_json(&self) -> Option<String> {
+        self.0.to_string(false).ok()
+    }
+
     fn name(&self) -> String {
         format!("tokenizers library ({})", self.1)
     }
@@ -54,6 +58,10 @@ impl Engine for DecodeWith {
 
     fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         decode(&self.1, ids)
+    }
+
+    fn hf_json(&self) -> Option<String> {
+        self.1.to_string(false).ok()
     }
 
     fn name(&self) -> String {
@@ -274,6 +282,11 @@ mod tests {
             assert_eq!(tok.decode(&ids(&tok, text)).unwrap(), text, "{kind}");
             let err = tok.decode(&[1, 60_000]).unwrap_err().to_string();
             assert!(err.contains("60000"), "{err}");
+            // Its tokenizer.json gives the same ids back.
+            let json = tok.hf_json().unwrap();
+            let again = HfTokenizer::from_bytes(json.as_bytes()).unwrap();
+            let enc = again.encode_fast(text, true).unwrap();
+            assert_eq!(enc.get_ids(), ids(&tok, text), "{kind}");
         }
     }
 

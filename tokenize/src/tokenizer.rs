@@ -28,6 +28,11 @@ pub trait Engine: Send + Sync {
     fn name(&self) -> String {
         "built-in encoder".to_string()
     }
+
+    /// The tokenizer as a Hugging Face `tokenizer.json`, where it is one.
+    fn hf_json(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Which tokenizer to load: GPT-NeoX's `--tokenizer-type`, `--vocab-file`
@@ -182,6 +187,14 @@ impl Tokenizer {
     /// The text of `ids` (GPT-NeoX's `detokenize`), special tokens kept.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         self.engine.decode(ids)
+    }
+
+    /// The tokenizer as a Hugging Face `tokenizer.json` (what
+    /// `AutoTokenizer` loads), for the kinds built on the `tokenizers`
+    /// library (GPT2BPETokenizer, HFTokenizer, HFGPT2Tokenizer); `None` for
+    /// the others.
+    pub fn hf_json(&self) -> Option<String> {
+        self.engine.hf_json()
     }
 
     /// The kind.

@@ -8,9 +8,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::record::{BinFileRecorder, FullPrecisionSettings};
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 
 use crate::dist::{DataParallel, ParamLayout};
@@ -34,7 +34,8 @@ pub struct TrainState {
     pub schedule: Schedule,
     pub model: ModelConfig,
     /// Ranks whose optimizer-state files the checkpoint holds
-    /// (`optim_*_rank{r}.bin`): the data-parallel size under ZeRO, else 1.
+    /// (`optim_*_rank{r}.bin`): the data-parallel size under ZeRO, else 1;
+    /// 0 for weights without optimizer state (a converted model).
     #[serde(default = "one")]
     pub optimizer_shards: usize,
     /// Steps skipped for overflowing fp16 gradients: the learning-rate
@@ -221,6 +222,101 @@ pub fn save_module<B: AutodiffBackend, M: AutodiffModule<B>>(
     Ok(dir)
 }
 
+/// Writes `model` alone, without optimizer state, as the checkpoint
+/// `global_step{state.iteration}` of `save` and points `latest` at it (what
+/// `neox-convert from-hf` makes). `state.optimizer_shards` is set to 0:
+/// training from it needs `finetune` or `no_load_optim`.
+pub fn save_weights<B: Backend>(
+    save: &Path,
+    model: &GptNeox<B>,
+    state: &TrainState,
+) -> Result<PathBuf, CheckpointError> {
+    let name = format!("{PREFIX}{}", state.iteration);
+    let temp = save.join(format!(".{name}.partial"));
+    fs::create_dir_all(save).map_err(io(save))?;
+    remove_partial(save)?;
+    fs::create_dir(&temp).map_err(io(&temp))?;
+    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+    let model_path = temp.join("model");
+    model
+        .clone()
+        .save_file(model_path.clone(), &recorder)
+        .map_err(|e| CheckpointError::Record {
+            path: model_path.with_extension("bin"),
+            what: "model",
+            message: e.to_string(),
+        })?;
+    let model_path = model_path.with_extension("bin");
+    fs::File::open(&model_path)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&model_path))?;
+    let state = TrainState {
+        optimizer_shards: 0,
+        ..state.clone()
+    };
+    let state_path = temp.join("state.json");
+    let text = serde_json::to_string_pretty(&state).map_err(|e| CheckpointError::State {
+        path: state_path.clone(),
+        message: e.to_string(),
+    })?;
+    write_atomic(&state_path, text.as_bytes()).map_err(io(&state_path))?;
+    for step in publish_steps(save, &temp, &name) {
+        step.run(save)?;
+    }
+    Ok(save.join(name))
+}
+
+/// The checkpoint folder of `save` at `step`, else the one `latest` names.
+pub fn folder(save: &Path, step: Option<u64>) -> Result<PathBuf, CheckpointError> {
+    let dir = match step {
+        Some(step) => save.join(format!("{PREFIX}{step}")),
+        None => latest(save)?.ok_or_else(|| CheckpointError::State {
+            path: save.to_path_buf(),
+            message: "no `latest` file naming a checkpoint: not a neox checkpoint folder \
+                      (give the step with --step, or the folder `save` wrote)"
+                .into(),
+        })?,
+    };
+    if !dir.join("state.json").is_file() {
+        return Err(CheckpointError::State {
+            path: dir,
+            message: "no checkpoint here (no state.json)".into(),
+        });
+    }
+    Ok(dir)
+}
+
+/// Reads a checkpoint's `state.json`.
+pub fn read_state(dir: &Path) -> Result<TrainState, CheckpointError> {
+    let state_path = dir.join("state.json");
+    let text = fs::read_to_string(&state_path).map_err(io(&state_path))?;
+    serde_json::from_str(&text).map_err(|e| CheckpointError::State {
+        path: state_path.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// Reads the model of the checkpoint in `dir` (any backend, no optimizer):
+/// for generation, evaluation and conversion.
+pub fn load_model<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(GptNeox<B>, TrainState), CheckpointError> {
+    let state = read_state(dir)?;
+    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+    let model_path = dir.join("model");
+    let model = state
+        .model
+        .init::<B>(device)
+        .load_file(model_path.clone(), &recorder, device)
+        .map_err(|e| CheckpointError::Record {
+            path: model_path.with_extension("bin"),
+            what: "model",
+            message: e.to_string(),
+        })?;
+    Ok((model, state))
+}
+
 /// Removes the folders of checkpoints whose writing never finished
 /// (`.global_stepN.partial`, and earlier versions' `.global_stepN.tmp-PID`):
 /// a run that died while saving leaves one; it is never read as a checkpoint.
@@ -336,9 +432,107 @@ pub struct Restored<B: AutodiffBackend> {
     pub state: TrainState,
 }
 
-/// Reads the checkpoint in `dir` into `model` and `optim`; under ZeRO each
-/// rank keeps the optimizer state of the parameters it owns, whatever the
-/// number of ranks that saved it.
+/// What a run takes from the checkpoint it loads (GPT-NeoX's `finetune`
+/// and `no_load_optim`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadWhat {
+    /// Everything: weights, optimizer state, iteration and schedule.
+    Resume,
+    /// Weights and iteration, not the optimizer state.
+    NoOptim,
+    /// Weights only.
+    Finetune,
+}
+
+/// The fields of two model configurations that differ in what the weights
+/// mean (shapes and computation; not the sequence length, dropout or init).
+fn weight_differences(a: &ModelConfig, b: &ModelConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut field = |name: &str, x: String, y: String| {
+        if x != y {
+            out.push(format!("{name} {x} (checkpoint) vs {y} (config)"));
+        }
+    };
+    field(
+        "num_layers",
+        a.num_layers.to_string(),
+        b.num_layers.to_string(),
+    );
+    field(
+        "hidden_size",
+        a.hidden_size.to_string(),
+        b.hidden_size.to_string(),
+    );
+    field(
+        "num_attention_heads",
+        a.num_attention_heads.to_string(),
+        b.num_attention_heads.to_string(),
+    );
+    field(
+        "vocab_size",
+        a.vocab_size.to_string(),
+        b.vocab_size.to_string(),
+    );
+    field(
+        "intermediate_size",
+        a.intermediate_size.to_string(),
+        b.intermediate_size.to_string(),
+    );
+    field("norm", format!("{:?}", a.norm), format!("{:?}", b.norm));
+    field("norm_eps", a.norm_eps.to_string(), b.norm_eps.to_string());
+    field(
+        "pos_emb",
+        format!("{:?}", a.pos_emb),
+        format!("{:?}", b.pos_emb),
+    );
+    field(
+        "rotary_pct",
+        a.rotary_pct.to_string(),
+        b.rotary_pct.to_string(),
+    );
+    field(
+        "rotary_emb_base",
+        a.rotary_emb_base.to_string(),
+        b.rotary_emb_base.to_string(),
+    );
+    field(
+        "gpt_j_residual",
+        a.gpt_j_residual.to_string(),
+        b.gpt_j_residual.to_string(),
+    );
+    field(
+        "tied embeddings",
+        a.tied_embeddings.to_string(),
+        b.tied_embeddings.to_string(),
+    );
+    field(
+        "activation",
+        format!("{:?}", a.activation),
+        format!("{:?}", b.activation),
+    );
+    field(
+        "biases (attention, mlp, norms)",
+        format!(
+            "{} {} {}",
+            a.use_bias_in_attn_linear, a.use_bias_in_mlp, a.use_bias_in_norms
+        ),
+        format!(
+            "{} {} {}",
+            b.use_bias_in_attn_linear, b.use_bias_in_mlp, b.use_bias_in_norms
+        ),
+    );
+    if a.pos_emb == crate::model::PosEmb::Learned {
+        field(
+            "max_position_embeddings",
+            a.max_position_embeddings.to_string(),
+            b.max_position_embeddings.to_string(),
+        );
+    }
+    out
+}
+
+/// Reads the checkpoint in `dir` into `model` and `optim` to resume a run:
+/// [`load_with`] and [`LoadWhat::Resume`].
 pub fn load<B: AutodiffBackend>(
     dir: &Path,
     model: GptNeox<B>,
@@ -346,8 +540,20 @@ pub fn load<B: AutodiffBackend>(
     device: &B::Device,
     dp: &DataParallel,
 ) -> Result<Restored<B>, CheckpointError> {
+    load_with(dir, model, optim, device, dp, LoadWhat::Resume)
+}
+
+/// Reads the checkpoint in `dir` into `model` and `optim`, taking `what`.
+pub fn load_with<B: AutodiffBackend>(
+    dir: &Path,
+    model: GptNeox<B>,
+    optim: NeoxOptimizer<B, GptNeox<B>>,
+    device: &B::Device,
+    dp: &DataParallel,
+    what: LoadWhat,
+) -> Result<Restored<B>, CheckpointError> {
     let config = model.config.clone();
-    let (model, optim, state) = load_module(dir, model, &config, optim, device, dp)?;
+    let (model, optim, state) = load_module_with(dir, model, &config, optim, device, dp, what)?;
     Ok(Restored {
         model,
         optim,
@@ -364,17 +570,49 @@ pub fn load_module<B: AutodiffBackend, M: AutodiffModule<B>>(
     device: &B::Device,
     dp: &DataParallel,
 ) -> Result<(M, NeoxOptimizer<B, M>, TrainState), CheckpointError> {
+    load_module_with(dir, model, config, optim, device, dp, LoadWhat::Resume)
+}
+
+/// [`load_module`] taking `what`. Under ZeRO each rank keeps the optimizer
+/// state of the parameters it owns, whatever the number of ranks that saved
+/// it. With [`LoadWhat::NoOptim`] or [`LoadWhat::Finetune`] the optimizer is
+/// left as given and the checkpoint's model need only have the same weights
+/// as the configured one.
+pub fn load_module_with<B: AutodiffBackend, M: AutodiffModule<B>>(
+    dir: &Path,
+    model: M,
+    config: &ModelConfig,
+    optim: NeoxOptimizer<B, M>,
+    device: &B::Device,
+    dp: &DataParallel,
+    what: LoadWhat,
+) -> Result<(M, NeoxOptimizer<B, M>, TrainState), CheckpointError> {
     let state_path = dir.join("state.json");
-    let text = fs::read_to_string(&state_path).map_err(io(&state_path))?;
-    let state: TrainState = serde_json::from_str(&text).map_err(|e| CheckpointError::State {
-        path: state_path.clone(),
-        message: e.to_string(),
-    })?;
-    if &state.model != config {
+    let state = read_state(dir)?;
+    if what == LoadWhat::Resume && state.optimizer_shards == 0 {
+        return Err(CheckpointError::State {
+            path: state_path,
+            message: "the checkpoint holds weights without optimizer state (a converted \
+                      model): set `finetune: true` to train from its weights, or \
+                      `no_load_optim: true` to continue at its iteration"
+                .into(),
+        });
+    }
+    if what == LoadWhat::Resume && &state.model != config {
         return Err(CheckpointError::State {
             path: state_path,
             message: "the checkpoint's model differs from the configured one (shape or options)"
                 .into(),
+        });
+    }
+    let differences = weight_differences(&state.model, config);
+    if !differences.is_empty() {
+        return Err(CheckpointError::State {
+            path: state_path,
+            message: format!(
+                "the checkpoint's weights do not fit the configured model: {}",
+                differences.join(", ")
+            ),
         });
     }
     let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
@@ -386,13 +624,17 @@ pub fn load_module<B: AutodiffBackend, M: AutodiffModule<B>>(
             what: "model",
             message: e.to_string(),
         })?;
-    let owned = dp.owned(&ParamLayout::of::<B, _>(&model));
-    let optim = optim.load(
-        dir,
-        state.optimizer_shards.max(1),
-        |id| owned.contains(id),
-        device,
-    )?;
+    let optim = if what == LoadWhat::Resume {
+        let owned = dp.owned(&ParamLayout::of::<B, _>(&model));
+        optim.load(
+            dir,
+            state.optimizer_shards.max(1),
+            |id| owned.contains(id),
+            device,
+        )?
+    } else {
+        optim
+    };
     Ok((model, optim, state))
 }
 

@@ -13,6 +13,9 @@ use crate::train::{self, Summary};
 /// The CPU training backend.
 pub type Cpu = burn::backend::Autodiff<burn::backend::Flex>;
 
+/// The CPU backend for using a model (generation, evaluation, conversion).
+pub type CpuInference = burn::backend::Flex;
+
 /// The CUDA training backend.
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Autodiff<burn::backend::Cuda>;

@@ -1,14 +1,22 @@
-//! Hugging Face GPT-NeoX checkpoints: `config.json` + `model.safetensors` with
-//! `gpt_neox.*` and `embed_out.weight` tensors, read into and written from
+//! Hugging Face GPT-NeoX checkpoints: `config.json` + `model.safetensors` (or
+//! its shards `model-0000N-of-M.safetensors` and `model.safetensors.index.json`)
+//! with `gpt_neox.*` and `embed_out.weight` tensors, read into and written from
 //! [`GptNeox`]. Hugging Face stores linear weights `[out, in]`; Burn `[in, out]`.
+//!
+//! Weights are read in place from memory-mapped files and written one tensor
+//! at a time, so neither direction holds a second copy of the model.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors, View};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -42,12 +50,40 @@ struct HfConfig {
     rotary_pct: Option<f64>,
     rotary_emb_base: Option<f64>,
     rope_parameters: Option<RopeParameters>,
+    #[serde(default)]
+    rope_scaling: serde_json::Value,
+    #[serde(default)]
+    bos_token_id: serde_json::Value,
+    #[serde(default)]
+    eos_token_id: serde_json::Value,
 }
 
 #[derive(Debug, Deserialize)]
 struct RopeParameters {
     partial_rotary_factor: Option<f64>,
     rope_theta: Option<f64>,
+    rope_type: Option<String>,
+}
+
+/// transformers' `GPTNeoXConfig` default `rotary_pct` (Pythia's value).
+pub const DEFAULT_ROTARY_PCT: f64 = 0.25;
+
+/// What a Hugging Face folder's `config.json` says besides the model: the
+/// token ids `generate()` starts and stops at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HfInfo {
+    pub model: ModelConfig,
+    pub bos_token_id: Option<u32>,
+    /// The first id when `eos_token_id` is a list.
+    pub eos_token_id: Option<u32>,
+}
+
+/// A token id written as a number, a list of numbers (the first counts) or null.
+fn token_id(value: &serde_json::Value) -> Option<u32> {
+    match value {
+        serde_json::Value::Array(ids) => ids.first().and_then(token_id),
+        v => v.as_u64().and_then(|id| u32::try_from(id).ok()),
+    }
 }
 
 fn default_act() -> String {
@@ -62,6 +98,14 @@ fn yes() -> bool {
 
 /// Reads `dir/config.json` as a [`ModelConfig`].
 pub fn read_config(dir: &Path) -> Result<ModelConfig, CheckpointError> {
+    read_info(dir).map(|info| info.model)
+}
+
+/// Reads `dir/config.json`: the model and its begin/end token ids.
+/// A `config.json` without `rotary_pct` means transformers' default, 0.25;
+/// scaled rotary embeddings (`rope_scaling`, a `rope_type` other than
+/// `default`) are refused: this model does not compute them.
+pub fn read_info(dir: &Path) -> Result<HfInfo, CheckpointError> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|source| CheckpointError::Io {
         path: path.clone(),
@@ -88,10 +132,28 @@ pub fn read_config(dir: &Path) -> Result<ModelConfig, CheckpointError> {
         )));
     }
     let rope = hf.rope_parameters.as_ref();
+    let scaled = match &hf.rope_scaling {
+        serde_json::Value::Null => false,
+        serde_json::Value::Object(m) => !m.is_empty(),
+        _ => true,
+    };
+    if scaled {
+        return Err(bad(format!(
+            "rope_scaling {}: scaled rotary embeddings are not supported",
+            hf.rope_scaling
+        )));
+    }
+    if let Some(kind) = rope.and_then(|r| r.rope_type.as_deref())
+        && kind != "default"
+    {
+        return Err(bad(format!(
+            "rope_parameters.rope_type `{kind}`: only `default` rotary embeddings are supported"
+        )));
+    }
     let rotary_pct = rope
         .and_then(|r| r.partial_rotary_factor)
         .or(hf.rotary_pct)
-        .unwrap_or(1.0);
+        .unwrap_or(DEFAULT_ROTARY_PCT);
     let head_dim = hf.hidden_size / hf.num_attention_heads;
     let rotary_dims = (head_dim as f64 * rotary_pct) as usize;
     if !(rotary_pct > 0.0 && rotary_pct <= 1.0)
@@ -103,7 +165,7 @@ pub fn read_config(dir: &Path) -> Result<ModelConfig, CheckpointError> {
              expected an even number above 0"
         )));
     }
-    Ok(ModelConfig {
+    let model = ModelConfig {
         num_layers: hf.num_hidden_layers,
         hidden_size: hf.hidden_size,
         num_attention_heads: hf.num_attention_heads,
@@ -131,23 +193,115 @@ pub fn read_config(dir: &Path) -> Result<ModelConfig, CheckpointError> {
         use_bias_in_mlp: true,
         use_bias_in_norms: true,
         ..ModelConfig::default()
+    };
+    Ok(HfInfo {
+        model,
+        bos_token_id: token_id(&hf.bos_token_id),
+        eos_token_id: token_id(&hf.eos_token_id),
     })
 }
 
-/// Tensors of one safetensors file, read as f32.
-struct Weights<'a> {
-    path: PathBuf,
-    tensors: SafeTensors<'a>,
+const SINGLE: &str = "model.safetensors";
+const INDEX: &str = "model.safetensors.index.json";
+
+/// The weight files of a folder, memory-mapped: `model.safetensors`, or the
+/// shards its `model.safetensors.index.json` names, with which file holds
+/// which tensor.
+struct Mapped {
+    files: Vec<(PathBuf, Mmap)>,
+    owner: HashMap<String, usize>,
 }
 
-impl Weights<'_> {
+#[derive(Deserialize)]
+struct Index {
+    weight_map: BTreeMap<String, String>,
+}
+
+fn map_file(path: &Path) -> Result<Mmap, CheckpointError> {
+    let io = |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    // SAFETY: the map is only read; a file changed underneath while it is
+    // read gives wrong values, never memory unsafety in the reads made here.
+    unsafe { Mmap::map(&file) }.map_err(io)
+}
+
+fn map_weights(dir: &Path) -> Result<Mapped, CheckpointError> {
+    let single = dir.join(SINGLE);
+    let index = dir.join(INDEX);
+    if single.is_file() || !index.is_file() {
+        let map = map_file(&single)?;
+        return Ok(Mapped {
+            files: vec![(single, map)],
+            owner: HashMap::new(),
+        });
+    }
+    let text = std::fs::read_to_string(&index).map_err(|source| CheckpointError::Io {
+        path: index.clone(),
+        source,
+    })?;
+    let parsed: Index = serde_json::from_str(&text).map_err(|e| CheckpointError::Safetensors {
+        path: index.clone(),
+        message: format!("expected a safetensors index with a `weight_map`: {e}"),
+    })?;
+    let mut files: Vec<(PathBuf, Mmap)> = Vec::new();
+    let mut owner = HashMap::new();
+    for (tensor, file) in parsed.weight_map {
+        if file.contains(['/', '\\']) {
+            return Err(CheckpointError::Safetensors {
+                path: index.clone(),
+                message: format!("tensor `{tensor}`: file `{file}` is not in the folder"),
+            });
+        }
+        let path = dir.join(&file);
+        let i = match files.iter().position(|(p, _)| *p == path) {
+            Some(i) => i,
+            None => {
+                files.push((path.clone(), map_file(&path)?));
+                files.len() - 1
+            }
+        };
+        owner.insert(tensor, i);
+    }
+    Ok(Mapped { files, owner })
+}
+
+/// Tensors of the weight files, read as f32.
+struct Weights<'a> {
+    files: Vec<(PathBuf, SafeTensors<'a>)>,
+    owner: &'a HashMap<String, usize>,
+}
+
+impl<'a> Weights<'a> {
+    fn parse(mapped: &'a Mapped) -> Result<Self, CheckpointError> {
+        let files = mapped
+            .files
+            .iter()
+            .map(|(path, map)| {
+                SafeTensors::deserialize(map)
+                    .map(|t| (path.clone(), t))
+                    .map_err(|e| CheckpointError::Safetensors {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Weights {
+            files,
+            owner: &mapped.owner,
+        })
+    }
+
     fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, CheckpointError> {
+        let (path, tensors) = &self.files[self.owner.get(name).copied().unwrap_or(0)];
         let err = |message: String| CheckpointError::Tensor {
-            path: self.path.clone(),
+            path: path.clone(),
             name: name.to_string(),
             message,
         };
-        let view = self.tensors.tensor(name).map_err(|e| err(e.to_string()))?;
+        let view = tensors.tensor(name).map_err(|e| err(e.to_string()))?;
         if view.shape() != shape {
             return Err(err(format!("shape {:?}, expected {shape:?}", view.shape())));
         }
@@ -204,11 +358,13 @@ impl Weights<'_> {
     }
 }
 
-/// Loads a Hugging Face GPT-NeoX checkpoint folder.
+/// Loads a Hugging Face GPT-NeoX checkpoint folder (one weight file or shards,
+/// f32, f16 or bf16).
 pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<GptNeox<B>, CheckpointError> {
     let config = read_config(dir)?;
     let mut model = config.init::<B>(device);
-    load_weights(&mut model, &dir.join("model.safetensors"), device)?;
+    let mapped = map_weights(dir)?;
+    fill(&mut model, &Weights::parse(&mapped)?, device)?;
     Ok(model)
 }
 
@@ -221,19 +377,20 @@ pub fn load_weights<B: Backend>(
     path: &Path,
     device: &B::Device,
 ) -> Result<(), CheckpointError> {
-    let config = model.config.clone();
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Safetensors {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let w = Weights {
-        path: path.to_path_buf(),
-        tensors,
+    let mapped = Mapped {
+        files: vec![(path.to_path_buf(), map_file(path)?)],
+        owner: HashMap::new(),
     };
+    fill(model, &Weights::parse(&mapped)?, device)
+}
+
+/// Replaces every parameter of `model` by its tensor in `w`.
+fn fill<B: Backend>(
+    model: &mut GptNeox<B>,
+    w: &Weights,
+    device: &B::Device,
+) -> Result<(), CheckpointError> {
+    let config = model.config.clone();
     let (h, v, f) = (
         config.hidden_size,
         config.vocab_size,
@@ -328,67 +485,205 @@ pub fn unsupported(config: &ModelConfig) -> Option<String> {
     Some(why)
 }
 
-/// Tensors gathered for writing, named as Hugging Face names them.
-struct Collected {
-    path: PathBuf,
-    tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
+/// The dtype of written weights (`--dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HfDtype {
+    F32,
+    F16,
+    Bf16,
 }
 
-impl Collected {
-    fn add<B: Backend, const D: usize>(
-        &mut self,
-        name: &str,
-        shape: Vec<usize>,
-        t: Tensor<B, D>,
-    ) -> Result<(), CheckpointError> {
-        let values = t
-            .into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| CheckpointError::Tensor {
-                path: self.path.clone(),
-                name: name.to_string(),
-                message: format!("{e:?}"),
-            })?;
-        let bytes = values.iter().flat_map(|x| x.to_le_bytes()).collect();
-        self.tensors.push((name.to_string(), shape, bytes));
-        Ok(())
+impl HfDtype {
+    /// PyTorch's name, as `config.json`'s `torch_dtype` says it.
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            HfDtype::F32 => "float32",
+            HfDtype::F16 => "float16",
+            HfDtype::Bf16 => "bfloat16",
+        }
     }
 
-    fn norm<B: Backend>(&mut self, norm: &Norm<B>, prefix: &str) -> Result<(), CheckpointError> {
-        let shape = norm.weight.val().dims().to_vec();
-        self.add(
-            &format!("{prefix}.weight"),
-            shape.clone(),
-            norm.weight.val(),
-        )?;
-        if let Some(bias) = &norm.bias {
-            self.add(&format!("{prefix}.bias"), shape, bias.val())?;
+    fn safetensors(self) -> Dtype {
+        match self {
+            HfDtype::F32 => Dtype::F32,
+            HfDtype::F16 => Dtype::F16,
+            HfDtype::Bf16 => Dtype::BF16,
         }
-        Ok(())
+    }
+
+    fn size(self) -> usize {
+        match self {
+            HfDtype::F32 => 4,
+            HfDtype::F16 | HfDtype::Bf16 => 2,
+        }
+    }
+
+    /// Little-endian bytes of `values` in this dtype (rounded to nearest even).
+    fn bytes(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            HfDtype::F32 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            HfDtype::F16 => values
+                .iter()
+                .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                .collect(),
+            HfDtype::Bf16 => values
+                .iter()
+                .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                .collect(),
+        }
+    }
+}
+
+impl FromStr for HfDtype {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" | "float" => Ok(HfDtype::F32),
+            "f16" | "fp16" | "float16" | "half" => Ok(HfDtype::F16),
+            "bf16" | "bfloat16" => Ok(HfDtype::Bf16),
+            _ => Err(format!(
+                "unknown dtype `{s}`: expected f32, f16 or bf16 (float32, float16, bfloat16)"
+            )),
+        }
+    }
+}
+
+/// How [`save_with`] writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SaveOptions {
+    pub dtype: HfDtype,
+    /// Weight files larger than this are split into shards
+    /// (`model-0000N-of-M.safetensors` + `model.safetensors.index.json`);
+    /// a single tensor larger than it gets a shard of its own.
+    pub max_shard_bytes: u64,
+    /// `bos_token_id` / `eos_token_id` in `config.json` (GPT-NeoX's EOD, so
+    /// that `generate()` stops at the end of a document).
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<u32>,
+}
+
+impl Default for SaveOptions {
+    /// f32, shards of at most 5 GB (transformers' `save_pretrained` default
+    /// through version 4), no token ids.
+    fn default() -> Self {
+        SaveOptions {
+            dtype: HfDtype::F32,
+            max_shard_bytes: 5_000_000_000,
+            bos_token_id: None,
+            eos_token_id: None,
+        }
+    }
+}
+
+/// One tensor to write, read from the model only when its bytes are written.
+struct Entry<'a> {
+    name: String,
+    shape: Vec<usize>,
+    dtype: HfDtype,
+    values: Box<dyn Fn() -> TensorData + 'a>,
+    /// The first conversion failure, reported after writing.
+    failed: &'a RefCell<Option<(String, String)>>,
+}
+
+impl View for &Entry<'_> {
+    fn dtype(&self) -> Dtype {
+        self.dtype.safetensors()
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        let numel: usize = self.shape.iter().product();
+        let values = (self.values)().convert::<f32>().into_vec::<f32>();
+        match values {
+            Ok(v) if v.len() == numel => Cow::Owned(self.dtype.bytes(&v)),
+            other => {
+                let why = match other {
+                    Ok(v) => format!("{} values, expected {numel}", v.len()),
+                    Err(e) => format!("{e:?}"),
+                };
+                self.failed
+                    .borrow_mut()
+                    .get_or_insert((self.name.clone(), why));
+                Cow::Owned(vec![0; self.data_len()])
+            }
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.dtype.size()
+    }
+}
+
+/// The model's tensors under Hugging Face's names, in the order written.
+struct Entries<'a> {
+    list: Vec<Entry<'a>>,
+    dtype: HfDtype,
+    failed: &'a RefCell<Option<(String, String)>>,
+}
+
+impl<'a> Entries<'a> {
+    fn add<B: Backend + 'a, const D: usize>(
+        &mut self,
+        name: String,
+        t: Tensor<B, D>,
+        transpose: bool,
+    ) {
+        let dims = t.dims().to_vec();
+        let shape = if transpose {
+            dims.iter().rev().copied().collect()
+        } else {
+            dims
+        };
+        let values: Box<dyn Fn() -> TensorData + 'a> = if transpose {
+            Box::new(move || t.clone().transpose().into_data())
+        } else {
+            Box::new(move || t.clone().into_data())
+        };
+        self.list.push(Entry {
+            name,
+            shape,
+            dtype: self.dtype,
+            values,
+            failed: self.failed,
+        });
+    }
+
+    fn norm<B: Backend + 'a>(&mut self, norm: &Norm<B>, prefix: &str) {
+        self.add(format!("{prefix}.weight"), norm.weight.val(), false);
+        if let Some(bias) = &norm.bias {
+            self.add(format!("{prefix}.bias"), bias.val(), false);
+        }
     }
 
     /// Burn's `[in, out]` written as Hugging Face's `[out, in]`.
-    fn linear<B: Backend>(
-        &mut self,
-        linear: &Linear<B>,
-        prefix: &str,
-    ) -> Result<(), CheckpointError> {
-        let [d_in, d_out] = linear.weight.val().dims();
-        self.add(
-            &format!("{prefix}.weight"),
-            vec![d_out, d_in],
-            linear.weight.val().transpose(),
-        )?;
+    fn linear<B: Backend + 'a>(&mut self, linear: &Linear<B>, prefix: &str) {
+        self.add(format!("{prefix}.weight"), linear.weight.val(), true);
         if let Some(bias) = &linear.bias {
-            self.add(&format!("{prefix}.bias"), vec![d_out], bias.val())?;
+            self.add(format!("{prefix}.bias"), bias.val(), false);
         }
-        Ok(())
     }
 }
 
-/// Writes `model` as a Hugging Face GPT-NeoX checkpoint in `dir` (created if needed).
+/// Writes `model` as a Hugging Face GPT-NeoX checkpoint in `dir` (created if
+/// needed): f32, one weight file up to 5 GB.
 pub fn save<B: Backend>(model: &GptNeox<B>, dir: &Path) -> Result<(), CheckpointError> {
+    save_with(model, dir, &SaveOptions::default()).map(|_| ())
+}
+
+/// Writes `model` (one whole, unsplit model) as a Hugging Face GPT-NeoX
+/// checkpoint in `dir` (created if needed): `config.json` and the weights,
+/// sharded when larger than `options.max_shard_bytes`. Weight files of an
+/// earlier export into `dir` that this one does not write are removed.
+/// Returns the files written.
+pub fn save_with<B: Backend>(
+    model: &GptNeox<B>,
+    dir: &Path,
+    options: &SaveOptions,
+) -> Result<Vec<PathBuf>, CheckpointError> {
     let c = &model.config;
     let config_path = dir.join("config.json");
     if let Some(why) = unsupported(c) {
@@ -397,63 +692,94 @@ pub fn save<B: Backend>(model: &GptNeox<B>, dir: &Path) -> Result<(), Checkpoint
             message: format!("this model cannot be expressed: {why}"),
         });
     }
-    std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let weights_path = dir.join("model.safetensors");
-    let mut out = Collected {
-        path: weights_path.clone(),
-        tensors: Vec::new(),
-    };
-    let (h, v, f) = (c.hidden_size, c.vocab_size, c.intermediate_size);
-    out.add(
-        "gpt_neox.embed_in.weight",
-        vec![v, h],
-        model.embed_in.weight.val(),
-    )?;
-    for (i, layer) in model.layers.iter().enumerate() {
-        let p = format!("gpt_neox.layers.{i}");
-        out.norm(&layer.input_layernorm, &format!("{p}.input_layernorm"))?;
-        out.norm(
-            &layer.post_attention_layernorm,
-            &format!("{p}.post_attention_layernorm"),
-        )?;
-        out.linear(
-            &layer.attention.query_key_value,
-            &format!("{p}.attention.query_key_value"),
-        )?;
-        out.linear(&layer.attention.dense, &format!("{p}.attention.dense"))?;
-        out.linear(&layer.mlp.dense_h_to_4h, &format!("{p}.mlp.dense_h_to_4h"))?;
-        out.linear(&layer.mlp.dense_4h_to_h, &format!("{p}.mlp.dense_4h_to_h"))?;
-    }
-    out.norm(&model.final_layer_norm, "gpt_neox.final_layer_norm")?;
-    if let Some(embed_out) = &model.embed_out {
-        out.linear(embed_out, "embed_out")?;
-    }
-    let named = out.tensors;
-    let views = named
-        .iter()
-        .map(|(name, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes).map(|view| (name.clone(), view))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CheckpointError::Safetensors {
-            path: weights_path.clone(),
-            message: e.to_string(),
-        })?;
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| {
-        CheckpointError::Safetensors {
-            path: weights_path.clone(),
-            message: e.to_string(),
-        }
-    })?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| CheckpointError::Io { path, source }
     };
-    write_atomic(&weights_path, &bytes).map_err(io(&weights_path))?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let failed = RefCell::new(None);
+    let mut out = Entries {
+        list: Vec::new(),
+        dtype: options.dtype,
+        failed: &failed,
+    };
+    out.add(
+        "gpt_neox.embed_in.weight".into(),
+        model.embed_in.weight.val(),
+        false,
+    );
+    for (i, layer) in model.layers.iter().enumerate() {
+        let p = format!("gpt_neox.layers.{i}");
+        out.norm(&layer.input_layernorm, &format!("{p}.input_layernorm"));
+        out.norm(
+            &layer.post_attention_layernorm,
+            &format!("{p}.post_attention_layernorm"),
+        );
+        out.linear(
+            &layer.attention.query_key_value,
+            &format!("{p}.attention.query_key_value"),
+        );
+        out.linear(&layer.attention.dense, &format!("{p}.attention.dense"));
+        out.linear(&layer.mlp.dense_h_to_4h, &format!("{p}.mlp.dense_h_to_4h"));
+        out.linear(&layer.mlp.dense_4h_to_h, &format!("{p}.mlp.dense_4h_to_h"));
+    }
+    out.norm(&model.final_layer_norm, "gpt_neox.final_layer_norm");
+    if let Some(embed_out) = &model.embed_out {
+        out.linear(embed_out, "embed_out");
+    }
+    let shards = plan_shards(&out.list, options.max_shard_bytes);
+    let names: Vec<String> = if shards.len() == 1 {
+        vec![SINGLE.to_string()]
+    } else {
+        (1..=shards.len())
+            .map(|i| format!("model-{i:05}-of-{:05}.safetensors", shards.len()))
+            .collect()
+    };
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let mut written = Vec::new();
+    let mut weight_map = BTreeMap::new();
+    let mut total_size = 0u64;
+    for (shard, name) in shards.iter().zip(&names) {
+        let path = dir.join(name);
+        let views: Vec<(&str, &Entry)> = shard
+            .iter()
+            .map(|&i| (out.list[i].name.as_str(), &out.list[i]))
+            .collect();
+        safetensors::serialize_to_file(views, Some(metadata.clone()), &path).map_err(|e| {
+            CheckpointError::Safetensors {
+                path: path.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        if let Some((tensor, why)) = failed.borrow_mut().take() {
+            let _ = std::fs::remove_file(&path);
+            return Err(CheckpointError::Tensor {
+                path,
+                name: tensor,
+                message: why,
+            });
+        }
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&path))?;
+        for &i in shard {
+            weight_map.insert(out.list[i].name.clone(), name.clone());
+            total_size += View::data_len(&&out.list[i]) as u64;
+        }
+        written.push(path);
+    }
+    let index_path = dir.join(INDEX);
+    if names.len() > 1 {
+        let index = json!({
+            "metadata": {"total_size": total_size},
+            "weight_map": weight_map,
+        });
+        let text = serde_json::to_string_pretty(&index).unwrap_or_default();
+        write_atomic(&index_path, text.as_bytes()).map_err(io(&index_path))?;
+        written.push(index_path);
+    }
+    remove_stale_weights(dir, &names)?;
+    let (h, v, f) = (c.hidden_size, c.vocab_size, c.intermediate_size);
     let config = json!({
         "architectures": ["GPTNeoXForCausalLM"],
         "model_type": "gpt_neox",
@@ -478,11 +804,51 @@ pub fn save<B: Backend>(model: &GptNeox<B>, dir: &Path) -> Result<(), Checkpoint
             "partial_rotary_factor": c.rotary_pct,
             "rope_theta": c.rotary_emb_base,
         },
-        "torch_dtype": "float32",
+        "bos_token_id": options.bos_token_id,
+        "eos_token_id": options.eos_token_id,
+        "torch_dtype": options.dtype.torch_name(),
+        "dtype": options.dtype.torch_name(),
         "use_cache": true,
     });
     let text = serde_json::to_string_pretty(&config).unwrap_or_default();
     write_atomic(&config_path, text.as_bytes()).map_err(io(&config_path))?;
+    written.push(config_path);
+    Ok(written)
+}
+
+/// Groups tensors (by position) into shards of at most `max_bytes` each, in order.
+fn plan_shards(entries: &[Entry], max_bytes: u64) -> Vec<Vec<usize>> {
+    let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut size = 0u64;
+    for (i, e) in entries.iter().enumerate() {
+        let bytes = View::data_len(&e) as u64;
+        let current = shards.last_mut().filter(|s| !s.is_empty());
+        if current.is_some() && size + bytes > max_bytes {
+            shards.push(Vec::new());
+            size = 0;
+        }
+        if let Some(last) = shards.last_mut() {
+            last.push(i);
+        }
+        size += bytes;
+    }
+    shards
+}
+
+/// Removes weight files of an earlier export that `kept` does not name, and
+/// the index when there is a single file now.
+fn remove_stale_weights(dir: &Path, kept: &[String]) -> Result<(), CheckpointError> {
+    let io = |path: PathBuf| move |source| CheckpointError::Io { path, source };
+    for entry in std::fs::read_dir(dir).map_err(io(dir.to_path_buf()))? {
+        let entry = entry.map_err(io(dir.to_path_buf()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let shard = name.starts_with("model-") && name.ends_with(".safetensors");
+        let ours = shard || name == SINGLE || (name == INDEX && kept.len() == 1);
+        if ours && !kept.contains(&name) {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(io(path.clone()))?;
+        }
+    }
     Ok(())
 }
 
@@ -511,5 +877,71 @@ mod tests {
         }
         std::fs::write(dir.path().join("config.json"), config(0.5).to_string()).unwrap();
         assert_eq!(read_config(dir.path()).unwrap().rotary_dims(), 6);
+    }
+
+    fn write_config(dir: &Path, extra: serde_json::Value) {
+        let mut config = json!({
+            "vocab_size": 16, "hidden_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 64,
+            "max_position_embeddings": 8,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    }
+
+    #[test]
+    fn a_config_without_rotary_pct_takes_transformers_default() {
+        let dir = tempfile::tempdir().unwrap();
+        write_config(
+            dir.path(),
+            json!({"eos_token_id": [7, 8], "bos_token_id": 3}),
+        );
+        let info = read_info(dir.path()).unwrap();
+        assert_eq!(info.model.rotary_pct, 0.25);
+        assert_eq!(info.model.rotary_dims(), 4); // head dim 16
+        assert_eq!((info.bos_token_id, info.eos_token_id), (Some(3), Some(7)));
+        write_config(dir.path(), json!({"rotary_pct": 1.0, "eos_token_id": null}));
+        let info = read_info(dir.path()).unwrap();
+        assert_eq!((info.model.rotary_pct, info.eos_token_id), (1.0, None));
+    }
+
+    #[test]
+    fn scaled_rotary_embeddings_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for (extra, word) in [
+            (
+                json!({"rope_scaling": {"type": "linear", "factor": 2.0}}),
+                "rope_scaling",
+            ),
+            (
+                json!({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}),
+                "dynamic",
+            ),
+        ] {
+            write_config(dir.path(), extra);
+            let err = read_config(dir.path()).unwrap_err().to_string();
+            assert!(err.contains("config.json") && err.contains(word), "{err}");
+        }
+        write_config(
+            dir.path(),
+            json!({"rope_scaling": null, "rope_parameters": {"rope_type": "default"}}),
+        );
+        assert!(read_config(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn dtypes_parse_under_their_usual_names() {
+        for (name, dtype) in [
+            ("bf16", HfDtype::Bf16),
+            ("bfloat16", HfDtype::Bf16),
+            ("fp16", HfDtype::F16),
+            ("float32", HfDtype::F32),
+        ] {
+            assert_eq!(name.parse::<HfDtype>(), Ok(dtype));
+        }
+        assert!("int8".parse::<HfDtype>().unwrap_err().contains("bf16"));
+        assert_eq!(HfDtype::Bf16.bytes(&[1.0]), half::bf16::ONE.to_le_bytes());
     }
 }

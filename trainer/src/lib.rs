@@ -9,11 +9,14 @@
 pub mod alloc;
 pub mod checkpoint;
 pub mod config;
+pub mod convert;
 pub mod data;
 pub mod device;
 pub mod dist;
 pub mod error;
+pub mod eval;
 mod fsutil;
+pub mod generate;
 pub mod hf;
 pub mod metrics;
 pub mod model;

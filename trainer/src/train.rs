@@ -229,20 +229,45 @@ pub fn run_parallel<B: TrainBackend>(
         None => None,
     };
     if let Some(dir) = checkpoint {
-        let restored = checkpoint::load(&dir, model, optim, device, dp)?;
-        (model, optim) = (restored.model, restored.optim);
-        let shards = state.optimizer_shards;
-        state = TrainState {
-            optimizer_shards: shards,
-            ..restored.state
+        let what = match (t.finetune, t.no_load_optim) {
+            (true, _) => checkpoint::LoadWhat::Finetune,
+            (false, true) => checkpoint::LoadWhat::NoOptim,
+            (false, false) => checkpoint::LoadWhat::Resume,
         };
-        state.schedule =
-            crate::schedule::on_resume(&args.schedule, &state.schedule, args.resume_flags)?;
-        mode.precision.restore(state.loss_scaler.clone());
-        if first_rank {
-            tracing::info!(iteration = state.iteration, checkpoint = %dir.display(), "resumed");
+        let restored = checkpoint::load_with(&dir, model, optim, device, dp, what)?;
+        (model, optim) = (restored.model, restored.optim);
+        match what {
+            checkpoint::LoadWhat::Finetune => {
+                if first_rank {
+                    tracing::info!(checkpoint = %dir.display(), "fine-tuning from its weights");
+                }
+            }
+            checkpoint::LoadWhat::NoOptim => {
+                state = TrainState {
+                    iteration: restored.state.iteration,
+                    consumed_train_samples: restored.state.consumed_train_samples,
+                    ..state
+                };
+                if first_rank {
+                    tracing::info!(iteration = state.iteration, checkpoint = %dir.display(), "resumed without optimizer state");
+                }
+                resumed_from = Some(state.iteration);
+            }
+            checkpoint::LoadWhat::Resume => {
+                let shards = state.optimizer_shards;
+                state = TrainState {
+                    optimizer_shards: shards,
+                    ..restored.state
+                };
+                state.schedule =
+                    crate::schedule::on_resume(&args.schedule, &state.schedule, args.resume_flags)?;
+                mode.precision.restore(state.loss_scaler.clone());
+                if first_rank {
+                    tracing::info!(iteration = state.iteration, checkpoint = %dir.display(), "resumed");
+                }
+                resumed_from = Some(state.iteration);
+            }
         }
-        resumed_from = Some(state.iteration);
     } else {
         model = dp.sync_model(model, device)?;
     }

@@ -170,3 +170,81 @@ fn broken_checkpoints_are_refused_with_their_file_named() {
     let err = hf::load::<B>(out.path(), &device).unwrap_err().to_string();
     assert!(err.contains("model.safetensors"), "{err}");
 }
+
+fn logits_of(model: &neox_trainer::GptNeox<B>, dir: &Path) -> Vec<f32> {
+    let (ids, shape) = input_ids(dir);
+    let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, shape), &Default::default());
+    model.forward(tokens).into_data().to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn sharded_and_half_precision_checkpoints_read_back() {
+    let dir = fixtures().join("parallel-rotary25");
+    let device = Default::default();
+    let model = hf::load::<B>(&dir, &device).unwrap();
+    let expected = logits_of(&model, &dir);
+    let out = tempfile::tempdir().unwrap();
+    // An earlier single-file export in the same folder is replaced.
+    hf::save(&model, out.path()).unwrap();
+    let options = hf::SaveOptions {
+        max_shard_bytes: 200_000,
+        eos_token_id: Some(0),
+        bos_token_id: Some(0),
+        ..Default::default()
+    };
+    let written = hf::save_with(&model, out.path(), &options).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    // embed_in and embed_out are 256 kB each: each takes a shard of its own.
+    let shards = names.iter().filter(|n| n.starts_with("model-")).count();
+    assert!(shards >= 3, "{names:?}");
+    assert!(names.contains(&format!("model-00001-of-{shards:05}.safetensors")));
+    assert!(
+        !names.contains(&"model.safetensors".to_string()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"model.safetensors.index.json".to_string()));
+    assert_eq!(written.len(), shards + 2);
+    let index: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("model.safetensors.index.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(index["weight_map"].as_object().unwrap().len(), 28);
+    let again = hf::load::<B>(out.path(), &device).unwrap();
+    assert_eq!(logits_of(&again, &dir), expected);
+    let info = hf::read_info(out.path()).unwrap();
+    assert_eq!((info.bos_token_id, info.eos_token_id), (Some(0), Some(0)));
+
+    // bf16 and f16: half the bytes, the logits near f32's.
+    for (dtype, tolerance) in [(hf::HfDtype::Bf16, 0.05), (hf::HfDtype::F16, 0.005)] {
+        let half = tempfile::tempdir().unwrap();
+        let options = hf::SaveOptions {
+            dtype,
+            ..Default::default()
+        };
+        hf::save_with(&model, half.path(), &options).unwrap();
+        let size = |d: &Path| {
+            std::fs::metadata(d.join("model.safetensors"))
+                .unwrap()
+                .len()
+        };
+        let f32_size = {
+            let single = tempfile::tempdir().unwrap();
+            hf::save(&model, single.path()).unwrap();
+            size(single.path())
+        };
+        assert!(size(half.path()) < f32_size / 2 + 4096);
+        let config = std::fs::read_to_string(half.path().join("config.json")).unwrap();
+        assert!(config.contains(dtype.torch_name()), "{config}");
+        let low = hf::load::<B>(half.path(), &device).unwrap();
+        let diff = logits_of(&low, &dir)
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff > 0.0 && diff < tolerance, "{dtype:?}: {diff}");
+    }
+}

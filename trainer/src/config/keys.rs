@@ -257,8 +257,6 @@ const TABLE: &[(&str, Neutral, &str)] = &[
     ("short_seq_prob", Any, NOTE),
     ("batch_size", Any, NOTE),
     // The run: resuming, stopping, checkpoint contents.
-    ("finetune", Is("false"), RUN),
-    ("no_load_optim", Is("false"), RUN),
     ("exit_interval", Is("null"), RUN),
     ("iteration", Any, NOTE),
     ("no_load_rng", Any, NOTE),

@@ -53,6 +53,12 @@ pub struct TrainingConfig {
     pub seed: u64,
     pub save: Option<PathBuf>,
     pub load: Option<PathBuf>,
+    /// `finetune`: take only the weights of `load` (iteration 0, fresh
+    /// optimizer and schedule).
+    pub finetune: bool,
+    /// `no_load_optim`: resume from `load` without its optimizer state (and
+    /// with the configured schedule).
+    pub no_load_optim: bool,
     pub log_dir: Option<PathBuf>,
     pub checkpoint_factor: Option<u64>,
     pub keep_last_n_checkpoints: Option<usize>,
@@ -805,6 +811,8 @@ impl NeoxArgs {
         let seed = o.take_or("seed", 1234u64)?;
         let save = o.take::<PathBuf>("save")?;
         let load = o.take::<PathBuf>("load")?;
+        let finetune = o.take_or("finetune", false)?;
+        let no_load_optim = o.take_or("no_load_optim", false)?;
         let log_dir = o.take::<PathBuf>("log_dir")?;
         let checkpoint_factor = take_checked(o, "checkpoint_factor", None::<u64>, |v| {
             v.map_or(Ok(()), |v| positive(&v))
@@ -855,6 +863,8 @@ impl NeoxArgs {
             seed,
             save,
             load,
+            finetune,
+            no_load_optim,
             log_dir,
             checkpoint_factor,
             keep_last_n_checkpoints,

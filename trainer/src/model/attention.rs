@@ -154,6 +154,64 @@ impl<B: Backend> Attention<B> {
     }
 }
 
+impl<B: Backend> Attention<B> {
+    /// [`Attention::forward`] for `t` new positions that follow the ones
+    /// whose keys and values `kv` holds (`[b, kv_heads, T - t, d]`, `None`
+    /// at the start); theirs are appended. `ctx` holds the new positions'
+    /// rows over all `T` positions: mask `[t, T]`, rotary `[t, dims]`,
+    /// ALiBi `[1, heads, t, T]` (see `super::cache`).
+    pub fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        ctx: &Context<B>,
+        kv: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+    ) -> Tensor<B, 3> {
+        let [b, t, hidden] = x.dims();
+        let (h, d) = (self.heads, hidden / self.heads);
+        let [mut q, mut k, v] = self.project(x);
+        if let Some((cos, sin)) = &ctx.rotary {
+            q = apply_rotary(q, cos, sin);
+            k = apply_rotary(k, cos, sin);
+        }
+        let (k, v) = match kv.take() {
+            Some((past_k, past_v)) => (
+                Tensor::cat(vec![past_k, k], 2),
+                Tensor::cat(vec![past_v, v], 2),
+            ),
+            None => (k, v),
+        };
+        *kv = Some((k.clone(), v.clone()));
+        let total = k.dims()[2];
+        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
+        let mut scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt();
+        let mut mask = ctx.mask.clone().unsqueeze::<4>().expand([b, h, t, total]);
+        match &self.layout {
+            Some(layout) => {
+                let hidden_blocks =
+                    layout
+                        .forbidden::<B>(total, &scores.device())
+                        .narrow(1, total - t, t);
+                mask = mask.bool_or(hidden_blocks.unsqueeze::<4>().expand([b, h, t, total]));
+                let probs = activation::softmax(scores.mask_fill(mask, f32::MIN), 3);
+                let context = self.attention_dropout.forward(probs.matmul(v));
+                let context = context.swap_dims(1, 2).reshape([b, t, hidden]);
+                return self.dense.forward(context);
+            }
+            None => {
+                if let Some(alibi) = &ctx.alibi {
+                    scores = scores + alibi.clone();
+                }
+            }
+        }
+        let scores = scores.mask_fill(mask, f32::MIN);
+        let probs = self
+            .attention_dropout
+            .forward(activation::softmax(scores, 3));
+        let context = probs.matmul(v).swap_dims(1, 2).reshape([b, t, hidden]);
+        self.dense.forward(context)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 
 pub mod activations;
 pub mod attention;
+pub mod cache;
 pub mod init;
 pub mod loss;
 pub mod mlp;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use activations::Activation;
 pub use attention::{Attention, Context};
+pub use cache::KvCache;
 pub use init::InitMethod;
 pub use loss::{LossBackend, TrainBackend, cross_entropy};
 pub use mlp::Mlp;
@@ -306,20 +308,43 @@ impl<B: Backend> Layer<B> {
             self.hidden_dropout
                 .forward(self.attention.forward(normed, ctx))
         };
-        let feed = |x: Tensor<B, 3>| {
-            let normed = if self.tied_norms {
-                self.input_layernorm.forward(x)
-            } else {
-                self.post_attention_layernorm.forward(x)
-            };
-            self.hidden_dropout.forward(self.mlp.forward(normed))
-        };
+        let feed = |x: Tensor<B, 3>| self.feed(x);
         if self.parallel_residual {
             // GPT-J: x + attn(ln1(x)) + mlp(ln2(x)).
             x.clone() + attend(x.clone()) + feed(x)
         } else {
             let x = x.clone() + attend(x);
             x.clone() + feed(x)
+        }
+    }
+
+    /// The MLP branch: `mlp(ln2(x))` (`ln1` with tied GPT-J norms).
+    fn feed(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let normed = if self.tied_norms {
+            self.input_layernorm.forward(x)
+        } else {
+            self.post_attention_layernorm.forward(x)
+        };
+        self.hidden_dropout.forward(self.mlp.forward(normed))
+    }
+
+    /// [`Layer::forward`] for new positions after the cached ones (see
+    /// [`Attention::forward_cached`]).
+    pub fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        ctx: &Context<B>,
+        kv: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+    ) -> Tensor<B, 3> {
+        let normed = self.input_layernorm.forward(x.clone());
+        let attended = self
+            .hidden_dropout
+            .forward(self.attention.forward_cached(normed, ctx, kv));
+        if self.parallel_residual {
+            x.clone() + attended + self.feed(x)
+        } else {
+            let x = x + attended;
+            x.clone() + self.feed(x)
         }
     }
 }
