@@ -78,12 +78,25 @@ fn output(mut command: Command, limit: Duration) -> (bool, String) {
     (status.success(), text)
 }
 
+/// A port that is free now, below Linux's ephemeral range (32768+) so that no
+/// outgoing connection of a parallel test can take it before it is bound, and
+/// never handed out twice in this process.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    loop {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000
+            + ((std::process::id() as u16)
+                .wrapping_mul(97)
+                .wrapping_add(step)
+                % 12_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok()
+        {
+            return port;
+        }
+    }
 }
 
 /// Everything in `metrics.jsonl` but the timings.
