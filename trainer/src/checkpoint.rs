@@ -521,6 +521,33 @@ fn weight_differences(a: &ModelConfig, b: &ModelConfig) -> Vec<String> {
             b.use_bias_in_attn_linear, b.use_bias_in_mlp, b.use_bias_in_norms
         ),
     );
+    // Options that change what the weights compute without changing shapes
+    // (or that change shapes, named here rather than as a tensor mismatch).
+    field(
+        "num_kv_heads",
+        format!("{:?}", a.num_kv_heads),
+        format!("{:?}", b.num_kv_heads),
+    );
+    field(
+        "sliding_window_width",
+        format!("{:?}", a.sliding_window_width),
+        format!("{:?}", b.sliding_window_width),
+    );
+    field(
+        "gpt_j_tied",
+        a.gpt_j_tied.to_string(),
+        b.gpt_j_tied.to_string(),
+    );
+    field(
+        "opt_pos_emb_offset",
+        a.opt_pos_emb_offset.to_string(),
+        b.opt_pos_emb_offset.to_string(),
+    );
+    field(
+        "attention_config",
+        format!("{:?}", a.attention_config),
+        format!("{:?}", b.attention_config),
+    );
     if a.pos_emb == crate::model::PosEmb::Learned {
         field(
             "max_position_embeddings",
