@@ -192,7 +192,7 @@ pub fn save_module<B: AutodiffBackend, M: AutodiffModule<B>>(
         write_atomic(&state_path, text.as_bytes()).map_err(io(&state_path))?;
         written.push(model_path.with_extension("bin"));
     }
-    if dp.writes_optimizer_state() {
+    if dp.writes_optimizer_state() || optim.state_on_every_rank() {
         written.extend(optim.save(&temp, dp.rank())?);
     }
     // Fault injection for the tests of a run killed mid-save: wait here,
@@ -653,12 +653,14 @@ pub fn load_module_with<B: AutodiffBackend, M: AutodiffModule<B>>(
         })?;
     let optim = if what == LoadWhat::Resume {
         let owned = dp.owned(&ParamLayout::of::<B, _>(&model));
-        optim.load(
-            dir,
-            state.optimizer_shards.max(1),
-            |id| owned.contains(id),
-            device,
-        )?
+        optim
+            .load(
+                dir,
+                state.optimizer_shards.max(1),
+                |id| owned.contains(id),
+                device,
+            )?
+            .load_rank_state(dir, dp.rank(), dp.size())?
     } else {
         optim
     };

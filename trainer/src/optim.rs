@@ -1,6 +1,7 @@
 //! GPT-NeoX's optimizer: AdamW with weight decay on weights only (biases and
 //! norm parameters, the rank-1 tensors, are not decayed), after clipping the
-//! gradients by their global norm.
+//! gradients by their global norm; or DeepSpeed's 1-bit Adam
+//! ([`crate::dist::onebit_adam`]), which the data-parallel step drives.
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 
+use crate::dist::onebit_adam::{OneBitAdam, OneBitConfig};
 use crate::error::CheckpointError;
 
 /// One parameter group's optimizer state, keyed by parameter.
@@ -28,6 +30,9 @@ pub struct OptimConfig {
     pub weight_decay: f64,
     /// Global gradient-norm limit; 0 turns clipping off.
     pub gradient_clipping: f64,
+    /// `optimizer.type: OneBitAdam`: 1-bit Adam's settings (then `weight_decay`
+    /// above only says whether there are two parameter groups).
+    pub onebit: Option<OneBitConfig>,
 }
 
 /// AdamW over two parameter groups plus global-norm clipping.
@@ -35,6 +40,8 @@ pub struct NeoxOptimizer<B: AutodiffBackend, M: AutodiffModule<B>> {
     decay: OptimizerAdaptor<AdamW, M, B>,
     no_decay: OptimizerAdaptor<AdamW, M, B>,
     clip: f64,
+    /// 1-bit Adam in place of AdamW, stepped by `DataParallel::step_with`.
+    onebit: Option<OneBitAdam>,
 }
 
 impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
@@ -51,7 +58,37 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
             decay: adamw(config.weight_decay),
             no_decay: adamw(0.0),
             clip: config.gradient_clipping,
+            onebit: config.onebit.as_ref().map(|onebit| {
+                OneBitAdam::new(
+                    config.beta1,
+                    config.beta2,
+                    config.eps,
+                    config.gradient_clipping,
+                    onebit,
+                )
+            }),
         }
+    }
+
+    /// 1-bit Adam, when it is the optimizer.
+    pub fn onebit(&self) -> Option<&OneBitAdam> {
+        self.onebit.as_ref()
+    }
+
+    pub fn onebit_mut(&mut self) -> Option<&mut OneBitAdam> {
+        self.onebit.as_mut()
+    }
+
+    /// Whether this step's gradients are summed over the data-parallel ranks
+    /// before the update: always, but for 1-bit Adam once it compresses.
+    pub fn reduces_gradients(&self) -> bool {
+        self.onebit.as_ref().is_none_or(|o| !o.compressing())
+    }
+
+    /// Whether every data-parallel rank holds optimizer state of its own to
+    /// save (1-bit Adam's compression errors).
+    pub fn state_on_every_rank(&self) -> bool {
+        self.onebit.is_some()
     }
 
     /// Clips `grads` by their global norm, then updates `model` at learning rate
@@ -99,6 +136,9 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
     /// Bytes of optimizer state (Adam's two moments) this optimizer holds,
     /// read off its tensors; `params` lists each parameter's id and rank.
     pub fn state_bytes(&self, params: &[(ParamId, usize)]) -> usize {
+        if let Some(onebit) = &self.onebit {
+            return onebit.state_bytes();
+        }
         fn moments<B: AutodiffBackend, const D: usize>(record: AdaptorRecord<AdamW, B>) -> usize {
             let m = record.into_state::<D>().momentum;
             [m.moment_1, m.moment_2]
@@ -126,6 +166,9 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
     /// `{dir}/optim_decay_rank{rank}.bin` and `{dir}/optim_no_decay_rank{rank}.bin`.
     /// Returns the files written.
     pub fn save(&self, dir: &Path, rank: usize) -> Result<Vec<PathBuf>, CheckpointError> {
+        if let Some(onebit) = &self.onebit {
+            return onebit.save(dir, rank);
+        }
         let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
         let mut written = Vec::new();
         for (group, record) in [
@@ -156,6 +199,10 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
         keep: impl Fn(&ParamId) -> bool,
         device: &B::Device,
     ) -> Result<Self, CheckpointError> {
+        if self.onebit.is_some() {
+            // 1-bit Adam's state is read by `load_rank_state`, which knows the rank.
+            return Ok(self);
+        }
         let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
         let mut decay = StateRecord::<B, M>::default();
         let mut no_decay = StateRecord::<B, M>::default();
@@ -184,6 +231,20 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
         }
         self.decay = self.decay.load_record(decay);
         self.no_decay = self.no_decay.load_record(no_decay);
+        Ok(self)
+    }
+
+    /// Reads the state that depends on the data-parallel rank (1-bit Adam's,
+    /// see [`OneBitAdam::load`]) as rank `rank` of `ranks`; nothing otherwise.
+    pub fn load_rank_state(
+        mut self,
+        dir: &Path,
+        rank: usize,
+        ranks: usize,
+    ) -> Result<Self, CheckpointError> {
+        if let Some(onebit) = self.onebit.as_mut() {
+            onebit.load(dir, rank, ranks)?;
+        }
         Ok(self)
     }
 }

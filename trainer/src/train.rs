@@ -89,7 +89,12 @@ pub fn train_step<B: TrainBackend>(
         loss_sum = dp.sum_in_order(loss_sum, value)?;
         accumulator.accumulate(&model, grads);
     }
-    let grads = dp.reduce_gradients(&model, layout, accumulator.grads(), device)?;
+    let grads = accumulator.grads();
+    // 1-bit Adam, once compressing, exchanges momenta instead of gradients.
+    let grads = match optim.reduces_gradients() {
+        true => dp.reduce_gradients(&model, layout, grads, device)?,
+        false => grads,
+    };
     let loss_scale = mode.precision.skips_overflow().then_some(scale);
     let norm = |squares: Vec<f32>| Ok(crate::optim::norm_of_squares(&squares));
     let (model, grad_norm) =

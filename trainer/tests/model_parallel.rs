@@ -72,6 +72,7 @@ fn optim_config() -> OptimConfig {
         weight_decay: 0.1,
         // Active on every step of these runs (checked).
         gradient_clipping: 0.05,
+        onebit: None,
     }
 }
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::dist::onebit_adam::OneBitConfig;
 use crate::dist::{PartitionMethod, ZeroStage};
 use crate::error::ConfigError;
 use crate::model::{
@@ -185,7 +186,8 @@ fn any<T>(_: &T) -> Result<(), String> {
     Ok(())
 }
 
-/// GPT-NeoX's nested `optimizer: {type, params: {lr, betas, eps}}`.
+/// GPT-NeoX's nested `optimizer: {type, params: {lr, betas, eps}}`; 1-bit
+/// Adam adds the keys of DeepSpeed's `OnebitAdam`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OptimizerSection {
@@ -201,7 +203,40 @@ struct OptimizerParams {
     lr: Option<f64>,
     betas: Option<[f64; 2]>,
     eps: Option<f64>,
+    // OneBitAdam's own.
+    weight_decay: Option<f64>,
+    freeze_step: Option<u64>,
+    /// MPI's CUDA-aware transport; the engine here is chosen by `--comm`.
+    cuda_aware: Option<bool>,
+    comm_backend_name: Option<String>,
+    amsgrad: Option<bool>,
+    // Taken by DeepSpeed's `OnebitAdam` and never read by it.
+    bias_correction: Option<bool>,
+    eps_inside_sqrt: Option<bool>,
+    max_grad_norm: Option<f64>,
 }
+
+impl OptimizerParams {
+    /// The OneBitAdam keys that are set, by name.
+    fn onebit_keys(&self) -> Vec<&'static str> {
+        [
+            ("weight_decay", self.weight_decay.is_some()),
+            ("freeze_step", self.freeze_step.is_some()),
+            ("cuda_aware", self.cuda_aware.is_some()),
+            ("comm_backend_name", self.comm_backend_name.is_some()),
+            ("amsgrad", self.amsgrad.is_some()),
+            ("bias_correction", self.bias_correction.is_some()),
+            ("eps_inside_sqrt", self.eps_inside_sqrt.is_some()),
+            ("max_grad_norm", self.max_grad_norm.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect()
+    }
+}
+
+/// DeepSpeed's `freeze_step` default.
+const FREEZE_STEP: u64 = 100_000;
 
 /// DeepSpeed's `fp16` section.
 #[derive(Debug, Default, Deserialize)]
@@ -269,9 +304,14 @@ impl NeoxArgs {
                 .as_ref()
                 .map(|_| DEFAULT_TOKENIZER_TYPE.to_string())
         });
+        let optimizer_file = o.file_of("optimizer").map(Path::to_path_buf);
+        let zero_file = o.file_of("zero_optimization").map(Path::to_path_buf);
         let optim = Self::optim(&mut o)?;
         let precision = Self::precision(&mut o)?;
         let training = Self::training(&mut o, world.max(1))?;
+        if optim.onebit.is_some() {
+            Self::onebit_layout(&training, optimizer_file, zero_file)?;
+        }
         // GPT-NeoX seeds Python's `random` with `seed` before building layers.
         model.sparsity_config.seed = training.seed;
         let schedule = Self::schedule(&mut o, optim.lr, training.train_iters)?;
@@ -587,11 +627,25 @@ impl NeoxArgs {
             Some(s) => (s.kind, s.params),
             None => ("adam".to_string(), OptimizerParams::default()),
         };
-        if !matches!(kind.to_lowercase().as_str(), "adam" | "adamw") {
+        // DeepSpeed and GPT-NeoX compare the type in lower case.
+        let onebit = match kind.to_lowercase().as_str() {
+            "adam" | "adamw" => false,
+            "onebitadam" => true,
+            _ => {
+                return Err(bad(
+                    file.as_deref(),
+                    "optimizer",
+                    format!(
+                        "type `{kind}` is not supported here: expected Adam, AdamW or OneBitAdam"
+                    ),
+                ));
+            }
+        };
+        if let (false, Some(key)) = (onebit, params.onebit_keys().first()) {
             return Err(bad(
                 file.as_deref(),
-                "optimizer",
-                format!("type `{kind}` is not supported here: expected Adam or AdamW"),
+                &format!("optimizer.params.{key}"),
+                format!("a OneBitAdam setting; the optimizer here is `{kind}`"),
             ));
         }
         let lr = params.lr.or(top_lr).ok_or_else(|| ConfigError::Missing {
@@ -610,6 +664,10 @@ impl NeoxArgs {
         }
         let eps = params.eps.unwrap_or(1e-8);
         positive(&eps).map_err(|m| bad(file.as_deref(), "optimizer.params.eps", m))?;
+        let onebit = match onebit {
+            true => Some(Self::onebit(&params, weight_decay, file.as_deref())?),
+            false => None,
+        };
         Ok(OptimConfig {
             lr,
             beta1,
@@ -617,7 +675,78 @@ impl NeoxArgs {
             eps,
             weight_decay,
             gradient_clipping,
+            onebit,
         })
+    }
+
+    /// DeepSpeed's `OnebitAdam` settings. GPT-NeoX hands `optimizer.params` to
+    /// it as they are: the top-level `weight_decay` only decides whether
+    /// weights form a group of their own (not when it is 0), whose decay is
+    /// then `optimizer.params.weight_decay` (default 0).
+    fn onebit(
+        params: &OptimizerParams,
+        top_weight_decay: f64,
+        file: Option<&Path>,
+    ) -> Result<OneBitConfig, ConfigError> {
+        if params.amsgrad == Some(true) {
+            return Err(bad(
+                file,
+                "optimizer.params.amsgrad",
+                "1-bit Adam does not support the AMSGrad variant (as DeepSpeed)",
+            ));
+        }
+        if let Some(name) = &params.comm_backend_name
+            && !matches!(name.as_str(), "nccl" | "mpi" | "hccl" | "compressed")
+        {
+            return Err(bad(
+                file,
+                "optimizer.params.comm_backend_name",
+                format!("`{name}`: expected nccl, mpi, hccl or compressed (DeepSpeed's)"),
+            ));
+        }
+        let weight_decay = params.weight_decay.unwrap_or(0.0);
+        non_negative(&weight_decay).map_err(|m| bad(file, "optimizer.params.weight_decay", m))?;
+        Ok(OneBitConfig {
+            freeze_step: params.freeze_step.unwrap_or(FREEZE_STEP),
+            weight_decay: if top_weight_decay == 0.0 {
+                0.0
+            } else {
+                weight_decay
+            },
+        })
+    }
+
+    /// Refuses what 1-bit Adam cannot run with: ZeRO (DeepSpeed refuses it
+    /// too) and, for now, a model split over tensor or pipeline ranks.
+    fn onebit_layout(
+        training: &TrainingConfig,
+        optimizer_file: Option<PathBuf>,
+        zero_file: Option<PathBuf>,
+    ) -> Result<(), ConfigError> {
+        if training.zero_stage != ZeroStage::Off {
+            return Err(bad(
+                zero_file.as_deref(),
+                "zero_optimization.stage",
+                format!(
+                    "stage {} with optimizer OneBitAdam: 1-bit Adam is not compatible with \
+                     ZeRO (DeepSpeed refuses it too); use stage 0",
+                    training.zero_stage.number()
+                ),
+            ));
+        }
+        if training.model_parallel_size > 1 || training.pipe_parallel_size > 1 {
+            return Err(bad(
+                optimizer_file.as_deref(),
+                "optimizer.type",
+                format!(
+                    "OneBitAdam with a split model (model_parallel_size {}, \
+                     pipe_parallel_size {}) is not implemented yet: it runs with data \
+                     parallelism alone",
+                    training.model_parallel_size, training.pipe_parallel_size
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// GPT-NeoX's `precision` and DeepSpeed's `fp16` / `bf16` sections, resolved
@@ -1601,5 +1730,111 @@ mod tests {
         assert!(args.vocab_size().is_err());
         args.set_vocab_size(50277);
         assert_eq!(args.vocab_size().unwrap(), 50304);
+    }
+
+    #[test]
+    fn onebit_adam_is_read_as_deepspeed_takes_it_and_bad_values_are_named() {
+        let base = BASE.replace("optimizer: {type: Adam, params: {lr: 0.001}}\n", "");
+        let onebit = |params: &str, extra: &str| {
+            parse(&format!(
+                "{base}optimizer: {{type: OneBitAdam, params: {{lr: 0.001{params}}}}}\n{extra}"
+            ))
+        };
+        for kind in ["OneBitAdam", "onebitadam", "ONEBITADAM"] {
+            let a = parse(&format!(
+                "{base}optimizer: {{type: {kind}, params: {{lr: 0.001}}}}\n"
+            ))
+            .unwrap();
+            // DeepSpeed's defaults: freeze_step 100000, weight decay 0.
+            assert_eq!(
+                a.optim.onebit,
+                Some(OneBitConfig {
+                    freeze_step: 100_000,
+                    weight_decay: 0.0
+                }),
+                "{kind}"
+            );
+        }
+        let a = onebit(
+            ", betas: [0.9, 0.95], eps: 1.0e-6, weight_decay: 0.01, freeze_step: 23000, \
+             cuda_aware: false, comm_backend_name: nccl",
+            "",
+        )
+        .unwrap();
+        let o = &a.optim;
+        assert_eq!((o.beta1, o.beta2, o.eps), (0.9, 0.95, 1e-6));
+        assert_eq!(
+            o.onebit,
+            Some(OneBitConfig {
+                freeze_step: 23000,
+                weight_decay: 0.01
+            })
+        );
+        // A top-level weight_decay of 0 makes GPT-NeoX's single group, decay 0.
+        let a = onebit(", weight_decay: 0.01", "weight_decay: 0.0\n").unwrap();
+        assert_eq!(a.optim.onebit.map(|c| c.weight_decay), Some(0.0));
+
+        let refused = [
+            (
+                onebit("", "zero_optimization: {stage: 1}\n"),
+                "zero_optimization.stage",
+                "not compatible with ZeRO",
+            ),
+            (
+                onebit("", "model_parallel_size: 2\n"),
+                "optimizer.type",
+                "model_parallel_size 2",
+            ),
+            (
+                onebit("", "pipe_parallel_size: 2\n"),
+                "optimizer.type",
+                "pipe_parallel_size 2",
+            ),
+            (
+                onebit(", amsgrad: true", ""),
+                "optimizer.params.amsgrad",
+                "AMSGrad",
+            ),
+            (
+                onebit(", comm_backend_name: gloo", ""),
+                "optimizer.params.comm_backend_name",
+                "`gloo`",
+            ),
+            (
+                onebit(", weight_decay: -0.1", ""),
+                "optimizer.params.weight_decay",
+                "-0.1",
+            ),
+            (onebit(", freeze_step: -1", ""), "optimizer", "freeze_step"),
+            (
+                onebit(", freeze_step: soon", ""),
+                "optimizer",
+                "freeze_step",
+            ),
+            (onebit(", frezee_step: 10", ""), "optimizer", "frezee_step"),
+            (
+                parse(&format!(
+                    "{base}optimizer: {{type: Adam, params: {{lr: 0.001, freeze_step: 10}}}}\n"
+                )),
+                "optimizer.params.freeze_step",
+                "OneBitAdam setting",
+            ),
+            (
+                parse(&format!(
+                    "{base}optimizer: {{type: TwoBitAdam, params: {{lr: 0.001}}}}\n"
+                )),
+                "optimizer",
+                "OneBitAdam",
+            ),
+        ];
+        for (result, key, says) in refused {
+            let err = result.unwrap_err();
+            let text = err.to_string();
+            match &err {
+                ConfigError::BadValue { key: k, .. } => assert_eq!(k, key, "{text}"),
+                other => panic!("expected a bad value of {key}, got {other}"),
+            }
+            assert!(text.contains(says), "{key}: {text}");
+        }
     }
 }

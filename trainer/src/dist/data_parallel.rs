@@ -250,6 +250,12 @@ impl DataParallel {
         norm: impl FnOnce(Vec<f32>) -> Result<f64, CommError>,
         loss_scale: Option<f64>,
     ) -> Result<(M, f64), CommError> {
+        if let Some(onebit) = optim.onebit_mut() {
+            let comm = self.comm.as_ref();
+            return super::onebit_adam::step_model(
+                onebit, comm, lr, model, grads, device, norm, loss_scale,
+            );
+        }
         let mut squares = optim::param_squares::<B, M>(&model, &grads);
         let comm = match (&self.comm, self.zero) {
             (None, _) | (Some(_), ZeroStage::Off) => None,

@@ -6,7 +6,8 @@
 //! - [`placement`]: where this process sits (rank, world, master address), read
 //!   from torchrun / DeepSpeed, Slurm or OpenMPI environments.
 //! - [`topology`]: GPT-NeoX's pipe x data x model grid of ranks.
-//! - `data_parallel`, `zero`: gradient averaging and optimizer sharding.
+//! - `data_parallel`, `zero`: gradient averaging and optimizer sharding;
+//!   [`onebit_adam`]: 1-bit Adam, whose momenta travel compressed.
 //! - [`tensor_parallel`]: layers split over a group of ranks (Megatron's).
 //! - [`pipeline_parallel`]: stages of layers, 1F1B between them.
 //! - [`shard`]: one rank's share of the model; [`parallel`]: the three
@@ -15,6 +16,7 @@
 pub mod comm;
 pub mod data_parallel;
 pub mod merge;
+pub mod onebit_adam;
 pub mod parallel;
 pub mod pipeline_parallel;
 pub mod placement;

@@ -97,3 +97,23 @@ pub(crate) fn even_split(elements: usize, n: usize) -> Vec<usize> {
         .map(|r| elements / n + usize::from(r < elements % n))
         .collect()
 }
+
+/// All-to-all buffers: `send` and `recv` of one length, `size` equal parts.
+/// Returns the part's length.
+pub(crate) fn parts(
+    send_len: usize,
+    recv_len: usize,
+    size: usize,
+    during: &'static str,
+) -> Result<usize, CommError> {
+    if send_len != recv_len || !send_len.is_multiple_of(size) {
+        return Err(mismatch(
+            during,
+            format!(
+                "buffers of {send_len} and {recv_len} bytes; expected one length, \
+                 {size} equal parts"
+            ),
+        ));
+    }
+    Ok(send_len / size)
+}

@@ -351,6 +351,21 @@ impl<L: Links> Communicator for MeshComm<L> {
         self.reduce_owned(send, &ranges(counts), recv, dtype, op, DURING)
     }
 
+    fn all_to_all(&self, send: &[u8], recv: &mut [u8]) -> Result<(), CommError> {
+        const DURING: &str = "all_to_all";
+        let part = args::parts(send.len(), recv.len(), self.ranks.len(), DURING)?;
+        let at = |r: usize| r * part..(r + 1) * part;
+        for p in self.peers() {
+            self.put(p, &send[at(p)], DURING)?;
+        }
+        recv[at(self.me)].copy_from_slice(&send[at(self.me)]);
+        for p in self.peers() {
+            let data = self.get(p, part, DURING)?;
+            recv[at(p)].copy_from_slice(&data);
+        }
+        Ok(())
+    }
+
     fn send(&self, buf: &[u8], to: usize) -> Result<(), CommError> {
         const DURING: &str = "send";
         args::peer(to, self.me, self.ranks.len(), DURING)?;

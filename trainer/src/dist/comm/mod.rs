@@ -11,6 +11,8 @@
 //! the call with [`CommError`] naming it, never a hang.
 
 mod args;
+pub mod compressed;
+pub mod counting;
 pub mod mesh;
 #[cfg(feature = "cuda")]
 pub mod nccl;
@@ -106,6 +108,31 @@ pub trait Communicator: Send + Sync {
         dtype: DType,
         op: ReduceOp,
     ) -> Result<(), CommError>;
+
+    /// `send` holds `size()` equal parts; part p goes to rank p. `recv` (as
+    /// long as `send`) ends as the parts addressed to this rank, in the
+    /// senders' rank order (its own part copied across).
+    ///
+    /// This default exchanges the parts pairwise with [`Communicator::send`]
+    /// and [`Communicator::recv`], the lower rank of each pair sending first,
+    /// so it also holds for engines whose `send` waits for the receiver; the
+    /// engines here override it with one exchange.
+    fn all_to_all(&self, send: &[u8], recv: &mut [u8]) -> Result<(), CommError> {
+        let (me, n) = (self.rank(), self.size());
+        let part = args::parts(send.len(), recv.len(), n, "all_to_all")?;
+        let at = |r: usize| r * part..(r + 1) * part;
+        recv[at(me)].copy_from_slice(&send[at(me)]);
+        for p in (0..n).filter(|&p| p != me) {
+            if p < me {
+                self.recv(&mut recv[at(p)], p)?;
+                self.send(&send[at(p)], p)?;
+            } else {
+                self.send(&send[at(p)], p)?;
+                self.recv(&mut recv[at(p)], p)?;
+            }
+        }
+        Ok(())
+    }
 
     /// Sends `buf` to rank `to`, which receives it with [`Communicator::recv`]
     /// (same length). Messages between one pair arrive in the order sent.

@@ -285,6 +285,21 @@ impl Communicator for NcclComm {
         Ok(())
     }
 
+    fn all_to_all(&self, send: &[u8], recv: &mut [u8]) -> Result<(), CommError> {
+        const DURING: &str = "all_to_all";
+        let part = args::parts(send.len(), recv.len(), self.size, DURING)?;
+        let at = |r: usize| r * part..(r + 1) * part;
+        let slices: Vec<_> = (0..self.size).map(at).collect();
+        let parts = self.exchange(send, &slices, |_| part, DURING)?;
+        recv[at(self.rank)].copy_from_slice(&send[at(self.rank)]);
+        for (p, data) in parts.into_iter().enumerate() {
+            if let Some(data) = data {
+                recv[at(p)].copy_from_slice(&data);
+            }
+        }
+        Ok(())
+    }
+
     fn send(&self, buf: &[u8], to: usize) -> Result<(), CommError> {
         const DURING: &str = "send";
         args::peer(to, self.rank, self.size, DURING)?;
