@@ -140,6 +140,11 @@ fn exercise(c: &dyn Communicator) -> Vec<Vec<u8>> {
     c.reduce_scatter_f32(&send, &mut part, &elems, ReduceOp::Sum)
         .unwrap();
     out.push(bytes(&part));
+    // Part p of rank r's buffer goes to rank p.
+    let send: Vec<u8> = (0..n).flat_map(|p| [(r * 16 + p) as u8; 3]).collect();
+    let mut recv = vec![0u8; send.len()];
+    c.all_to_all(&send, &mut recv).unwrap();
+    out.push(recv);
     if n > 1 {
         // Two messages around a ring, then one back: they arrive in order.
         let (next, prev) = ((r + 1) % n, (r + n - 1) % n);
@@ -231,6 +236,7 @@ fn expected(r: usize, n: usize) -> Vec<Vec<u8>> {
     let total = fold_f32((0..n).map(|q| floats(q, elems.iter().sum())).collect(), sum);
     let start: usize = elems[..r].iter().sum();
     out.push(bytes(&total[start..start + elems[r]]));
+    out.push((0..n).flat_map(|q| [(q * 16 + r) as u8; 3]).collect());
     if n > 1 {
         let prev = ((r + n - 1) % n) as u8;
         out.push(vec![prev, 1, prev, 2, 2]);
@@ -258,6 +264,73 @@ fn tcp_computes_every_collective_like_the_serial_loop_and_the_threads() {
             assert_eq!(g, &expected(r, n), "rank {r} of {n}");
             assert_eq!(g, &threads[r], "rank {r} of {n}: TCP and threads differ");
         }
+    }
+}
+
+/// An engine with the trait's own `all_to_all` (pairwise send and recv).
+struct Pairwise<C>(C);
+
+impl<C: Communicator> Communicator for Pairwise<C> {
+    fn rank(&self) -> usize {
+        self.0.rank()
+    }
+    fn size(&self) -> usize {
+        self.0.size()
+    }
+    fn timeout(&self) -> Duration {
+        self.0.timeout()
+    }
+    fn all_reduce(&self, buf: &mut [u8], dtype: DType, op: ReduceOp) -> Result<(), CommError> {
+        self.0.all_reduce(buf, dtype, op)
+    }
+    fn broadcast(&self, buf: &mut [u8], root: usize) -> Result<(), CommError> {
+        self.0.broadcast(buf, root)
+    }
+    fn all_gather(&self, send: &[u8], recv: &mut [u8], counts: &[usize]) -> Result<(), CommError> {
+        self.0.all_gather(send, recv, counts)
+    }
+    fn reduce_scatter(
+        &self,
+        send: &[u8],
+        recv: &mut [u8],
+        counts: &[usize],
+        dtype: DType,
+        op: ReduceOp,
+    ) -> Result<(), CommError> {
+        self.0.reduce_scatter(send, recv, counts, dtype, op)
+    }
+    fn send(&self, buf: &[u8], to: usize) -> Result<(), CommError> {
+        self.0.send(buf, to)
+    }
+    fn recv(&self, buf: &mut [u8], from: usize) -> Result<(), CommError> {
+        self.0.recv(buf, from)
+    }
+    fn barrier(&self) -> Result<(), CommError> {
+        self.0.barrier()
+    }
+    fn sub_group(&self, ranks: &[usize]) -> Result<Arc<dyn Communicator>, CommError> {
+        self.0.sub_group(ranks)
+    }
+}
+
+#[test]
+fn the_default_all_to_all_exchanges_pairwise_and_bad_buffers_are_refused() {
+    for n in 1..=4 {
+        let got = on_threads(n, LONG, |c| exercise(&Pairwise(c)));
+        for (r, g) in got.iter().enumerate() {
+            assert_eq!(g, &expected(r, n), "rank {r} of {n}");
+        }
+    }
+    let errors = on_threads(2, LONG, |c| {
+        let engine = c.all_to_all(&[0u8; 3], &mut [0u8; 3]).unwrap_err();
+        let default = Pairwise(c)
+            .all_to_all(&[0u8; 4], &mut [0u8; 6])
+            .unwrap_err();
+        (engine.to_string(), default.to_string())
+    });
+    for (engine, default) in errors {
+        assert!(engine.contains("2 equal parts"), "{engine}");
+        assert!(default.contains("one length"), "{default}");
     }
 }
 

@@ -218,7 +218,7 @@ impl OneBitAdam {
                 .zip(segments)
                 .filter(|(_, s)| s.present)
                 .map(|((m, e), _)| CompressedTensor {
-                    values: &mut **m,
+                    values: m,
                     errors: e,
                 })
                 .collect();

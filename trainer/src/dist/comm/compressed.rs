@@ -189,7 +189,7 @@ fn compress(x: &mut [f32]) -> (f32, Vec<u8>) {
     };
     let mut bits = vec![0u8; x.len().div_ceil(8)];
     for (i, v) in x.iter_mut().enumerate() {
-        let positive = !(*v < 0.0);
+        let positive = v.is_nan() || *v >= 0.0;
         if positive {
             bits[i / 8] |= 0x80 >> (i % 8);
             *v -= scale;
@@ -283,8 +283,8 @@ mod tests {
                 .map(|i| values[r].get(i).copied().unwrap_or(0.0) + e.worker[i])
                 .collect();
             let scale = norm(&x);
-            for i in 0..c {
-                e.worker[i] = x[i] - scale * sign(x[i]);
+            for (e, &x) in e.worker.iter_mut().zip(&x) {
+                *e = x - scale * sign(x);
             }
             worker_signs.push(x.iter().map(|&v| sign(v)).collect::<Vec<_>>());
             worker_scales.push(scale);
@@ -303,9 +303,10 @@ mod tests {
                 })
                 .collect();
             let scale = norm(&y);
-            for i in 0..q {
-                e.server[i] = y[i] - scale * sign(y[i]);
-                out[server * q + i] = scale * sign(y[i]);
+            let chunk = &mut out[server * q..(server + 1) * q];
+            for ((e, o), &y) in e.server.iter_mut().zip(chunk).zip(&y) {
+                *e = y - scale * sign(y);
+                *o = scale * sign(y);
             }
         }
         out.truncate(n);
