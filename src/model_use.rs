@@ -149,8 +149,9 @@ impl ModelArgs {
                 )
             }
             (None, Some(save)) => {
-                let dir = checkpoint::folder(save, self.step)?;
-                let (model, state) = checkpoint::load_model::<Cpu>(&dir, &device)?;
+                // A split run's shares are merged.
+                let (model, state, dir) =
+                    neox_trainer::dist::reshard::load_model::<Cpu>(save, self.step, &device)?;
                 let source = format!(
                     "neox checkpoint {} (iteration {})",
                     dir.display(),

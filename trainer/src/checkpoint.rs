@@ -45,6 +45,10 @@ pub struct TrainState {
     /// The fp16 loss scaler's state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_scaler: Option<ScalerState>,
+    /// A split run's layout (stages and tensor ranks; see `dist::reshard`),
+    /// in each of its shares; absent in an unsplit run's checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<crate::dist::reshard::Layout>,
 }
 
 fn one() -> usize {
@@ -446,7 +450,7 @@ pub enum LoadWhat {
 
 /// The fields of two model configurations that differ in what the weights
 /// mean (shapes and computation; not the sequence length, dropout or init).
-fn weight_differences(a: &ModelConfig, b: &ModelConfig) -> Vec<String> {
+pub(crate) fn weight_differences(a: &ModelConfig, b: &ModelConfig) -> Vec<String> {
     let mut out = Vec::new();
     let mut field = |name: &str, x: String, y: String| {
         if x != y {

@@ -1,13 +1,14 @@
 //! neox checkpoints to and from Hugging Face GPT-NeoX folders
-//! (`neox-convert to-hf` / `from-hf`). A model split over ranks (tensor or
-//! pipeline parallel) converts once merged into one [`GptNeox`]:
-//! [`hf::save_with`] takes any whole model.
+//! (`neox-convert to-hf` / `from-hf`). A split run's checkpoint (one share
+//! per pipeline stage and tensor rank) converts merged into one model
+//! (`dist::reshard`).
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 
 use crate::checkpoint::{self, TrainState};
+use crate::dist::reshard;
 use crate::error::CheckpointError;
 use crate::hf::{self, SaveOptions};
 use crate::schedule::{DecayStyle, Schedule};
@@ -31,15 +32,22 @@ pub fn checkpoint_to_hf<B: Backend>(
     options: &SaveOptions,
     device: &B::Device,
 ) -> Result<Exported, CheckpointError> {
-    let dir = checkpoint::folder(save, step)?;
-    let state = checkpoint::read_state(&dir)?;
+    // A split run's shares are checked and merged first.
+    let split = match reshard::is_split(save)? {
+        true => reshard::find(save, step, false)?.filter(|saved| saved.split),
+        false => None,
+    };
+    let state = match split {
+        Some(saved) => saved.state,
+        None => checkpoint::read_state(&checkpoint::folder(save, step)?)?,
+    };
     if let Some(why) = hf::unsupported(&state.model) {
         return Err(CheckpointError::State {
-            path: dir.join("state.json"),
+            path: save.to_path_buf(),
             message: format!("this model cannot be written as Hugging Face GPT-NeoX: {why}"),
         });
     }
-    let (model, state) = checkpoint::load_model::<B>(&dir, device)?;
+    let (model, state, dir) = reshard::load_model::<B>(save, step, device)?;
     let files = hf::save_with(&model, out, options)?;
     Ok(Exported {
         checkpoint: dir,
@@ -68,6 +76,7 @@ pub fn hf_to_checkpoint<B: Backend>(
         optimizer_shards: 0,
         skipped_steps: 0,
         loss_scaler: None,
+        layout: None,
     };
     checkpoint::save_weights(save, &model, &state)
 }

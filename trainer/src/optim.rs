@@ -18,7 +18,7 @@ use crate::dist::onebit_adam::{OneBitAdam, OneBitConfig};
 use crate::error::CheckpointError;
 
 /// One parameter group's optimizer state, keyed by parameter.
-type StateRecord<B, M> = <OptimizerAdaptor<AdamW, M, B> as Optimizer<M, B>>::Record;
+pub type StateRecord<B, M> = <OptimizerAdaptor<AdamW, M, B> as Optimizer<M, B>>::Record;
 
 /// The optimizer's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -246,6 +246,28 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
             onebit.load(dir, rank, ranks)?;
         }
         Ok(self)
+    }
+}
+
+impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
+    /// Every parameter's AdamW state, both groups together, by parameter:
+    /// what `dist::reshard` moves between layouts.
+    pub fn states(&self) -> StateRecord<B, M> {
+        let mut all = self.decay.to_record();
+        all.extend(self.no_decay.to_record());
+        all
+    }
+
+    /// This optimizer holding `decay` and `no_decay` (the rank-1
+    /// parameters') as its groups' state, in place of what it held.
+    pub fn with_states(
+        mut self,
+        decay: StateRecord<B, M>,
+        no_decay: StateRecord<B, M>,
+    ) -> Self {
+        self.decay = self.decay.load_record(decay);
+        self.no_decay = self.no_decay.load_record(no_decay);
+        self
     }
 }
 

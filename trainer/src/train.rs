@@ -227,19 +227,37 @@ pub fn run_parallel<B: TrainBackend>(
         },
         skipped_steps: 0,
         loss_scaler: None,
+        layout: None,
     };
     let mut resumed_from = None;
+    // An unsplit checkpoint, or a split run's shares made whole.
     let checkpoint = match &t.load {
-        Some(load) => checkpoint::resume_point(load)?,
+        Some(load) => crate::dist::reshard::find(load, None, false)?,
         None => None,
     };
-    if let Some(dir) = checkpoint {
+    if let Some(saved) = checkpoint {
+        let dir = saved.folder().to_path_buf();
         let what = match (t.finetune, t.no_load_optim) {
             (true, _) => checkpoint::LoadWhat::Finetune,
             (false, true) => checkpoint::LoadWhat::NoOptim,
             (false, false) => checkpoint::LoadWhat::Resume,
         };
-        let restored = checkpoint::load_with(&dir, model, optim, device, dp, what)?;
+        let restored = crate::dist::reshard::load(
+            &saved,
+            &crate::dist::reshard::Target::Whole,
+            model,
+            &config,
+            optim,
+            device,
+            dp,
+            what,
+            first_rank,
+        )?;
+        let restored = checkpoint::Restored {
+            model: restored.0,
+            optim: restored.1,
+            state: restored.2,
+        };
         (model, optim) = (restored.model, restored.optim);
         match what {
             checkpoint::LoadWhat::Finetune => {

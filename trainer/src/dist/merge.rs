@@ -42,8 +42,10 @@ pub fn values<B: Backend, M: Module<B>>(model: &M) -> Vec<Vec<f32>> {
     c.0
 }
 
-/// `model` with its parameters' values replaced, in visiting order, by `f(index, len)`.
-fn with_values<B: Backend>(
+/// `model` with its parameters' values replaced, in visiting order, by
+/// `f(index, len)`; ids kept. Needs no value of `model` (a lazily
+/// initialised parameter is never drawn: no RNG is touched).
+pub fn filled<B: Backend>(
     model: &GptNeox<B>,
     mut f: impl FnMut(usize, usize) -> Vec<f32>,
 ) -> GptNeox<B> {
@@ -53,22 +55,64 @@ fn with_values<B: Backend>(
     }
     impl<B: Backend, F: FnMut(usize, usize) -> Vec<f32>> ModuleMapper<B> for Fill<'_, F> {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-            let (id, value, mapper) = param.consume();
-            let dims = value.dims();
+            let dims = param.lazy_shape().dims::<D>();
+            let device = param.lazy_device();
             let values = (self.f)(self.index, dims.iter().product());
             self.index += 1;
-            let data = TensorData::new(values, dims.to_vec());
-            let mut t = Tensor::<B, D>::from_data(data, &value.device());
-            if value.is_require_grad() {
-                t = t.require_grad();
-            }
-            Param::from_mapped_value(id, t, mapper)
+            let data = TensorData::new(values, dims);
+            let t = Tensor::<B, D>::from_data(data, &device).require_grad();
+            Param::initialized(param.id, t)
         }
     }
     model.clone().map(&mut Fill {
         f: &mut f,
         index: 0,
     })
+}
+
+/// Models whose values are element indices: split like the model, they say
+/// where each element of a share came from.
+pub struct Probes<B: Backend> {
+    param: GptNeox<B>,
+    low: GptNeox<B>,
+    high: GptNeox<B>,
+}
+
+impl<B: TpOps> Probes<B> {
+    /// Probes of `template`'s structure (its values are not used).
+    pub fn new(template: &GptNeox<B>) -> Self {
+        let probe = |f: &dyn Fn(usize, usize) -> f32| {
+            filled(template, |p, n| (0..n).map(|i| f(p, i)).collect())
+        };
+        Probes {
+            param: probe(&|p, _| p as f32),
+            low: probe(&|_, i| (i % LOW) as f32),
+            high: probe(&|_, i| (i / LOW) as f32),
+        }
+    }
+
+    /// For each parameter of share `shard` of `stage`, in visiting order,
+    /// where each of its elements comes from: (parameter, element) of the
+    /// whole model.
+    pub fn origins(
+        &self,
+        stage: &Stage,
+        shard: Shard,
+    ) -> Result<Vec<Vec<(usize, usize)>>, SplitError> {
+        let split = |m: &GptNeox<B>| {
+            GptShard::new(m, stage.clone(), shard, TpGroup::single()).map(|s| values(&s))
+        };
+        let (p, l, h) = (split(&self.param)?, split(&self.low)?, split(&self.high)?);
+        Ok(p.iter()
+            .zip(l.iter().zip(&h))
+            .map(|(p, (l, h))| {
+                p.iter()
+                    .zip(l.iter().zip(h))
+                    .map(|(&p, (&l, &h))| (p as usize, h as usize * LOW + l as usize))
+                    .collect()
+            })
+            .collect())
+    }
 }
 
 /// For every (stage, tensor rank), in that order, where each element of each
@@ -78,31 +122,11 @@ fn origins<B: TpOps>(
     stages: &[Stage],
     tp: usize,
 ) -> Result<Origins, SplitError> {
-    let probe = |f: &dyn Fn(usize, usize) -> f32| {
-        with_values(template, |p, n| (0..n).map(|i| f(p, i)).collect())
-    };
-    let param = probe(&|p, _| p as f32);
-    let low = probe(&|_, i| (i % LOW) as f32);
-    let high = probe(&|_, i| (i / LOW) as f32);
+    let probes = Probes::new(template);
     let mut all = Vec::with_capacity(stages.len() * tp);
     for stage in stages {
         for rank in 0..tp {
-            let split = |m: &GptNeox<B>| {
-                let shard = Shard { rank, size: tp };
-                GptShard::new(m, stage.clone(), shard, TpGroup::single()).map(|s| values(&s))
-            };
-            let (p, l, h) = (split(&param)?, split(&low)?, split(&high)?);
-            let share = p
-                .iter()
-                .zip(l.iter().zip(&h))
-                .map(|(p, (l, h))| {
-                    p.iter()
-                        .zip(l.iter().zip(h))
-                        .map(|(&p, (&l, &h))| (p as usize, h as usize * LOW + l as usize))
-                        .collect()
-                })
-                .collect();
-            all.push(share);
+            all.push(probes.origins(stage, Shard { rank, size: tp })?);
         }
     }
     Ok(all)
@@ -134,7 +158,7 @@ fn place<B: Backend>(
             }
         }
     }
-    with_values(template, |p, _| std::mem::take(&mut whole[p]))
+    filled(template, |p, _| std::mem::take(&mut whole[p]))
 }
 
 /// Gathers every share of data rank 0 to world rank 0 and merges them there

@@ -11,7 +11,8 @@
 //! - [`tensor_parallel`]: layers split over a group of ranks (Megatron's).
 //! - [`pipeline_parallel`]: stages of layers, 1F1B between them.
 //! - [`shard`]: one rank's share of the model; [`parallel`]: the three
-//!   together; [`run`]: their training loop; [`merge`]: shares made whole.
+//!   together; [`run`]: their training loop; [`merge`]: shares made whole;
+//!   [`reshard`]: a checkpoint saved at one layout read at another.
 
 pub mod comm;
 pub mod data_parallel;
@@ -20,6 +21,7 @@ pub mod onebit_adam;
 pub mod parallel;
 pub mod pipeline_parallel;
 pub mod placement;
+pub mod reshard;
 pub mod run;
 pub mod shard;
 pub mod tensor_parallel;

@@ -7,8 +7,8 @@
 //! Checkpoints: each (stage, tensor rank) saves its share with its data
 //! ranks in the ordinary format, under `{save}/pp{P}-tp{T}/` (GPT-NeoX too
 //! writes one file per stage and tensor rank); a run resumes from them at the
-//! same layout, every share at the same iteration. [`super::merge`] makes a
-//! split model whole (Hugging Face export, one device).
+//! same layout, every share at the same iteration, and at any other layout
+//! (or from an unsplit checkpoint) through [`super::reshard`].
 //!
 //! Not yet here: mixed precision (fp32 only) and activation checkpointing
 //! (warned, not applied).
@@ -23,11 +23,12 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use super::comm::{Communicator, DType, ReduceOp};
 use super::data_parallel::ParamLayout;
 use super::parallel::Parallel;
+use super::reshard::{self, Layout, Target};
 use super::shard::GptShard;
 use super::tensor_parallel::TpOps;
 use super::topology::Topology;
 use super::zero::ZeroStage;
-use crate::checkpoint::{self, TrainState};
+use crate::checkpoint::{self, LoadWhat, TrainState};
 use crate::config::NeoxArgs;
 use crate::data::{Batch, SampleSource, Splits};
 use crate::error::TrainError;
@@ -109,9 +110,11 @@ where
         },
         skipped_steps: 0,
         loss_scaler: None,
+        layout: Some(Layout::of(&parallel.stages, topology.tp)),
     };
+    // A checkpoint of any layout: this one's shares, or another's resharded.
     let resume = match &t.load {
-        Some(load) => checkpoint::resume_point(&shard_dir(load))?,
+        Some(load) => reshard::find(load, None, true)?,
         None => None,
     };
     // Every share resumes from the same iteration, or none does.
@@ -120,9 +123,23 @@ where
         resume.as_ref().map_or(-1, |_| 0),
     ];
     let mut resumed_from = None;
-    if let Some(dir) = resume {
-        let (m, o, restored) =
-            checkpoint::load_module(&dir, model, &config, optim, device, &parallel.dp)?;
+    if let Some(saved) = resume {
+        let target = Target::Share {
+            layout: Layout::of(&parallel.stages, topology.tp),
+            stage: parallel.coord.pp,
+            shard: model.shard(),
+        };
+        let (m, o, restored) = reshard::load(
+            &saved,
+            &target,
+            model,
+            &config,
+            optim,
+            device,
+            &parallel.dp,
+            LoadWhat::Resume,
+            first_rank,
+        )?;
         (model, optim) = (m, o);
         at = [restored.iteration as i64; 2];
         state = TrainState {
@@ -132,6 +149,10 @@ where
         state.schedule =
             crate::schedule::on_resume(&args.schedule, &state.schedule, args.resume_flags)?;
         resumed_from = Some(state.iteration);
+    } else {
+        // One parameter id per parameter on every data rank: ZeRO's
+        // optimizer files, keyed by id, then match the saved model's.
+        model = parallel.dp.sync_model(model, device)?;
     }
     let mut highest = [at[0]];
     let mut lowest = [-at[1]];
