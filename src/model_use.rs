@@ -9,7 +9,7 @@ use clap::Args;
 use neox_tokenize::{Tokenizer, TokenizerKind, TokenizerSpec};
 use neox_trainer::GptNeox;
 use neox_trainer::config::yaml::Options;
-use neox_trainer::{checkpoint, hf};
+use neox_trainer::hf;
 
 /// The CPU inference backend.
 pub type Cpu = neox_trainer::device::CpuInference;

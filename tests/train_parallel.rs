@@ -5,7 +5,9 @@
 //! accumulating both ranks' micro batches, bit for bit. A rank killed with
 //! SIGKILL ends the other with an error naming it; the run then resumes from
 //! its last checkpoint as if never interrupted. Two ranks of one tensor-
-//! or pipeline-parallel model train to one process's losses.
+//! or pipeline-parallel model train to one process's losses; a pipe 2 x
+//! model 2 checkpoint exports to one Hugging Face model and resumes in one
+//! process.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +17,7 @@ use serde_json::Value;
 
 const TRAIN: &str = env!("CARGO_BIN_EXE_neox-train");
 const LAUNCH: &str = env!("CARGO_BIN_EXE_neox-launch");
+const CONVERT: &str = env!("CARGO_BIN_EXE_neox-convert");
 
 mod common;
 use common::char_shards;
@@ -133,15 +136,20 @@ fn torchrun_style(dir: &Path, extra: &str, timeout: &str) -> Vec<Child> {
 
 /// Two ranks of `configs` under a torchrun-style environment.
 fn two_ranks(configs: &[PathBuf], timeout: &str) -> Vec<Child> {
+    ranks(configs, 2, timeout)
+}
+
+/// `n` ranks of `configs` under a torchrun-style environment.
+fn ranks(configs: &[PathBuf], n: usize, timeout: &str) -> Vec<Child> {
     let port = free_port().to_string();
-    (0..2)
+    (0..n)
         .map(|rank| {
             Command::new(TRAIN)
                 .args(train_args(configs))
                 .args(["--comm-timeout", timeout])
                 .env("RANK", rank.to_string())
                 .env("LOCAL_RANK", rank.to_string())
-                .env("WORLD_SIZE", "2")
+                .env("WORLD_SIZE", n.to_string())
                 .env("MASTER_ADDR", "127.0.0.1")
                 .env("MASTER_PORT", &port)
                 .stdout(Stdio::piped())
@@ -409,4 +417,164 @@ fn split_runs_save_each_share_and_resume_bit_for_bit() {
             assert!(err.contains("different iterations"), "{extra}{err}");
         }
     }
+}
+
+/// The logits of the split checkpoint in `save` at `step` for `tokens`,
+/// computed by its shares as they were saved: each tensor rank a thread
+/// running both stages in turn (nothing merged).
+fn split_logits(save: &Path, step: u64, tokens: &[i64]) -> Vec<f32> {
+    use burn::backend::Flex;
+    use burn::module::Module;
+    use burn::record::{BinFileRecorder, FullPrecisionSettings};
+    use burn::tensor::{Int, Tensor, TensorData};
+    use neox_trainer::dist::comm::threads::ThreadComm;
+    use neox_trainer::dist::shard::StageInput;
+    use neox_trainer::dist::tensor_parallel::{TpGroup, layers::Shard};
+    use neox_trainer::dist::{GptShard, merge};
+    use std::sync::Arc;
+
+    let share = |p: usize, t: usize| save.join(format!("pp{p}-tp{t}/global_step{step}"));
+    let state = neox_trainer::checkpoint::read_state(&share(0, 0)).unwrap();
+    let layout = state.layout.clone().unwrap();
+    assert_eq!((layout.pp(), layout.tp), (2, 2));
+    let device = Default::default();
+    let template = merge::filled(&state.model.init::<Flex>(&device), |_, n| vec![0.0; n]);
+    let comms = ThreadComm::group(2, Duration::from_secs(60));
+    let parts: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|comm| {
+                let (template, layout, share) = (&template, &layout, &share);
+                s.spawn(move || {
+                    let group = TpGroup::new(Arc::new(comm));
+                    let shard = Shard {
+                        rank: group.rank(),
+                        size: 2,
+                    };
+                    let stage = |p: usize| {
+                        GptShard::new(template, layout.stage(p), shard, group.clone())
+                            .unwrap()
+                            .load_file(
+                                share(p, shard.rank).join("model"),
+                                &BinFileRecorder::<FullPrecisionSettings>::new(),
+                                &Default::default(),
+                            )
+                            .unwrap()
+                    };
+                    let input = Tensor::<Flex, 2, Int>::from_data(
+                        TensorData::new(tokens.to_vec(), [1, tokens.len()]),
+                        &Default::default(),
+                    );
+                    let hidden = stage(0).forward_stage(StageInput::Tokens(input));
+                    let logits = stage(1).forward_stage(StageInput::Hidden(hidden));
+                    group.check().unwrap();
+                    logits.into_data().iter::<f32>().collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Each rank holds half of every row's vocabulary.
+    let half = state.model.vocab_size / 2;
+    (0..tokens.len())
+        .flat_map(|row| {
+            parts
+                .iter()
+                .flat_map(move |p| p[row * half..(row + 1) * half].iter().copied())
+        })
+        .collect()
+}
+
+#[test]
+fn a_pipe_2_x_model_2_checkpoint_exports_to_hugging_face_and_resumes_in_one_process() {
+    let expected = reference("");
+    let dir = tempfile::tempdir().unwrap();
+    let save = dir.path().join("checkpoints");
+    let own = |extra: &str| {
+        format!(
+            "{extra}save: {s}\nload: {s}\ncheckpoint_factor: 4\n",
+            s = save.display()
+        )
+    };
+    // Four ranks, stopping after the checkpoint of step 4.
+    let configs = configs_without_checkpoints(
+        dir.path(),
+        &own("pipe_parallel_size: 2\nmodel_parallel_size: 2\ntrain_iters: 4\n"),
+    );
+    for (rank, mut child) in ranks(&configs, 4, "60").into_iter().enumerate() {
+        let status = wait(&mut child, Duration::from_secs(300));
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(status.success(), "rank {rank}: {err}");
+    }
+    for share in ["pp0-tp0", "pp0-tp1", "pp1-tp0", "pp1-tp1"] {
+        assert!(save.join(share).join("global_step4/model.bin").is_file());
+    }
+
+    // One Hugging Face model, computing what the four shares compute.
+    let hf = dir.path().join("hf");
+    let mut c = Command::new(CONVERT);
+    c.args(["to-hf", "--checkpoint"])
+        .arg(&save)
+        .arg("--out")
+        .arg(&hf);
+    let (ok, text) = output(c, Duration::from_secs(120));
+    assert!(ok, "{text}");
+    assert!(text.contains("iteration 4"), "{text}");
+    let model: neox_trainer::GptNeox<burn::backend::Flex> =
+        neox_trainer::hf::load(&hf, &Default::default()).unwrap();
+    let tokens: Vec<i64> = (0..32).map(|i| (i * 37 + 11) % 120).collect();
+    let input = burn::tensor::Tensor::<burn::backend::Flex, 2, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(tokens.clone(), [1, tokens.len()]),
+        &Default::default(),
+    );
+    let got: Vec<f32> = model.forward(input).into_data().iter::<f32>().collect();
+    let want = split_logits(&save, 4, &tokens);
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(err <= 1e-4 * scale, "max error {err} against {scale}");
+
+    // One process resumes the split run at step 4 and ends as the
+    // uninterrupted one-process run, within tensor parallelism's rounding.
+    let configs = configs_without_checkpoints(dir.path(), &own(""));
+    let mut c = Command::new(TRAIN);
+    c.args(train_args(&configs));
+    let (ok, text) = output(c, Duration::from_secs(300));
+    assert!(ok, "{text}");
+    assert!(text.contains("resharding pp2-tp2 -> pp1-tp1"), "{text}");
+    // (The first run's own test record, at step 4, is left out with the rest.)
+    let after_4 = |r: Vec<(String, u64, f64, Option<f64>)>| -> Vec<_> {
+        r.into_iter().filter(|r| r.1 > 4).collect()
+    };
+    let (got, expected) = (after_4(numbers(dir.path())), after_4(expected));
+    assert_eq!(got.len(), expected.len(), "{got:?}");
+    assert!(got.len() >= 5, "{got:?}");
+    for (g, e) in got.iter().zip(&expected) {
+        assert_eq!((&g.0, g.1), (&e.0, e.1));
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * b.abs();
+        assert!(close(g.2, e.2), "{} {}: loss {} != {}", g.0, g.1, g.2, e.2);
+        if let (Some(a), Some(b)) = (g.3, e.3) {
+            assert!(close(a, b), "{} {}: grad norm {a} != {b}", g.0, g.1);
+        }
+    }
+
+    // A share missing: named, and nothing written.
+    std::fs::remove_dir_all(save.join("pp1-tp1")).unwrap();
+    let bad = dir.path().join("bad");
+    let mut c = Command::new(CONVERT);
+    c.args(["to-hf", "--step", "4", "--checkpoint"])
+        .arg(&save)
+        .arg("--out")
+        .arg(&bad);
+    let (ok, text) = output(c, Duration::from_secs(120));
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("pp1-tp1") && text.contains("missing"),
+        "{text}"
+    );
+    assert!(!bad.join("model.safetensors").exists());
 }

@@ -260,11 +260,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
 
     /// This optimizer holding `decay` and `no_decay` (the rank-1
     /// parameters') as its groups' state, in place of what it held.
-    pub fn with_states(
-        mut self,
-        decay: StateRecord<B, M>,
-        no_decay: StateRecord<B, M>,
-    ) -> Self {
+    pub fn with_states(mut self, decay: StateRecord<B, M>, no_decay: StateRecord<B, M>) -> Self {
         self.decay = self.decay.load_record(decay);
         self.no_decay = self.no_decay.load_record(no_decay);
         self

@@ -204,14 +204,12 @@ fn pipe_2_x_model_2_resumes_on_one_device() {
     // The split run wrote its shares (its layout in each), the one device
     // its unsplit checkpoint next to them.
     for share in ["pp0-tp0", "pp0-tp1", "pp1-tp0", "pp1-tp1"] {
-        let state = neox_trainer::checkpoint::read_state(
-            &dir.path().join(share).join("global_step4"),
-        )
-        .unwrap();
+        let state =
+            neox_trainer::checkpoint::read_state(&dir.path().join(share).join("global_step4"))
+                .unwrap();
         assert_eq!(state.layout.unwrap().to_string(), "pp2-tp2");
     }
-    let state =
-        neox_trainer::checkpoint::read_state(&dir.path().join("global_step8")).unwrap();
+    let state = neox_trainer::checkpoint::read_state(&dir.path().join("global_step8")).unwrap();
     assert_eq!(state.layout, None);
     assert_eq!(state.consumed_train_samples, 64);
 }
@@ -260,7 +258,9 @@ fn merging_a_split_checkpoint_and_cutting_it_again_is_exact() {
     let whole = reshard::read_whole(&saved, true).unwrap();
     let layout = saved.state.layout.clone().unwrap();
     let device = Default::default();
-    let template = merge::filled(&saved.state.model.init::<Flex>(&device), |_, n| vec![0.0; n]);
+    let template = merge::filled(&saved.state.model.init::<Flex>(&device), |_, n| {
+        vec![0.0; n]
+    });
     // Each share cut from the whole is the share saved, bit for bit; its
     // moments are a step-4 Adam state (ZeRO's two files merged).
     for p in 0..2 {
@@ -329,7 +329,11 @@ fn broken_split_checkpoints_are_refused_by_name() {
     // A share missing.
     let dir = copy("missing");
     std::fs::remove_dir_all(dir.join("pp1-tp0")).unwrap();
-    refused(&dir, ONE, &["pp1-tp0", "missing", "2 stage(s) x 2 tensor rank(s)"]);
+    refused(
+        &dir,
+        ONE,
+        &["pp1-tp0", "missing", "2 stage(s) x 2 tensor rank(s)"],
+    );
     // Shares from different iterations.
     let dir = copy("mixed");
     std::fs::write(dir.join("pp0-tp1/latest"), "global_step4").unwrap();
@@ -349,7 +353,11 @@ fn broken_split_checkpoints_are_refused_by_name() {
     refused(&dir, ONE, &["pp1-tp0", "model.bin"]);
     // A layout that cannot be made: 4 heads over 3 tensor ranks.
     let dir = copy("tp3");
-    refused(&dir, Grid(1, 1, 3, ZeroStage::Off), &["model_parallel_size 3", "not a multiple"]);
+    refused(
+        &dir,
+        Grid(1, 1, 3, ZeroStage::Off),
+        &["model_parallel_size 3", "not a multiple"],
+    );
 }
 
 /// Shares at different iterations are refused at the run's own layout too.

@@ -40,7 +40,6 @@ use crate::optim::{NeoxOptimizer, OptimConfig, StateRecord};
 /// Where shares are read: records hold f32 whatever backend wrote them.
 type Ad = Autodiff<Flex>;
 
-
 /// One pipeline stage of a layout (what [`Stage`] says, as `state.json` keeps it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageSpan {
@@ -387,7 +386,9 @@ impl Whole {
     /// The model, on any backend.
     pub fn model<B: Backend>(&self, device: &B::Device) -> GptNeox<B> {
         let values = &self.part.values;
-        merge::filled(&self.state.model.init::<B>(device), |p, _| values[p].clone())
+        merge::filled(&self.state.model.init::<B>(device), |p, _| {
+            values[p].clone()
+        })
     }
 
     /// What `target` holds of it.
@@ -764,7 +765,10 @@ fn install<B: AutodiffBackend, M: AutodiffModule<B>>(
             }
             let dims = param.lazy_shape().dims::<D>();
             let tensor = |v: &Vec<f32>| {
-                Tensor::<B::InnerBackend, D>::from_data(TensorData::new(v.clone(), dims), self.device)
+                Tensor::<B::InnerBackend, D>::from_data(
+                    TensorData::new(v.clone(), dims),
+                    self.device,
+                )
             };
             let momentum = AdaptiveMomentumState::new(
                 self.adam.time[i],
@@ -865,7 +869,14 @@ pub fn load<B: AutodiffBackend, M: AutodiffModule<B>>(
     let owned = dp.owned(&ParamLayout::of::<B, _>(&model));
     let (model, optim) = install(part, model, optim, |id| owned.contains(id), device)
         .map_err(|message| state_error(saved.folder(), message))?;
-    Ok((model, optim, TrainState { layout, ..whole.state }))
+    Ok((
+        model,
+        optim,
+        TrainState {
+            layout,
+            ..whole.state
+        },
+    ))
 }
 
 /// The model of the checkpoint in `save` at `step` (else the newest), split
