@@ -620,6 +620,7 @@ fn read_part<M: AutodiffModule<Ad>>(
                 eps: 1e-8,
                 weight_decay: 0.0,
                 gradient_clipping: 0.0,
+                onebit: None,
             };
             let optim = NeoxOptimizer::<Ad, M>::new(&settings).load(
                 dir,
