@@ -562,6 +562,31 @@ fn a_pipe_2_x_model_2_checkpoint_exports_to_hugging_face_and_resumes_in_one_proc
         }
     }
 
+    // Offline: step 4's shares cut for one process, optimizer state included;
+    // a layout that cannot be made refused by name.
+    let one = dir.path().join("one");
+    let reshard = |out: &Path, tp: &str| {
+        let mut c = Command::new(CONVERT);
+        c.args([
+            "reshard",
+            "--step",
+            "4",
+            "--model-parallel-size",
+            tp,
+            "--checkpoint",
+        ])
+        .arg(&save)
+        .arg("--out")
+        .arg(out);
+        output(c, Duration::from_secs(120))
+    };
+    let (ok, text) = reshard(&one, "1");
+    assert!(ok, "{text}");
+    assert!(text.contains("from pp2-tp2 to pp1-tp1"), "{text}");
+    assert!(one.join("global_step4/optim_decay_rank0.bin").is_file());
+    let (ok, text) = reshard(&dir.path().join("three"), "3");
+    assert!(!ok && text.contains("model_parallel_size 3"), "{text}");
+
     // A share missing: named, and nothing written.
     std::fs::remove_dir_all(save.join("pp1-tp1")).unwrap();
     let bad = dir.path().join("bad");

@@ -7,6 +7,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use neox::model_use::{Cpu, TokenizerArgs};
 use neox_trainer::convert;
+use neox_trainer::dist::PartitionMethod;
+use neox_trainer::dist::reshard;
 use neox_trainer::hf::{HfDtype, SaveOptions};
 
 /// Convert between neox checkpoints and Hugging Face GPT-NeoX models.
@@ -22,6 +24,13 @@ use neox_trainer::hf::{HfDtype, SaveOptions};
 /// `GPTNeoXForCausalLM.from_pretrained` and `AutoTokenizer`.
 /// `bos_token_id` / `eos_token_id` are the tokenizer's EOD, so that
 /// `generate()` stops at the end of a document.
+///
+/// A split run's checkpoint (`SAVE_DIR/pp{P}-tp{T}/`) converts merged.
+/// `reshard` cuts a checkpoint (split or not) for another pipeline x tensor
+/// layout offline, optimizer state included, as a run at that layout saves
+/// it (`neox-train` also reshards by itself when it loads one):
+///
+///   neox-convert reshard --checkpoint runs/split --out runs/one --pipe-parallel-size 1 --model-parallel-size 1
 ///
 /// `from-hf` writes the model as the checkpoint `global_step0` of a `save`
 /// folder (weights only, `latest` pointing at it). Train from it with
@@ -56,6 +65,28 @@ enum Command {
         max_shard_size: u64,
         #[command(flatten)]
         tokenizer: TokenizerArgs,
+    },
+    /// A neox checkpoint (split or not) cut for another pipeline x tensor layout.
+    Reshard {
+        /// The checkpoint folder (`save` of a run).
+        #[arg(long, value_name = "SAVE_DIR")]
+        checkpoint: PathBuf,
+        /// The iteration to convert (`global_stepN`); default: the newest.
+        #[arg(long, value_name = "N")]
+        step: Option<u64>,
+        /// The checkpoint folder to write (`load` of the run that resumes it).
+        #[arg(long, value_name = "SAVE_DIR")]
+        out: PathBuf,
+        /// Pipeline stages of the new layout.
+        #[arg(long, value_name = "P", default_value_t = 1)]
+        pipe_parallel_size: usize,
+        /// Tensor-parallel ranks of the new layout.
+        #[arg(long, value_name = "T", default_value_t = 1)]
+        model_parallel_size: usize,
+        /// How the layers are cut into stages (GPT-NeoX's `pipe_partition_method`;
+        /// give the resuming run's, else it reshards again on load).
+        #[arg(long, value_name = "M", default_value = "type:transformer|mlp")]
+        pipe_partition_method: String,
     },
     /// A Hugging Face GPT-NeoX folder to a neox checkpoint.
     FromHf {
@@ -140,6 +171,39 @@ fn run(cli: Cli) -> Result<()> {
             for file in files {
                 println!("  {}", file.display());
             }
+        }
+        Command::Reshard {
+            checkpoint,
+            step,
+            out,
+            pipe_parallel_size,
+            model_parallel_size,
+            pipe_partition_method,
+        } => {
+            let method = PartitionMethod::parse(&pipe_partition_method)?;
+            if out.canonicalize().ok() == Some(checkpoint.canonicalize()?) {
+                anyhow::bail!(
+                    "--out {} is the checkpoint being read: write the new layout elsewhere",
+                    out.display()
+                );
+            }
+            let saved = reshard::find(&checkpoint, step, true)?
+                .with_context(|| format!("{}: no checkpoint here", checkpoint.display()))?;
+            let layout = reshard::write(
+                &saved,
+                &out,
+                pipe_parallel_size,
+                model_parallel_size,
+                &method,
+            )
+            .context("resharding")?;
+            println!(
+                "resharded {} (iteration {}) from {} to {layout} in {}",
+                saved.folder().display(),
+                saved.state.iteration,
+                saved.layout_name(),
+                out.display()
+            );
         }
         Command::FromHf { dir, out } => {
             let written = convert::hf_to_checkpoint::<Cpu>(&dir, &out, &device)

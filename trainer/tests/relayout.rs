@@ -367,3 +367,58 @@ fn refused_at_same_layout(dir: &Path, grid: Grid) {
     assert!(err.contains("different iterations"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn offline_resharding_resumes_as_resharding_on_load_does() {
+    use neox_trainer::dist::PartitionMethod;
+    use neox_trainer::dist::pipeline_parallel::partition;
+
+    let _serial = one_run_at_a_time();
+    let saved = tempfile::tempdir().unwrap();
+    run(saved.path(), 4, Grid(1, 1, 2, ZeroStage::Off)).unwrap();
+    let found = reshard::find(saved.path(), None, true).unwrap().unwrap();
+    for to in [Grid(2, 1, 1, ZeroStage::Off), ONE] {
+        // On load: a copy resumed at `to`.
+        let auto = tempfile::tempdir().unwrap();
+        copy_tree(saved.path(), auto.path());
+        run(auto.path(), 8, to).unwrap();
+        // Offline, then resumed at `to`: no resharding left to do.
+        let offline = tempfile::tempdir().unwrap();
+        let layout = reshard::write(
+            &found,
+            offline.path(),
+            to.0,
+            to.2,
+            &PartitionMethod::Uniform,
+        )
+        .unwrap();
+        let again = reshard::find(offline.path(), None, true).unwrap().unwrap();
+        assert_eq!(again.state.iteration, 4);
+        if to.0 > 1 {
+            let stages = partition::partition(&PartitionMethod::Uniform, 3, to.0, |_| 0);
+            assert_eq!(layout, reshard::Layout::of(&stages, to.2));
+            assert_eq!(again.state.layout, Some(layout));
+        } else {
+            assert!(!again.split && again.state.layout.is_none());
+        }
+        run(offline.path(), 8, to).unwrap();
+        assert_eq!(
+            train_records(offline.path()),
+            after_4(&train_records(auto.path())),
+            "tp2 -> {to:?}"
+        );
+    }
+    // Layouts that cannot be made are refused before anything is written.
+    let bad = tempfile::tempdir().unwrap();
+    let err = reshard::write(
+        &found,
+        &bad.path().join("x"),
+        1,
+        3,
+        &PartitionMethod::Uniform,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("model_parallel_size 3"), "{err}");
+    assert!(!bad.path().join("x").exists());
+}

@@ -75,22 +75,7 @@ impl Parallel {
         };
         super::tensor_parallel::check_divisible(config, topology.tp)
             .map_err(|e| TrainError::Device(e.to_string()))?;
-        let layers = config.num_layers;
-        // Parameters of GPT-NeoX's pipeline items (this rank's share).
-        let item_params = |i: usize| -> usize {
-            use burn::module::Module;
-            let embed = || model.embed_in.weight.dims()[0] / shard.size * config.hidden_size;
-            match i {
-                0 => embed() + model.embed_pos.as_ref().map_or(0, |p| p.num_params()),
-                i if (2..2 + layers).contains(&i) => {
-                    TpLayer::split(&model.layers[i - 2], config, shard).num_params()
-                }
-                i if i == layers + 3 => model.final_layer_norm.num_params(),
-                i if i == layers + 4 => embed(),
-                _ => 0,
-            }
-        };
-        let stages = partition::partition(method, layers, topology.pp, item_params);
+        let stages = stages(model, topology.pp, shard, method);
         let sub = |ranks: Vec<usize>| world.sub_group(&ranks);
         let dp = DataParallel::new(sub(topology.dp_group(rank))?, zero);
         let tp = TpGroup::new(sub(topology.tp_group(rank))?);
@@ -220,6 +205,33 @@ impl Parallel {
         };
         Ok((model, stats))
     }
+}
+
+/// The `pp` stages `method` cuts `model` into; `parameters` weighs the
+/// pipeline items by tensor-parallel share `shard`'s parameter counts.
+pub fn stages<B: TpOps>(
+    model: &GptNeox<B>,
+    pp: usize,
+    shard: Shard,
+    method: &PartitionMethod,
+) -> Vec<Stage> {
+    let config = &model.config;
+    let layers = config.num_layers;
+    // Parameters of GPT-NeoX's pipeline items (this share's).
+    let item_params = |i: usize| -> usize {
+        use burn::module::Module;
+        let embed = || model.embed_in.weight.dims()[0] / shard.size * config.hidden_size;
+        match i {
+            0 => embed() + model.embed_pos.as_ref().map_or(0, |p| p.num_params()),
+            i if (2..2 + layers).contains(&i) => {
+                TpLayer::split(&model.layers[i - 2], config, shard).num_params()
+            }
+            i if i == layers + 3 => model.final_layer_norm.num_params(),
+            i if i == layers + 4 => embed(),
+            _ => 0,
+        }
+    };
+    partition::partition(method, layers, pp, item_params)
 }
 
 /// Each parameter's shape, in visiting order.

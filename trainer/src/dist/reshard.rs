@@ -880,6 +880,91 @@ pub fn load<B: AutodiffBackend, M: AutodiffModule<B>>(
     ))
 }
 
+/// Writes the checkpoint `saved` into `out` cut for `pp` stages (by
+/// `method`) x `tp` tensor ranks, as a run at that layout would save it:
+/// shares under `{out}/pp{P}-tp{T}/`, or one unsplit checkpoint when both are
+/// 1 (offline, what loading at another layout does on every rank). The Adam
+/// state is in each share's rank-0 file: any number of data ranks and ZeRO
+/// stage read it. Returns the layout written.
+pub fn write(
+    saved: &Saved,
+    out: &Path,
+    pp: usize,
+    tp: usize,
+    method: &super::PartitionMethod,
+) -> Result<Layout, CheckpointError> {
+    let refuse = |message: String| state_error(out, message);
+    if pp == 0 || tp == 0 {
+        return Err(refuse(format!(
+            "{pp} stage(s) x {tp} tensor rank(s): both must be at least 1"
+        )));
+    }
+    let config = &saved.state.model;
+    super::tensor_parallel::check_divisible(config, tp).map_err(|e| refuse(e.to_string()))?;
+    if pp > config.num_layers + 5 {
+        return Err(refuse(format!(
+            "{pp} stages: GPT-NeoX's pipeline of {} layers has {} items",
+            config.num_layers,
+            config.num_layers + 5
+        )));
+    }
+    let whole = read_whole(saved, true)?;
+    let device = Default::default();
+    let model = whole.model::<Ad>(&device);
+    let shards = usize::from(whole.part.adam.is_some());
+    let single = DataParallel::single();
+    let settings = OptimConfig {
+        lr: 0.0,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        gradient_clipping: 0.0,
+        onebit: None,
+    };
+    if pp == 1 && tp == 1 {
+        let state = TrainState {
+            optimizer_shards: shards,
+            layout: None,
+            ..whole.state.clone()
+        };
+        if shards == 0 {
+            checkpoint::save_weights(out, &model, &state)?;
+        } else {
+            let optim = NeoxOptimizer::<Ad, GptNeox<Ad>>::new(&settings);
+            let (model, optim) =
+                install(whole.part.clone(), model, optim, |_| true, &device).map_err(refuse)?;
+            checkpoint::save(out, &model, &optim, &state, None, &single)?;
+        }
+        return Ok(Layout::whole(config.num_layers));
+    }
+    let first = Shard { rank: 0, size: tp };
+    let layout = Layout::of(&super::parallel::stages(&model, pp, first, method), tp);
+    let state = TrainState {
+        optimizer_shards: shards,
+        layout: Some(layout.clone()),
+        ..whole.state.clone()
+    };
+    for p in 0..pp {
+        for t in 0..tp {
+            let shard = Shard { rank: t, size: tp };
+            let target = Target::Share {
+                layout: layout.clone(),
+                stage: p,
+                shard,
+            };
+            let share = GptShard::new(&model, layout.stage(p), shard, TpGroup::single())
+                .map_err(|e| refuse(e.to_string()))?;
+            let optim = NeoxOptimizer::<Ad, GptShard<Ad>>::new(&settings);
+            let (share, optim) = install(whole.part_for(&target)?, share, optim, |_| true, &device)
+                .map_err(refuse)?;
+            let dir = out.join(format!("pp{p}-tp{t}"));
+            checkpoint::save_module(&dir, &share, &optim, &state, None, &single)?;
+        }
+    }
+    Ok(layout)
+}
+
 /// The model of the checkpoint in `save` at `step` (else the newest), split
 /// or not, made whole on any backend: for export, generation, evaluation.
 /// Returns the folder read (the checkpoint, or the root of its shares).
