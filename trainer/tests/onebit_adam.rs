@@ -334,3 +334,49 @@ fn a_run_resumed_while_compressing_continues_bit_for_bit() {
     );
     assert_ne!(after(full.path()), after(reset.path()));
 }
+
+#[test]
+fn fp16_overflows_skip_steps_on_every_rank_while_compressing() {
+    let _serial = one_run_at_a_time();
+    // 2^40 overflows fp16 gradients; the window of 5 doubles the scale again
+    // and again, so steps overflow in the compressed stage too, where each
+    // rank's own gradients decide: the ranks must still skip together (a
+    // rank stepping alone would wait in the exchange until the timeout).
+    let dir = tempfile::tempdir().unwrap();
+    run(
+        &format!(
+            "{}train_iters: 40\neval_iters: 0\ngradient_clipping: 1.0\n\
+             fp16: {{enabled: true, initial_scale_power: 40, loss_scale_window: 5, \
+             hysteresis: 2}}\nsave: {}\n",
+            onebit(3),
+            dir.path().display()
+        ),
+        2,
+    );
+    let records = metrics::read(&dir.path().join("metrics.jsonl")).unwrap();
+    let (mut applied, mut skipped_compressing, mut losses) = (0, 0, Vec::new());
+    for r in records {
+        if let Record::Train {
+            loss,
+            skipped_iters,
+            ..
+        } = r
+        {
+            match skipped_iters {
+                0 => {
+                    applied += 1;
+                    losses.push(loss);
+                }
+                _ if applied >= 3 => skipped_compressing += 1,
+                _ => {}
+            }
+        }
+    }
+    // The first applied step initialises, 2 more warm up, then compression.
+    assert!(skipped_compressing > 0, "no overflow while compressing");
+    assert!(applied > 8, "{applied} steps applied");
+    assert!(
+        losses.last().unwrap() < &(0.8 * losses[0]),
+        "applied steps did not learn: {losses:?}"
+    );
+}
