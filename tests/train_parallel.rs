@@ -640,7 +640,7 @@ fn one_bit_adam_over_tcp_warms_up_as_one_process_then_compresses() {
         a < 0.7 * first,
         "compressed run did not learn: {a} from {first}"
     );
-    // Measured: 3.66 against 3.89 (the frozen variance, small this early,
+    // Measured: 3.57 against 3.89 (the frozen variance, small this early,
     // makes larger steps): no worse than uncompressed by more than 0.1.
     assert!(a < b + 0.1, "compressed {a} vs uncompressed {b}");
     for rank in 0..2 {

@@ -4,11 +4,15 @@
 //! GPT-NeoX the decay formula goes on past `lr_decay_iters` (no clamp: a
 //! cosine rises again), and a warmup shorter than one iteration starts above
 //! the peak ([`Schedule::warmup_overshoot`] says by how much).
+//!
+//! A 1-bit Adam run follows DeepSpeed's `WarmupDecayLR` instead, as GPT-NeoX
+//! configures it for `OneBitAdam` ([`Schedule::deepspeed_warmup_decay`]).
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// `lr_decay_style`.
+/// `lr_decay_style`, and DeepSpeed's `WarmupDecayLR` (not a GPT-NeoX style:
+/// what GPT-NeoX gives `OneBitAdam` whatever the style says).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DecayStyle {
@@ -16,6 +20,8 @@ pub enum DecayStyle {
     Linear,
     Cosine,
     Exponential,
+    #[serde(rename = "deepspeed_warmup_decay")]
+    DeepSpeedWarmupDecay,
 }
 
 /// The schedule: a pure function of the iteration.
@@ -41,9 +47,26 @@ impl Schedule {
         }
     }
 
+    /// DeepSpeed's `WarmupDecayLR` as GPT-NeoX sets it up for `OneBitAdam`:
+    /// from 0 to `lr` over `warmup_steps` (`int(train_iters x warmup)`, at
+    /// least 2) on a log curve, then linearly to 0 at `total_steps`
+    /// (`lr_decay_iters`, else `train_iters`).
+    pub fn deepspeed_warmup_decay(lr: f64, warmup_steps: u64, total_steps: u64) -> Self {
+        Schedule {
+            style: DecayStyle::DeepSpeedWarmupDecay,
+            lr,
+            min_lr: 0.0,
+            warmup_iters: warmup_steps.max(2) as f64,
+            decay_iters: total_steps,
+        }
+    }
+
     /// The learning rate of the optimizer step taken at `iteration` (0-based:
     /// GPT-NeoX's scheduler holds `num_iters = iteration` during that step).
     pub fn lr_at(&self, iteration: u64) -> f64 {
+        if self.style == DecayStyle::DeepSpeedWarmupDecay {
+            return self.warmup_decay_lr(iteration);
+        }
         let it = iteration as f64;
         if self.warmup_iters > 0.0 && it <= self.warmup_iters {
             return self.lr * it.max(1.0) / self.warmup_iters;
@@ -62,9 +85,27 @@ impl Schedule {
                             * ((std::f64::consts::PI * done / span).cos() + 1.0)
                 }
                 DecayStyle::Exponential => self.lr * (-0.693 * done / span).exp(),
+                DecayStyle::DeepSpeedWarmupDecay => self.warmup_decay_lr(iteration),
             }
         };
         lr.max(self.min_lr)
+    }
+
+    /// `WarmupDecayLR`: DeepSpeed's engine steps it after every applied step,
+    /// starting from `last_batch_iteration = -1` (the minimum, 0), so step
+    /// `iteration` runs at `last_batch_iteration = iteration - 1`.
+    fn warmup_decay_lr(&self, iteration: u64) -> f64 {
+        let Some(last) = iteration.checked_sub(1) else {
+            return 0.0;
+        };
+        let (last, warmup) = (last as f64, self.warmup_iters);
+        let total = self.decay_iters as f64;
+        let gamma = if last < warmup {
+            (1.0 / warmup.ln()) * (last + 1.0).ln()
+        } else {
+            ((total - last) / (total - warmup).max(1.0)).max(0.0)
+        };
+        self.lr * gamma
     }
 
     /// Where GPT-NeoX's warmup runs above the peak within the first
@@ -178,6 +219,26 @@ pub fn on_resume(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deepspeed_warmup_decay_follows_its_formula_one_step_late() {
+        let s = Schedule::deepspeed_warmup_decay(1.0, 10, 100);
+        // Steps 0 and 1 run at 0 (-1, then log 1); then log(k) / log(10).
+        assert_eq!(s.lr_at(0), 0.0);
+        assert_eq!(s.lr_at(1), 0.0);
+        assert_eq!(s.lr_at(2), (1.0 / 10f64.ln()) * 2f64.ln());
+        assert_eq!(s.lr_at(10), (1.0 / 10f64.ln()) * 10f64.ln());
+        // From last_batch_iteration 10: (100 - last) / 90, down to 0 and no lower.
+        assert_eq!(s.lr_at(11), 1.0);
+        assert_eq!(s.lr_at(56), 0.5);
+        assert_eq!(s.lr_at(101), 0.0);
+        assert_eq!(s.lr_at(500), 0.0);
+        // At least 2 warmup steps; a total below them decays over one.
+        let s = Schedule::deepspeed_warmup_decay(2.0, 0, 1);
+        assert_eq!(s.lr_at(2), 2.0 * ((1.0 / 2f64.ln()) * 2f64.ln()));
+        assert_eq!(s.lr_at(3), 0.0);
+        assert!(s.warmup_overshoot(100).is_none());
+    }
 
     #[test]
     fn warmup_then_cosine_to_min() {

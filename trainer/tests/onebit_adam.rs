@@ -53,7 +53,10 @@ fn onebit(freeze_step: u64) -> String {
     )
 }
 
-const ADAM: &str = "optimizer: {type: Adam, params: {lr: 0.005, betas: [0.9, 0.95]}}\n";
+/// Adam with about the schedule GPT-NeoX gives 1-bit Adam (DeepSpeed's
+/// WarmupDecayLR: here 2 warmup steps, then linear to 0 at `train_iters`).
+const ADAM: &str = "optimizer: {type: Adam, params: {lr: 0.005, betas: [0.9, 0.95]}}\n\
+                    lr_decay_style: linear\nwarmup: 0.0\n";
 
 fn args(extra: &str, world: usize) -> NeoxArgs {
     let mut options = Options::default();

@@ -314,7 +314,8 @@ impl NeoxArgs {
         }
         // GPT-NeoX seeds Python's `random` with `seed` before building layers.
         model.sparsity_config.seed = training.seed;
-        let schedule = Self::schedule(&mut o, optim.lr, training.train_iters)?;
+        let onebit = optim.onebit.is_some();
+        let schedule = Self::schedule(&mut o, optim.lr, training.train_iters, onebit)?;
         let resume_flags = Self::resume_flags(&mut o)?;
         let data = Self::data(&mut o)?;
         if let Some(t) = &tokenizer_type {
@@ -1074,8 +1075,25 @@ impl NeoxArgs {
         Ok(stage)
     }
 
-    fn schedule(o: &mut Options, lr: f64, train_iters: u64) -> Result<Schedule, ConfigError> {
+    /// GPT-NeoX's `AnnealingLR`; for `OneBitAdam` (`onebit`) DeepSpeed's
+    /// `WarmupDecayLR`, which GPT-NeoX puts in its place: log warmup over
+    /// `int(train_iters x warmup)` steps, linear decay to 0 at
+    /// `lr_decay_iters` (else `train_iters`); the style and `min_lr` unused.
+    fn schedule(
+        o: &mut Options,
+        lr: f64,
+        train_iters: u64,
+        onebit: bool,
+    ) -> Result<Schedule, ConfigError> {
+        let style_file = o.file_of("lr_decay_style").map(Path::to_path_buf);
         let style = o.take_or("lr_decay_style", DecayStyle::Linear)?;
+        if style == DecayStyle::DeepSpeedWarmupDecay {
+            return Err(bad(
+                style_file.as_deref(),
+                "lr_decay_style",
+                "expected constant, linear, cosine or exponential",
+            ));
+        }
         let min_lr = take_checked(o, "min_lr", 0.0f64, |m| {
             non_negative(m)?;
             if *m <= lr {
@@ -1094,6 +1112,7 @@ impl NeoxArgs {
             }
         })?;
         let decay_iters = o.take::<u64>("lr_decay_iters")?;
+        let decay_iters_set = decay_iters;
         let fraction_file = o.file_of("lr_decay_fraction").map(Path::to_path_buf);
         let fraction = o.take::<f64>("lr_decay_fraction")?;
         let decay_iters = match (decay_iters, fraction) {
@@ -1108,6 +1127,14 @@ impl NeoxArgs {
             }
             (None, None) => train_iters,
         };
+        if onebit {
+            let total = match decay_iters_set {
+                Some(d) => d,
+                None => train_iters,
+            };
+            let warmup_steps = (train_iters as f64 * warmup) as u64;
+            return Ok(Schedule::deepspeed_warmup_decay(lr, warmup_steps, total));
+        }
         Ok(Schedule::new(style, lr, min_lr, warmup, decay_iters))
     }
 
@@ -1773,6 +1800,15 @@ mod tests {
         // A top-level weight_decay of 0 makes GPT-NeoX's single group, decay 0.
         let a = onebit(", weight_decay: 0.01", "weight_decay: 0.0\n").unwrap();
         assert_eq!(a.optim.onebit.map(|c| c.weight_decay), Some(0.0));
+        // GPT-NeoX's schedule for OneBitAdam: WarmupDecayLR over train_iters.
+        let a = onebit(
+            "",
+            "lr_decay_style: cosine\nmin_lr: 0.0001\nwarmup: 0.25\nlr_decay_iters: 8\n",
+        )
+        .unwrap();
+        assert_eq!(a.schedule, Schedule::deepspeed_warmup_decay(0.001, 2, 8));
+        let a = onebit("", "warmup: 0.5\n").unwrap();
+        assert_eq!(a.schedule, Schedule::deepspeed_warmup_decay(0.001, 5, 10));
 
         let refused = [
             (
@@ -1806,6 +1842,11 @@ mod tests {
                 "-0.1",
             ),
             (onebit(", freeze_step: -1", ""), "optimizer", "freeze_step"),
+            (
+                onebit("", "lr_decay_style: deepspeed_warmup_decay\n"),
+                "lr_decay_style",
+                "expected constant",
+            ),
             (
                 onebit(", freeze_step: soon", ""),
                 "optimizer",
