@@ -4,6 +4,8 @@
 //! - [`model`]: the GPT-NeoX architecture as a Burn module.
 //! - [`optim`], [`schedule`]: AdamW with GPT-NeoX's parameter groups and
 //!   global-norm clipping; the learning-rate schedule.
+//! - [`flat_adam`], [`offload`]: that AdamW on flat host buffers, and
+//!   ZeRO-Offload (the optimizer state and step on the host).
 //! - [`plan`]: what a config will train and whether it fits (`neox-train --check`).
 
 pub mod alloc;
@@ -15,11 +17,13 @@ pub mod device;
 pub mod dist;
 pub mod error;
 pub mod eval;
+pub mod flat_adam;
 mod fsutil;
 pub mod generate;
 pub mod hf;
 pub mod metrics;
 pub mod model;
+pub mod offload;
 pub mod optim;
 pub mod plan;
 pub mod precision;

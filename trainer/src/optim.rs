@@ -2,6 +2,7 @@
 //! norm parameters, the rank-1 tensors, are not decayed), after clipping the
 //! gradients by their global norm; or DeepSpeed's 1-bit Adam
 //! ([`crate::dist::onebit_adam`]), which the data-parallel step drives.
+//! With ZeRO-Offload the AdamW update runs on the host ([`crate::offload`]).
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -10,12 +11,15 @@ use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::record::AdaptorRecord;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
-use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Record, Recorder};
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
+use hashbrown::HashMap;
 
+use crate::device::Cpu;
 use crate::dist::onebit_adam::{OneBitAdam, OneBitConfig};
 use crate::error::CheckpointError;
+use crate::offload::{GroupRecord, HostAdam};
 
 /// One parameter group's optimizer state, keyed by parameter.
 pub type StateRecord<B, M> = <OptimizerAdaptor<AdamW, M, B> as Optimizer<M, B>>::Record;
@@ -33,6 +37,8 @@ pub struct OptimConfig {
     /// `optimizer.type: OneBitAdam`: 1-bit Adam's settings (then `weight_decay`
     /// above only says whether there are two parameter groups).
     pub onebit: Option<OneBitConfig>,
+    /// ZeRO-Offload: AdamW's state and update on the host.
+    pub offload: bool,
 }
 
 /// AdamW over two parameter groups plus global-norm clipping.
@@ -42,6 +48,8 @@ pub struct NeoxOptimizer<B: AutodiffBackend, M: AutodiffModule<B>> {
     clip: f64,
     /// 1-bit Adam in place of AdamW, stepped by `DataParallel::step_with`.
     onebit: Option<OneBitAdam>,
+    /// ZeRO-Offload: when set, it holds AdamW's state and steps instead.
+    host: Option<HostAdam>,
 }
 
 impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
@@ -67,6 +75,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
                     onebit,
                 )
             }),
+            host: config.offload.then(|| HostAdam::new(config)),
         }
     }
 
@@ -121,6 +130,9 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
             (Some(clip), false) => Some(clip / loss_scale),
             (None, false) => Some(1.0 / loss_scale),
         };
+        if let Some(host) = &mut self.host {
+            return host.step::<B, M>(lr, model, grads, scale);
+        }
         let mut split = Split::<B> {
             grads: &mut grads,
             no_decay: GradientsParams::new(),
@@ -133,11 +145,15 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
         self.no_decay.step(lr, model, no_decay)
     }
 
-    /// Bytes of optimizer state (Adam's two moments) this optimizer holds,
-    /// read off its tensors; `params` lists each parameter's id and rank.
+    /// Bytes of optimizer state (Adam's two moments) this optimizer holds on
+    /// the device, read off its tensors (none with ZeRO-Offload); `params`
+    /// lists each parameter's id and rank.
     pub fn state_bytes(&self, params: &[(ParamId, usize)]) -> usize {
         if let Some(onebit) = &self.onebit {
             return onebit.state_bytes();
+        }
+        if self.host.is_some() {
+            return 0;
         }
         fn moments<B: AutodiffBackend, const D: usize>(record: AdaptorRecord<AdamW, B>) -> usize {
             let m = record.into_state::<D>().momentum;
@@ -162,6 +178,11 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
         bytes
     }
 
+    /// Bytes of optimizer state in host memory (ZeRO-Offload's; else none).
+    pub fn host_state_bytes(&self) -> usize {
+        self.host.as_ref().map_or(0, HostAdam::state_bytes)
+    }
+
     /// Writes this rank's optimizer state (full precision) as
     /// `{dir}/optim_decay_rank{rank}.bin` and `{dir}/optim_no_decay_rank{rank}.bin`.
     /// Returns the files written.
@@ -169,23 +190,15 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
         if let Some(onebit) = &self.onebit {
             return onebit.save(dir, rank);
         }
-        let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-        let mut written = Vec::new();
-        for (group, record) in [
-            ("decay", self.decay.to_record()),
-            ("no_decay", self.no_decay.to_record()),
-        ] {
-            let path = dir.join(format!("optim_{group}_rank{rank}"));
-            recorder
-                .record(record, path.clone())
-                .map_err(|e| CheckpointError::Record {
-                    path: path.with_extension("bin"),
-                    what: "optimizer state",
-                    message: e.to_string(),
-                })?;
-            written.push(path.with_extension("bin"));
+        match &self.host {
+            Some(host) => {
+                let (decay, no_decay) = host.records::<Cpu>(&Default::default());
+                write_groups::<Cpu, _>(dir, rank, decay, no_decay)
+            }
+            None => {
+                write_groups::<B, _>(dir, rank, self.decay.to_record(), self.no_decay.to_record())
+            }
         }
-        Ok(written)
     }
 
     /// Reads the state that ranks `0..ranks` wrote with [`NeoxOptimizer::save`]
@@ -203,32 +216,14 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
             // 1-bit Adam's state is read by `load_rank_state`, which knows the rank.
             return Ok(self);
         }
-        let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-        let mut decay = StateRecord::<B, M>::default();
-        let mut no_decay = StateRecord::<B, M>::default();
-        let legacy = dir.join("optim_decay.bin").exists();
-        for rank in 0..ranks {
-            for (group, into) in [("decay", &mut decay), ("no_decay", &mut no_decay)] {
-                let name = if legacy {
-                    format!("optim_{group}")
-                } else {
-                    format!("optim_{group}_rank{rank}")
-                };
-                let path = dir.join(name);
-                let record: StateRecord<B, M> =
-                    recorder
-                        .load(path.clone(), device)
-                        .map_err(|e| CheckpointError::Record {
-                            path: path.with_extension("bin"),
-                            what: "optimizer state",
-                            message: e.to_string(),
-                        })?;
-                into.extend(record.into_iter().filter(|(id, _)| keep(id)));
-            }
-            if legacy {
-                break;
-            }
+        if let Some(host) = &mut self.host {
+            let [decay, no_decay]: [GroupRecord<Cpu>; 2] =
+                read_groups::<Cpu, _>(dir, ranks, keep, &Default::default())?;
+            host.load_records(decay, no_decay);
+            return Ok(self);
         }
+        let [decay, no_decay]: [StateRecord<B, M>; 2] =
+            read_groups::<B, _>(dir, ranks, keep, device)?;
         self.decay = self.decay.load_record(decay);
         self.no_decay = self.no_decay.load_record(no_decay);
         Ok(self)
@@ -253,18 +248,85 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
     /// Every parameter's AdamW state, both groups together, by parameter:
     /// what `dist::reshard` moves between layouts.
     pub fn states(&self) -> StateRecord<B, M> {
-        let mut all = self.decay.to_record();
-        all.extend(self.no_decay.to_record());
+        let (mut all, no_decay) = match &self.host {
+            Some(host) => host.records::<B>(&Default::default()),
+            None => (self.decay.to_record(), self.no_decay.to_record()),
+        };
+        all.extend(no_decay);
         all
     }
 
     /// This optimizer holding `decay` and `no_decay` (the rank-1
     /// parameters') as its groups' state, in place of what it held.
     pub fn with_states(mut self, decay: StateRecord<B, M>, no_decay: StateRecord<B, M>) -> Self {
+        if let Some(host) = &mut self.host {
+            host.load_records(decay, no_decay);
+            return self;
+        }
         self.decay = self.decay.load_record(decay);
         self.no_decay = self.no_decay.load_record(no_decay);
         self
     }
+}
+
+/// Writes the decay and no-decay groups' records as
+/// `{dir}/optim_{group}_rank{rank}.bin`; returns the files written.
+fn write_groups<B: AutodiffBackend, R: Record<B>>(
+    dir: &Path,
+    rank: usize,
+    decay: R,
+    no_decay: R,
+) -> Result<Vec<PathBuf>, CheckpointError> {
+    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+    let mut written = Vec::new();
+    for (group, record) in [("decay", decay), ("no_decay", no_decay)] {
+        let path = dir.join(format!("optim_{group}_rank{rank}"));
+        Recorder::<B>::record(&recorder, record, path.clone()).map_err(|e| {
+            CheckpointError::Record {
+                path: path.with_extension("bin"),
+                what: "optimizer state",
+                message: e.to_string(),
+            }
+        })?;
+        written.push(path.with_extension("bin"));
+    }
+    Ok(written)
+}
+
+/// Reads both groups' records as ranks `0..ranks` wrote them with
+/// [`write_groups`] (or the single-file layout of earlier checkpoints,
+/// `optim_decay.bin`), keeping the parameters `keep` accepts.
+fn read_groups<B: AutodiffBackend, V: Record<B>>(
+    dir: &Path,
+    ranks: usize,
+    keep: impl Fn(&ParamId) -> bool,
+    device: &B::Device,
+) -> Result<[HashMap<ParamId, V>; 2], CheckpointError> {
+    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+    let mut decay = HashMap::new();
+    let mut no_decay = HashMap::new();
+    let legacy = dir.join("optim_decay.bin").exists();
+    for rank in 0..ranks {
+        for (group, into) in [("decay", &mut decay), ("no_decay", &mut no_decay)] {
+            let name = if legacy {
+                format!("optim_{group}")
+            } else {
+                format!("optim_{group}_rank{rank}")
+            };
+            let path = dir.join(name);
+            let record: HashMap<ParamId, V> = Recorder::<B>::load(&recorder, path.clone(), device)
+                .map_err(|e| CheckpointError::Record {
+                    path: path.with_extension("bin"),
+                    what: "optimizer state",
+                    message: e.to_string(),
+                })?;
+            into.extend(record.into_iter().filter(|(id, _)| keep(id)));
+        }
+        if legacy {
+            break;
+        }
+    }
+    Ok([decay, no_decay])
 }
 
 /// Each parameter's sum of squared gradient elements, in visiting order (0

@@ -73,6 +73,7 @@ fn optim_config() -> OptimConfig {
         // Active on every step of these runs (checked).
         gradient_clipping: 0.05,
         onebit: None,
+        offload: false,
     }
 }
 

@@ -218,6 +218,7 @@ fn weights_gradients_and_optimizer_state_are_estimated_exactly() {
             dp: ranks,
             tp: 1,
             zero,
+            offload: false,
             precision,
             keeper: Keeper::NeoxTrain,
             checkpoint_activations: false,

@@ -132,6 +132,7 @@ fn activations_are_within_the_stated_margin_of_the_measured() {
             dp: 1,
             tp: 1,
             zero: 0,
+            offload: false,
             precision: Precision::Fp32,
             keeper: Keeper::NeoxTrain,
             checkpoint_activations: false,

@@ -5,6 +5,7 @@
 //! the closest known name).
 
 pub mod keys;
+mod offload;
 pub mod yaml;
 
 use std::path::{Path, PathBuf};
@@ -306,9 +307,10 @@ impl NeoxArgs {
         });
         let optimizer_file = o.file_of("optimizer").map(Path::to_path_buf);
         let zero_file = o.file_of("zero_optimization").map(Path::to_path_buf);
-        let optim = Self::optim(&mut o)?;
+        let (zero_stage, offload) = Self::zero(&mut o)?;
+        let optim = Self::optim(&mut o, offload)?;
         let precision = Self::precision(&mut o)?;
-        let training = Self::training(&mut o, world.max(1))?;
+        let training = Self::training(&mut o, world.max(1), zero_stage)?;
         if optim.onebit.is_some() {
             Self::onebit_layout(&training, optimizer_file, zero_file)?;
         }
@@ -617,7 +619,8 @@ impl NeoxArgs {
         Ok(model)
     }
 
-    fn optim(o: &mut Options) -> Result<OptimConfig, ConfigError> {
+    /// The optimizer section; `offload`: ZeRO-Offload is on (see [`Self::zero`]).
+    fn optim(o: &mut Options, offload: bool) -> Result<OptimConfig, ConfigError> {
         let file = o.file_of("optimizer").map(Path::to_path_buf);
         let section = o.take::<OptimizerSection>("optimizer")?;
         let top_lr_file = o.file_of("lr").map(Path::to_path_buf);
@@ -632,12 +635,23 @@ impl NeoxArgs {
         let onebit = match kind.to_lowercase().as_str() {
             "adam" | "adamw" => false,
             "onebitadam" => true,
+            // GPT-NeoX's DeepSpeedCPUAdam (AdamW mode): the same update, on the host.
+            "cpu_adam" if offload => false,
+            "cpu_adam" => {
+                return Err(bad(
+                    file.as_deref(),
+                    "optimizer",
+                    "type `cpu_adam` steps on the host: it needs \
+                     `zero_optimization.offload_optimizer: {device: cpu}` (ZeRO stage 1 or 2)",
+                ));
+            }
             _ => {
                 return Err(bad(
                     file.as_deref(),
                     "optimizer",
                     format!(
-                        "type `{kind}` is not supported here: expected Adam, AdamW or OneBitAdam"
+                        "type `{kind}` is not supported here: expected Adam, AdamW, OneBitAdam \
+                         or cpu_adam (with ZeRO-Offload)"
                     ),
                 ));
             }
@@ -677,6 +691,7 @@ impl NeoxArgs {
             weight_decay,
             gradient_clipping,
             onebit,
+            offload,
         })
     }
 
@@ -869,7 +884,11 @@ impl NeoxArgs {
         })
     }
 
-    fn training(o: &mut Options, dp: usize) -> Result<TrainingConfig, ConfigError> {
+    fn training(
+        o: &mut Options,
+        dp: usize,
+        zero_stage: ZeroStage,
+    ) -> Result<TrainingConfig, ConfigError> {
         let micro_file = o
             .file_of("train_micro_batch_size_per_gpu")
             .map(Path::to_path_buf);
@@ -960,7 +979,6 @@ impl NeoxArgs {
             take_checked(o, "keep_last_n_checkpoints", None::<usize>, |v| {
                 v.map_or(Ok(()), |v| positive(&v))
             })?;
-        let zero_stage = Self::zero(o)?;
         let pipe_parallel_size = take_checked(o, "pipe_parallel_size", 0usize, any)?.max(1);
         let model_parallel_size = take_checked(o, "model_parallel_size", 1usize, positive)?;
         let method_file = o.file_of("pipe_partition_method").map(Path::to_path_buf);
@@ -1004,17 +1022,22 @@ impl NeoxArgs {
         })
     }
 
-    /// DeepSpeed's `zero_optimization` section: `stage` 0, 1 or 2; the
+    /// DeepSpeed's `zero_optimization` section: `stage` 0, 1 or 2, and whether
+    /// ZeRO-Offload puts the optimizer on the host (see [`offload`]); the
     /// bucket and overlap settings tune DeepSpeed's kernels and change no result.
-    fn zero(o: &mut Options) -> Result<ZeroStage, ConfigError> {
+    fn zero(o: &mut Options) -> Result<(ZeroStage, bool), ConfigError> {
         let file = o.file_of("zero_optimization").map(Path::to_path_buf);
         let Some(section) = o.take::<serde_yaml_ng::Mapping>("zero_optimization")? else {
-            return Ok(ZeroStage::Off);
+            return Ok((ZeroStage::Off, false));
         };
         let mut stage = ZeroStage::Off;
+        let mut offload = offload::OffloadKeys::default();
         for (key, value) in section {
             let key = key.as_str().map(canonical).unwrap_or_default();
             let at = format!("zero_optimization.{key}");
+            if offload.read(&key, &value, file.as_deref())? {
+                continue;
+            }
             match key.as_str() {
                 "stage" => {
                     let n = value.as_u64().ok_or_else(|| {
@@ -1033,19 +1056,6 @@ impl NeoxArgs {
                             ),
                         )
                     })?;
-                }
-                "offload_optimizer" | "offload_param" | "cpu_offload" | "cpu_offload_params" => {
-                    let off = value.is_null()
-                        || value.as_bool() == Some(false)
-                        || value.get("device").and_then(|d| d.as_str()) == Some("none");
-                    if !off {
-                        return Err(bad(
-                            file.as_deref(),
-                            &at,
-                            "ZeRO-Offload is not implemented yet: remove it to train with the \
-                             optimizer on the device",
-                        ));
-                    }
                 }
                 "allgather_partitions"
                 | "allgather_bucket_size"
@@ -1072,7 +1082,7 @@ impl NeoxArgs {
                 }
             }
         }
-        Ok(stage)
+        Ok((stage, offload.resolve(stage, file.as_deref())?))
     }
 
     /// GPT-NeoX's `AnnealingLR`; for `OneBitAdam` (`onebit`) DeepSpeed's

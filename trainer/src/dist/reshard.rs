@@ -621,6 +621,7 @@ fn read_part<M: AutodiffModule<Ad>>(
                 weight_decay: 0.0,
                 gradient_clipping: 0.0,
                 onebit: None,
+                offload: false,
             };
             let optim = NeoxOptimizer::<Ad, M>::new(&settings).load(
                 dir,

@@ -306,6 +306,7 @@ mod tests {
             dp: 1,
             tp: 1,
             zero: 0,
+            offload: false,
             precision: Precision::Fp16,
             keeper: Keeper::DeepSpeed,
             checkpoint_activations: false,

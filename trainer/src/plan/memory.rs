@@ -95,6 +95,9 @@ pub struct Layout {
     pub tp: usize,
     /// `zero_optimization.stage`, 0 to 3.
     pub zero: u8,
+    /// ZeRO-Offload (`zero_optimization.offload_optimizer`): the optimizer
+    /// state in host memory instead of the device's.
+    pub offload: bool,
     pub precision: Precision,
     pub keeper: Keeper,
     /// `checkpoint_activations`.
@@ -134,7 +137,10 @@ pub struct RankMemory {
     pub owned_params: u64,
     pub params: u64,
     pub grads: u64,
+    /// Optimizer state on the device (none with ZeRO-Offload).
     pub optimizer: u64,
+    /// Optimizer state in host memory (ZeRO-Offload's).
+    pub host_optimizer: u64,
     /// Activations when every layer keeps its own (no checkpointing).
     pub activations_full: u64,
     /// Activations with checkpointing every `checkpoint_num_layers` layers.
@@ -249,7 +255,10 @@ fn stage_memory(
     let bytes = p.state_bytes(layout.keeper);
     let params = held(3) * bytes.params;
     let grads = held(2) * bytes.grads;
-    let optimizer = held(1) * bytes.optimizer;
+    let (optimizer, host_optimizer) = match layout.offload {
+        true => (0, held(1) * bytes.optimizer),
+        false => (held(1) * bytes.optimizer, 0),
+    };
     let layers = stage.layers.len();
     let in_flight = if pp > 1 {
         (pp - stage.index).min(layout.grad_accum.max(1))
@@ -272,6 +281,7 @@ fn stage_memory(
         params,
         grads,
         optimizer,
+        host_optimizer,
         activations_full: full.round() as u64,
         activations_checkpointed: checkpointed.round() as u64,
         in_flight,
@@ -356,6 +366,7 @@ pub(crate) mod tests {
             dp: 1,
             tp: 1,
             zero: 0,
+            offload: false,
             precision: Precision::Fp16,
             keeper: Keeper::DeepSpeed,
             checkpoint_activations: false,

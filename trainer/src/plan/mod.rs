@@ -131,6 +131,7 @@ impl Plan {
             dp,
             tp: grid.tp,
             zero: t.zero_stage.number() as u8,
+            offload: args.optim.offload,
             precision: match args.precision.precision {
                 crate::precision::Precision::Fp32 => Precision::Fp32,
                 crate::precision::Precision::Fp16 => Precision::Fp16,

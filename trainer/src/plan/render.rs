@@ -270,13 +270,24 @@ fn memory(out: &mut String, p: &Plan) {
         }),
         b.grads
     );
-    let _ = writeln!(
-        out,
-        "optimizer state   {:>10}  {} x {} B",
-        bytes(m.optimizer),
-        count_short(m.owned_params),
-        b.optimizer
-    );
+    if l.offload {
+        let _ = writeln!(
+            out,
+            "optimizer state   {:>10}  on the host (ZeRO-Offload): {} x {} B = {}",
+            bytes(0),
+            count_short(m.owned_params),
+            b.optimizer,
+            bytes(m.host_optimizer)
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "optimizer state   {:>10}  {} x {} B",
+            bytes(m.optimizer),
+            count_short(m.owned_params),
+            b.optimizer
+        );
+    }
     let (chosen, other, other_name) = if l.checkpoint_activations {
         (m.activations_checkpointed, m.activations_full, "without")
     } else {

@@ -1,0 +1,232 @@
+//! ZeRO-Offload on the CPU: the optimizer state and step on the host train
+//! exactly as the device optimizer does (losses, norms and every parameter,
+//! bit for bit), on one rank and under ZeRO-1 and ZeRO-2 on two, with
+//! gradient accumulation and fp16 loss scaling; checkpoints move between
+//! the two freely.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use neox_trainer::checkpoint;
+use neox_trainer::config::yaml::Options;
+use neox_trainer::device::Cpu;
+use neox_trainer::dist::DataParallel;
+use neox_trainer::dist::comm::threads::ThreadComm;
+use neox_trainer::metrics::{self, Record};
+use neox_trainer::optim::NeoxOptimizer;
+use neox_trainer::{GptNeox, NeoxArgs, train};
+
+mod common;
+use common::{one_run_at_a_time, splits};
+
+const MODEL: &str = "
+num_layers: 2
+hidden_size: 32
+num_attention_heads: 4
+seq_length: 16
+pos_emb: rotary
+rotary_pct: 0.5
+padded_vocab_size: 32
+no_weight_tying: true
+optimizer: {type: Adam, params: {lr: 0.01, betas: [0.9, 0.95]}}
+lr_decay_style: cosine
+lr_decay_iters: 6
+warmup: 0.1
+min_lr: 0.001
+weight_decay: 0.1
+gradient_clipping: 0.05
+hidden_dropout: 0.0
+attention_dropout: 0.0
+train_micro_batch_size_per_gpu: 2
+gradient_accumulation_steps: 2
+log_interval: 1
+eval_interval: 3
+eval_iters: 1
+";
+
+const OFFLOAD: &str = "offload_optimizer: {device: cpu, pin_memory: true}";
+
+fn args(extra: &str, world: usize) -> NeoxArgs {
+    let mut options = Options::default();
+    options.merge_str(MODEL, Path::new("model.yml")).unwrap();
+    options.merge_str(extra, Path::new("run.yml")).unwrap();
+    NeoxArgs::from_options_in(options, world).unwrap()
+}
+
+/// Trains on `ranks` threads (ZeRO-Offload needs a ZeRO stage, so even one
+/// rank runs in a group).
+fn run(extra: &str, ranks: usize) {
+    let args = args(extra, ranks);
+    let zero = args.training.zero_stage;
+    let data = splits();
+    let comms = ThreadComm::group(ranks, Duration::from_secs(60));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|comm| {
+                let (args, data) = (&args, &data);
+                s.spawn(move || {
+                    let dp = DataParallel::new(Arc::new(comm), zero);
+                    train::run_parallel::<Cpu>(args, data, &Default::default(), &dp)
+                })
+            })
+            .collect();
+        let errors: Vec<String> = handles
+            .into_iter()
+            .enumerate()
+            .filter_map(|(rank, h)| match h.join() {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(format!("rank {rank}: {e}")),
+                Err(_) => Some(format!("rank {rank} panicked")),
+            })
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+    });
+}
+
+/// Every logged number but the timings, as bits (not the test loss: a run
+/// resumed from a shorter one keeps that one's; the parameters are compared).
+fn numbers(dir: &Path) -> Vec<(u64, Vec<u64>)> {
+    metrics::read(&dir.join("metrics.jsonl"))
+        .unwrap()
+        .into_iter()
+        .filter(|r| !matches!(r, Record::Test { .. }))
+        .map(|r| match r {
+            Record::Train {
+                iteration,
+                loss,
+                lr,
+                grad_norm,
+                loss_scale,
+                ..
+            } => (
+                iteration,
+                vec![
+                    loss.to_bits(),
+                    lr.to_bits(),
+                    grad_norm.to_bits(),
+                    loss_scale.unwrap_or(0.0).to_bits(),
+                ],
+            ),
+            Record::Valid {
+                iteration, loss, ..
+            }
+            | Record::Test {
+                iteration, loss, ..
+            } => (iteration, vec![loss.to_bits()]),
+        })
+        .collect()
+}
+
+/// Every parameter of the checkpoint `latest` names in `dir`, as bits.
+fn parameters(dir: &Path) -> Vec<Vec<u32>> {
+    struct Collect(Vec<Vec<u32>>);
+    impl<B: Backend> ModuleVisitor<B> for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let values = param.val().into_data().to_vec::<f32>().unwrap();
+            self.0.push(values.iter().map(|x| x.to_bits()).collect());
+        }
+    }
+    let a = args("train_iters: 1\n", 1);
+    let mut config = a.model.clone();
+    config.vocab_size = 32;
+    let device = Default::default();
+    let model: GptNeox<Cpu> = config.init(&device);
+    let latest = checkpoint::latest(dir).unwrap().unwrap();
+    let restored = checkpoint::load(
+        &latest,
+        model,
+        NeoxOptimizer::new(&a.optim),
+        &device,
+        &DataParallel::single(),
+    )
+    .unwrap();
+    let mut c = Collect(Vec::new());
+    restored.model.visit(&mut c);
+    c.0
+}
+
+fn assert_same_run(a: &Path, b: &Path, what: &str) {
+    let (na, nb) = (numbers(a), numbers(b));
+    assert!(na.len() >= 6, "{what}: {} records", na.len());
+    assert_eq!(na, nb, "{what}: metrics differ");
+    assert!(parameters(a) == parameters(b), "{what}: parameters differ");
+}
+
+fn save_at(dir: &Path) -> String {
+    format!("save: {}\n", dir.display())
+}
+
+#[test]
+fn offload_equals_the_device_optimizer_bit_for_bit() {
+    let _serial = one_run_at_a_time();
+    let fp16 = "fp16: {enabled: true, loss_scale: 0, initial_scale_power: 12, \
+                loss_scale_window: 2, hysteresis: 1}\n";
+    for (ranks, stage, precision) in [(1, 1, ""), (1, 1, fp16), (2, 1, ""), (2, 2, "")] {
+        let what = format!(
+            "{ranks} rank(s), ZeRO-{stage}{}",
+            if precision.is_empty() { "" } else { ", fp16" }
+        );
+        let common = format!("train_iters: 6\n{precision}");
+        let device = tempfile::tempdir().unwrap();
+        run(
+            &format!(
+                "{common}zero_optimization: {{stage: {stage}}}\n{}",
+                save_at(device.path())
+            ),
+            ranks,
+        );
+        let host = tempfile::tempdir().unwrap();
+        run(
+            &format!(
+                "{common}zero_optimization: {{stage: {stage}, {OFFLOAD}}}\n{}",
+                save_at(host.path())
+            ),
+            ranks,
+        );
+        assert_same_run(device.path(), host.path(), &what);
+    }
+}
+
+#[test]
+fn checkpoints_move_between_host_and_device_optimizers() {
+    let _serial = one_run_at_a_time();
+    let stage = |offload: bool| {
+        if offload {
+            format!("zero_optimization: {{stage: 1, {OFFLOAD}}}\n")
+        } else {
+            "zero_optimization: {stage: 1}\n".to_string()
+        }
+    };
+    let whole = tempfile::tempdir().unwrap();
+    run(
+        &format!("train_iters: 6\n{}{}", stage(false), save_at(whole.path())),
+        1,
+    );
+    // The old `cpu_offload: true` is the same switch.
+    let legacy = "zero_optimization: {stage: 1, cpu_offload: true}\n";
+    for (first, second) in [(true, true), (true, false), (false, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let at = save_at(dir.path());
+        run(&format!("train_iters: 3\n{}{at}", stage(first)), 1);
+        let then = if second {
+            legacy.to_string()
+        } else {
+            stage(false)
+        };
+        run(
+            &format!("train_iters: 6\n{then}{at}load: {}\n", dir.path().display()),
+            1,
+        );
+        // The resumed run appends to the same metrics: the whole history.
+        assert_same_run(
+            whole.path(),
+            dir.path(),
+            &format!("offload {first} then {second}"),
+        );
+    }
+}
