@@ -922,6 +922,7 @@ pub fn write(
         weight_decay: 0.0,
         gradient_clipping: 0.0,
         onebit: None,
+        offload: false,
     };
     if pp == 1 && tp == 1 {
         let state = TrainState {
