@@ -19,6 +19,7 @@ use serde_json::Value;
 const TRAIN: &str = env!("CARGO_BIN_EXE_neox-train");
 const LAUNCH: &str = env!("CARGO_BIN_EXE_neox-launch");
 const CONVERT: &str = env!("CARGO_BIN_EXE_neox-convert");
+const EVAL: &str = env!("CARGO_BIN_EXE_neox-eval");
 
 mod common;
 use common::char_shards;
@@ -562,6 +563,34 @@ fn a_pipe_2_x_model_2_checkpoint_exports_to_hugging_face_and_resumes_in_one_proc
             assert!(close(a, b), "{} {}: grad norm {a} != {b}", g.0, g.1);
         }
     }
+
+    // neox-eval reads the split checkpoint merged: the export's loss.
+    let eval = |source: &[&std::ffi::OsStr]| -> f64 {
+        let mut c = Command::new(EVAL);
+        c.args(source)
+            .args(["--split", "test", "--json", "--config"]);
+        c.args(&configs);
+        let (ok, text) = output(c, Duration::from_secs(120));
+        assert!(ok, "{text}");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_default();
+        serde_json::from_str::<Value>(line).unwrap()["loss"]
+            .as_f64()
+            .unwrap()
+    };
+    let split = eval(&[
+        "--checkpoint".as_ref(),
+        save.as_os_str(),
+        "--step".as_ref(),
+        "4".as_ref(),
+    ]);
+    let exported = eval(&["--hf".as_ref(), hf.as_os_str()]);
+    assert!(
+        (split - exported).abs() <= 1e-6 * exported,
+        "{split} vs {exported}"
+    );
 
     // Offline: step 4's shares cut for one process, optimizer state included;
     // a layout that cannot be made refused by name.
