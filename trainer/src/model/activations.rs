@@ -95,9 +95,15 @@ impl Activation {
     }
 }
 
+/// Exact GELU: one fused op on flex in f32 ([`super::fused::gelu`]), else
+/// [`gelu_plain`].
+pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    super::fused::gelu::gelu(x, gelu_plain)
+}
+
 /// Exact GELU written from `erf`, so that autodiff differentiates it exactly
 /// (Burn's fused `gelu` backward uses the tanh approximation's derivative).
-pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+pub fn gelu_plain<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let cdf = (x.clone() / std::f64::consts::SQRT_2).erf() + 1.0;
     x * cdf * 0.5
 }

@@ -4,6 +4,7 @@
 pub mod activations;
 pub mod attention;
 pub mod cache;
+pub mod fused;
 pub mod init;
 pub mod loss;
 pub mod mlp;
