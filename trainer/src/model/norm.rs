@@ -7,6 +7,8 @@ use burn::module::{Module, Param};
 use burn::tensor::{FloatDType, Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
+use super::fused::norm::{NormSpec, norm};
+
 /// `norm`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NormKind {
@@ -40,11 +42,43 @@ impl<B: Backend> Norm<B> {
         }
     }
 
+    /// The normalised `x`, computed in f32 (one fused op on flex: see
+    /// [`super::fused::norm`]).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let last = D - 1;
         let dtype = x.dtype();
         let f32 = |t: Tensor<B, 1>| t.cast(FloatDType::F32);
-        let x = x.cast(FloatDType::F32);
+        let spec = NormSpec {
+            center: self.kind == NormKind::LayerNorm,
+            eps: self.eps,
+        };
+        let bias = self.bias.as_ref().map(|b| f32(b.val()));
+        norm(
+            x.cast(FloatDType::F32),
+            f32(self.weight.val()),
+            bias,
+            spec,
+            |x, w, b| self.plain(x, w, b),
+        )
+        .cast(dtype)
+    }
+
+    /// [`Norm::forward`] in plain tensor ops.
+    pub fn forward_plain<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        let f32 = |t: Tensor<B, 1>| t.cast(FloatDType::F32);
+        let bias = self.bias.as_ref().map(|b| f32(b.val()));
+        self.plain(x.cast(FloatDType::F32), f32(self.weight.val()), bias)
+            .cast(dtype)
+    }
+
+    /// The normalisation in tensor ops, on f32 `x`, `weight` and `bias`.
+    fn plain<const D: usize>(
+        &self,
+        x: Tensor<B, D>,
+        weight: Tensor<B, 1>,
+        bias: Option<Tensor<B, 1>>,
+    ) -> Tensor<B, D> {
+        let last = D - 1;
         let normed = match self.kind {
             NormKind::LayerNorm => {
                 let (var, mean) = x.clone().var_mean_bias(last);
@@ -55,11 +89,10 @@ impl<B: Backend> Norm<B> {
                 x / (ms + self.eps).sqrt()
             }
         };
-        let scaled = normed * f32(self.weight.val()).unsqueeze();
-        match &self.bias {
-            Some(bias) => scaled + f32(bias.val()).unsqueeze(),
+        let scaled = normed * weight.unsqueeze();
+        match bias {
+            Some(bias) => scaled + bias.unsqueeze(),
             None => scaled,
         }
-        .cast(dtype)
     }
 }

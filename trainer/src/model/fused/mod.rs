@@ -15,6 +15,7 @@
 //! replaces, unchanged.
 
 pub mod gelu;
+pub mod norm;
 
 use std::any::{Any, TypeId};
 
