@@ -95,8 +95,18 @@ pub fn rotary_tables<B: Backend>(
     )
 }
 
-/// Applies rotary embeddings to the first `cos.dims()[1]` dims of `x` `[b, h, t, d]`.
+/// Applies rotary embeddings to the first `cos.dims()[1]` dims of `x` `[b, h, t, d]`
+/// (one fused op on flex: see [`super::fused::rotary`]).
 pub fn apply_rotary<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 2>,
+    sin: &Tensor<B, 2>,
+) -> Tensor<B, 4> {
+    super::fused::rotary::rotary(x, cos, sin, |x| apply_rotary_plain(x, cos, sin))
+}
+
+/// [`apply_rotary`] in tensor ops.
+pub fn apply_rotary_plain<B: Backend>(
     x: Tensor<B, 4>,
     cos: &Tensor<B, 2>,
     sin: &Tensor<B, 2>,

@@ -16,6 +16,7 @@
 
 pub mod gelu;
 pub mod norm;
+pub mod rotary;
 
 use std::any::{Any, TypeId};
 
