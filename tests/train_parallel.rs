@@ -347,6 +347,48 @@ fn tensor_or_pipeline_parallel_ranks_train_to_one_process_losses() {
 }
 
 #[test]
+fn split_ranks_train_in_bf16_with_recomputed_activations_as_one_process() {
+    // cpu-tiny's output layer is untied: a pipeline in bf16 computes what one
+    // process computes, bit for bit, recomputing activations or not; tensor
+    // ranks add bf16 partial sums (each rounded) in another order.
+    const BF16: &str = "bf16: {enabled: true}\n";
+    let expected = reference(BF16);
+    for (extra, tolerance) in [
+        ("pipe_parallel_size: 2\ncheckpoint_activations: true\n", 0.0),
+        (
+            "model_parallel_size: 2\ncheckpoint_activations: true\n",
+            1e-2,
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let configs = configs_without_checkpoints(dir.path(), &format!("{BF16}{extra}"));
+        for (rank, mut child) in two_ranks(&configs, "60").into_iter().enumerate() {
+            let status = wait(&mut child, Duration::from_secs(300));
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            assert!(status.success(), "{extra}rank {rank}: {err}");
+        }
+        let got = numbers(dir.path());
+        assert_eq!(got.len(), expected.len(), "{extra}");
+        for (g, e) in got.iter().zip(&expected) {
+            assert_eq!((&g.0, g.1), (&e.0, e.1), "{extra}");
+            let close = |a: f64, b: f64| (a - b).abs() <= tolerance * b.abs();
+            assert!(
+                close(g.2, e.2),
+                "{extra}{} {}: loss {} != {}",
+                g.0,
+                g.1,
+                g.2,
+                e.2
+            );
+            if let (Some(a), Some(b)) = (g.3, e.3) {
+                assert!(close(a, b), "{extra}{} {}: grad norm {a} != {b}", g.0, g.1);
+            }
+        }
+    }
+}
+
+#[test]
 fn grids_that_cannot_be_made_are_refused_by_name() {
     for (extra, needle) in [
         (

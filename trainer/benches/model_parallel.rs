@@ -82,7 +82,16 @@ fn rank(args: &NeoxArgs, world: Arc<dyn Communicator>, topology: Topology) -> (u
             .collect();
         let start = Instant::now();
         (model, _) = parallel
-            .train_step(model, &mut optim, batches, 1e-4, &layout, &counted, &device)
+            .train_step(
+                model,
+                &mut optim,
+                batches,
+                1e-4,
+                &layout,
+                &counted,
+                &device,
+                &mut Default::default(),
+            )
             .expect("step");
         if step > 0 {
             timed += start.elapsed();

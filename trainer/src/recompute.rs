@@ -46,25 +46,18 @@ pub fn loss_and_grads<B: TrainBackend>(
     let [_, t] = inputs.dims();
     let ctx = model.context(t, &device);
     let groups = groups(model.layers.len(), group);
-    let dropout = model.config.hidden_dropout > 0.0 || model.config.attention_dropout > 0.0;
-    let base = if dropout { draw_seed::<B>(&device) } else { 0 };
+    let masks = Reseed::<B>::new(&model.config, &device);
     // Piece 0 is the embeddings, piece i + 1 group i.
-    let reseed = |piece: usize| {
-        if dropout {
-            B::seed(&device, base.wrapping_add(piece as u64));
-        }
-    };
+    let reseed = |piece: usize| masks.piece(piece);
 
     // The first pass, without a graph: the groups' inputs and the head's.
     let frozen = precision.cast(model.clone().no_grad());
     reseed(0);
-    let mut x = frozen.embed(inputs.clone());
-    let mut saved = Vec::with_capacity(groups.len() + 1);
-    for (i, range) in groups.iter().enumerate() {
-        saved.push(x.clone().inner());
+    let x = frozen.embed(inputs.clone());
+    let (saved, x) = forward_groups(x, groups.len(), |i, x| {
         reseed(i + 1);
-        x = run(&frozen.layers[range.clone()], x, &ctx);
-    }
+        run(&frozen.layers[groups[i].clone()], x, &ctx)
+    });
     let head_input = x.inner();
     drop(frozen);
 
@@ -83,26 +76,20 @@ pub fn loss_and_grads<B: TrainBackend>(
         loss * loss_scale
     };
     let grads = loss.backward();
-    let mut g = x
+    let g = x
         .grad(&grads)
         .expect("the head's input is a leaf of its graph");
     keep(grads);
     // The groups, last to first.
-    for (i, range) in groups.iter().enumerate().rev() {
-        let input = saved.pop().expect("one saved input per group");
-        let x = Tensor::<B, 3>::from_inner(input).require_grad();
-        let layers: Vec<Layer<B>> = model.layers[range.clone()]
+    let run_group = |i: usize, x: Tensor<B, 3>| {
+        let layers: Vec<Layer<B>> = model.layers[groups[i].clone()]
             .iter()
             .map(|layer| precision.cast(layer.clone()))
             .collect();
         reseed(i + 1);
-        let y = run(&layers, x.clone(), &ctx);
-        let grads = seeded(y, g).backward();
-        g = x
-            .grad(&grads)
-            .expect("a group's input is a leaf of its graph");
-        keep(grads);
-    }
+        run(&layers, x, &ctx)
+    };
+    let g = backward_groups(saved, g, run_group, |l| l.backward(), &mut keep);
     // The embeddings.
     let shell = precision.cast(without_layers(model));
     reseed(0);
@@ -110,8 +97,49 @@ pub fn loss_and_grads<B: TrainBackend>(
     (value, accumulator.grads())
 }
 
+/// The first pass over `count` groups of layers, without a graph (`x` and
+/// the model it runs are untracked): `run(i, x)` is group `i`. Returns each
+/// group's input and the last group's output.
+pub fn forward_groups<B: AutodiffBackend>(
+    mut x: Tensor<B, 3>,
+    count: usize,
+    mut run: impl FnMut(usize, Tensor<B, 3>) -> Tensor<B, 3>,
+) -> (Vec<Tensor<B::InnerBackend, 3>>, Tensor<B, 3>) {
+    let mut saved = Vec::with_capacity(count);
+    for i in 0..count {
+        saved.push(x.clone().inner());
+        x = run(i, x);
+    }
+    (saved, x)
+}
+
+/// The groups' backward passes, last to first: group `i` runs again by
+/// `run(i, x)` from its `saved` input made a leaf, and `backward` takes the
+/// scalar whose backward pass gives its output the gradient `g` (the next
+/// group's input's); `keep` receives each pass's gradients. Returns the
+/// gradient of the first group's input (`g` itself when there are none).
+pub fn backward_groups<B: AutodiffBackend>(
+    mut saved: Vec<Tensor<B::InnerBackend, 3>>,
+    mut g: Tensor<B::InnerBackend, 3>,
+    mut run: impl FnMut(usize, Tensor<B, 3>) -> Tensor<B, 3>,
+    mut backward: impl FnMut(Tensor<B, 1>) -> B::Gradients,
+    mut keep: impl FnMut(B::Gradients),
+) -> Tensor<B::InnerBackend, 3> {
+    for i in (0..saved.len()).rev() {
+        let input = saved.pop().expect("one saved input per group");
+        let x = Tensor::<B, 3>::from_inner(input).require_grad();
+        let y = run(i, x.clone());
+        let grads = backward(seeded(y, g));
+        g = x
+            .grad(&grads)
+            .expect("a group's input is a leaf of its graph");
+        keep(grads);
+    }
+    g
+}
+
 /// Layer ranges of `group` layers each (the last may be shorter).
-fn groups(layers: usize, group: usize) -> Vec<Range<usize>> {
+pub fn groups(layers: usize, group: usize) -> Vec<Range<usize>> {
     let group = group.max(1);
     (0..layers)
         .step_by(group)
@@ -124,7 +152,7 @@ fn run<B: Backend>(layers: &[Layer<B>], x: Tensor<B, 3>, ctx: &Context<B>) -> Te
 }
 
 /// A scalar whose backward pass gives `y` the gradient `g`.
-fn seeded<B: AutodiffBackend>(y: Tensor<B, 3>, g: Tensor<B::InnerBackend, 3>) -> Tensor<B, 1> {
+pub fn seeded<B: AutodiffBackend>(y: Tensor<B, 3>, g: Tensor<B::InnerBackend, 3>) -> Tensor<B, 1> {
     (y * Tensor::from_inner(g)).sum()
 }
 
@@ -135,8 +163,34 @@ fn without_layers<B: Backend>(model: &GptNeox<B>) -> GptNeox<B> {
     shell
 }
 
-/// A seed for this micro batch's dropout, drawn from the backend RNG (which
-/// the loop seeds per step).
+/// The same dropout masks in a piece's recomputation as in its first pass:
+/// when the model has dropout, the backend RNG is reseeded before each piece
+/// from one seed per micro batch (drawn from the RNG, which the loop seeds
+/// per step).
+pub struct Reseed<B: Backend> {
+    base: Option<u64>,
+    device: B::Device,
+}
+
+impl<B: Backend> Reseed<B> {
+    /// Draws this micro batch's seed when `config` has dropout.
+    pub fn new(config: &crate::model::ModelConfig, device: &B::Device) -> Self {
+        let dropout = config.hidden_dropout > 0.0 || config.attention_dropout > 0.0;
+        Reseed {
+            base: dropout.then(|| draw_seed::<B>(device)),
+            device: device.clone(),
+        }
+    }
+
+    /// Before piece `i` (in both passes).
+    pub fn piece(&self, i: usize) {
+        if let Some(base) = self.base {
+            B::seed(&self.device, base.wrapping_add(i as u64));
+        }
+    }
+}
+
+/// A seed drawn from the backend RNG.
 fn draw_seed<B: Backend>(device: &B::Device) -> u64 {
     Tensor::<B, 1>::random([2], Distribution::Default, device)
         .into_data()

@@ -17,7 +17,8 @@ use neox_trainer::dist::tensor_parallel::layers::Shard;
 use neox_trainer::dist::tensor_parallel::{SplitError, TpGroup, vocab_parallel_cross_entropy};
 use neox_trainer::dist::{GptShard, Stage};
 use neox_trainer::model::{
-    Activation, GptNeox, InitMethod, ModelConfig, NormKind, PosEmb, cross_entropy,
+    Activation, AttentionKind, GptNeox, InitMethod, ModelConfig, NormKind, PosEmb, SparsityConfig,
+    cross_entropy,
 };
 
 type Ad = Autodiff<Flex>;
@@ -196,6 +197,71 @@ fn split_models_compute_the_unsplit_logits_loss_and_gradients() {
     ] {
         assert_split_equals_unsplit(&config, what);
     }
+}
+
+#[test]
+fn split_models_with_grouped_queries_tied_norms_or_sparse_layers_compute_the_unsplit_ones() {
+    let base = config(Activation::Gelu, PosEmb::Rotary, false, false);
+    // 8 heads sharing 4 key/value heads: 2 (tp 4) or 4 (tp 2) per rank, each
+    // key/value head with its two query heads on the same rank.
+    let grouped = ModelConfig {
+        num_attention_heads: 8,
+        num_kv_heads: Some(4),
+        ..base.clone()
+    };
+    assert_split_equals_unsplit(&grouped, "num_kv_heads 4 of 8 heads");
+    let tied_norms = ModelConfig {
+        gpt_j_residual: true,
+        gpt_j_tied: true,
+        ..config(Activation::Swiglu, PosEmb::Rotary, true, true)
+    };
+    assert_split_equals_unsplit(&tied_norms, "gpt_j_tied");
+    // A sparse layer whose heads have different layouts, then a dense one.
+    let sparse = ModelConfig {
+        pos_emb: PosEmb::Alibi,
+        attention_config: vec![AttentionKind::SparseFixed, AttentionKind::Global],
+        sparsity_config: SparsityConfig {
+            block: Some(2),
+            different_layout_per_head: Some(true),
+            num_local_blocks: Some(2),
+            num_different_global_patterns: Some(2),
+            ..SparsityConfig::default()
+        },
+        ..base
+    };
+    // 4 blocks of 2 tokens: some causal blocks hidden, the heads' layouts different.
+    let layout = sparse.sparse_layouts().unwrap()[0].clone().unwrap();
+    let bits = layout.to_bits();
+    assert_ne!(bits[..16], bits[16..32], "the heads' layouts do not differ");
+    assert!((0..4).any(|r| (0..=r).any(|c| !layout.get(0, r, c))));
+    assert_split_equals_unsplit(&sparse, "sparse_fixed, a layout per head");
+}
+
+#[test]
+fn key_value_heads_that_do_not_divide_among_the_ranks_are_refused_by_name() {
+    // GPT-NeoX divides num_kv_heads by the ranks too (it does not copy
+    // key/value heads across ranks): multi-query attention splits no way.
+    let config = ModelConfig {
+        num_kv_heads: Some(1),
+        ..config(Activation::Gelu, PosEmb::Rotary, false, false)
+    };
+    let full = seeded::<Ad>(&config, 1);
+    let err = GptShard::new(
+        &full,
+        Stage::whole(2),
+        Shard { rank: 0, size: 2 },
+        TpGroup::single(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        SplitError::Indivisible {
+            tp: 2,
+            what: "num_kv_heads",
+            n: 1
+        }
+    );
+    assert!(err.to_string().contains("num_kv_heads (1)"), "{err}");
 }
 
 #[test]

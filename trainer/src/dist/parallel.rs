@@ -21,7 +21,7 @@ use crate::data::Batch;
 use crate::error::TrainError;
 use crate::model::GptNeox;
 use crate::optim::{self, NeoxOptimizer};
-use crate::train::StepStats;
+use crate::train::{StepMode, StepStats};
 
 /// This rank's groups in the grid.
 #[derive(Clone, Debug)]
@@ -167,8 +167,11 @@ impl Parallel {
     }
 
     /// One optimizer step over this rank's `micro_batches` (each weighing
-    /// `1 / (micro batches x data ranks)`). The loss is the mean over every
-    /// data rank's micro batches, known on every rank.
+    /// `1 / (micro batches x data ranks)`) in `mode` (precision, loss
+    /// scaling, recomputation), as [`crate::train::train_step`] takes it on
+    /// one device. The loss is the mean over every data rank's micro
+    /// batches, known on every rank. An fp16 step whose gradients overflow
+    /// anywhere is skipped on every rank: the norm that finds it is global.
     #[allow(clippy::too_many_arguments)]
     pub fn train_step<B: AutodiffBackend + TpOps>(
         &self,
@@ -179,12 +182,14 @@ impl Parallel {
         layout: &ParamLayout,
         counted: &[bool],
         device: &B::Device,
+        mode: &mut StepMode,
     ) -> Result<(GptShard<B>, StepStats), TrainError>
     where
         B::InnerBackend: TpOps,
     {
         let n = micro_batches.len().max(1) * self.dp.size();
-        let (grads, losses) = self.pipeline.train(&model, micro_batches, n)?;
+        let scale = mode.precision.loss_scale();
+        let (grads, losses) = self.pipeline.train(&model, micro_batches, n, mode)?;
         self.tp.check()?;
         let mut loss = 0.0;
         if self.stage().is_last() {
@@ -195,13 +200,16 @@ impl Parallel {
         let loss = self.pipeline.from_last(loss)?;
         let grads = self.dp.reduce_gradients(&model, layout, grads, device)?;
         let norm = |squares: Vec<f32>| self.global_norm(squares, counted);
+        let loss_scale = mode.precision.skips_overflow().then_some(scale);
         let (model, grad_norm) = self
             .dp
-            .step_with_norm(optim, lr, model, layout, grads, device, norm)?;
+            .step_with(optim, lr, model, layout, grads, device, norm, loss_scale)?;
+        let skipped = loss_scale.is_some() && !grad_norm.is_finite();
+        mode.precision.update(skipped)?;
         let stats = StepStats {
             loss,
             grad_norm,
-            skipped: false,
+            skipped,
         };
         Ok((model, stats))
     }

@@ -10,14 +10,16 @@
 //! same layout, every share at the same iteration, and at any other layout
 //! (or from an unsplit checkpoint) through [`super::reshard`].
 //!
-//! Not yet here: mixed precision (fp32 only) and activation checkpointing
-//! (warned, not applied).
+//! Each step runs as [`crate::train::run_parallel`]'s does: in the
+//! configured precision (fp16's loss scaler agreed by every rank, its state
+//! in every share's checkpoint) and with activation checkpointing when asked.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
+use burn::tensor::FloatDType;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use super::comm::{Communicator, DType, ReduceOp};
@@ -34,8 +36,8 @@ use crate::data::{Batch, SampleSource, Splits};
 use crate::error::TrainError;
 use crate::metrics::{MetricsLog, Record};
 use crate::optim::NeoxOptimizer;
-use crate::precision::Precision;
-use crate::train::{Summary, init_model, step_seed};
+use crate::precision::MixedPrecision;
+use crate::train::{StepMode, Summary, init_model, step_seed};
 
 /// Trains the configured model on `data` on `device` as rank `world.rank()`
 /// of the grid `args` asks for (`pipe_parallel_size`, `model_parallel_size`,
@@ -50,22 +52,6 @@ where
     B::InnerBackend: TpOps,
 {
     let t = &args.training;
-    let unsupported = |what: &str| {
-        Err(TrainError::Device(format!(
-            "pipe_parallel_size {} x model_parallel_size {}: {what} is not implemented with \
-             pipeline or tensor parallelism yet",
-            t.pipe_parallel_size, t.model_parallel_size
-        )))
-    };
-    if args.precision.precision != Precision::Fp32 {
-        return unsupported("mixed precision");
-    }
-    if t.checkpoint_layers.is_some() && world.rank() == 0 {
-        tracing::warn!(
-            "checkpoint_activations is not applied with pipeline or tensor parallelism yet: \
-             the layers' activations are stored (same results, more memory)"
-        );
-    }
     let mut config = args.model.clone();
     config.vocab_size = args.vocab_size()?;
     let topology = Topology::new(world.size(), t.pipe_parallel_size, t.model_parallel_size)
@@ -94,6 +80,11 @@ where
     let counted = parallel.counted(&full, &model);
     drop(full);
     let mut optim = NeoxOptimizer::<B, GptShard<B>>::new(&args.optim);
+    let mut mode = StepMode {
+        precision: MixedPrecision::new(&args.precision),
+        recompute: t.checkpoint_layers,
+    };
+    let compute = args.precision.precision.dtype();
     let first_rank = world.rank() == 0;
     let shard_dir =
         |root: &Path| root.join(format!("pp{}-tp{}", parallel.coord.pp, parallel.coord.tp));
@@ -148,6 +139,7 @@ where
         };
         state.schedule =
             crate::schedule::on_resume(&args.schedule, &state.schedule, args.resume_flags)?;
+        mode.precision.restore(state.loss_scaler.clone());
         resumed_from = Some(state.iteration);
     } else {
         // One parameter id per parameter on every data rank: ZeRO's
@@ -219,6 +211,8 @@ where
     let flops_per_token = config.train_flops_per_token();
     let tokens_per_iter = (global_batch * seq) as f64;
     let (mut interval_loss, mut interval_iters, mut interval_start) = (0.0, 0u64, Instant::now());
+    let (mut interval_skipped, mut skipped_loss) = (0u64, 0.0);
+    let mut last_grad_norm = 0.0;
     let mut last_valid_loss = None;
     while state.iteration < t.train_iters {
         let it = state.iteration;
@@ -229,7 +223,8 @@ where
             step_seed(t.seed, it)
                 .wrapping_add((parallel.coord.dp as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         );
-        let lr = state.schedule.lr_at(it);
+        // The schedule advances on applied steps only (as on one device).
+        let lr = state.schedule.lr_at(it - state.skipped_steps);
         let consumed = state.consumed_train_samples;
         let batches = (0..accumulation)
             .map(|j| {
@@ -240,9 +235,23 @@ where
             })
             .collect::<Result<Vec<_>, _>>()?;
         let stats;
-        (model, stats) =
-            parallel.train_step(model, &mut optim, batches, lr, &layout, &counted, device)?;
-        if !stats.loss.is_finite() {
+        let scale = mode.precision.loss_scale();
+        (model, stats) = parallel.train_step(
+            model, &mut optim, batches, lr, &layout, &counted, device, &mut mode,
+        )?;
+        if stats.skipped {
+            state.skipped_steps += 1;
+            interval_skipped += 1;
+            skipped_loss += stats.loss;
+            if first_rank {
+                tracing::warn!(
+                    iteration = it + 1,
+                    loss_scale = scale,
+                    next_scale = mode.precision.loss_scale(),
+                    "fp16 gradients overflowed: step skipped"
+                );
+            }
+        } else if !stats.loss.is_finite() {
             return Err(TrainError::Diverged {
                 iteration: it + 1,
                 loss: stats.loss,
@@ -251,23 +260,36 @@ where
         let iteration = it + 1;
         state.iteration = iteration;
         state.consumed_train_samples += global_batch as u64;
-        interval_loss += stats.loss;
+        if !stats.skipped {
+            interval_loss += stats.loss;
+            last_grad_norm = stats.grad_norm;
+        }
         interval_iters += 1;
         if iteration.is_multiple_of(t.log_interval) || iteration == t.train_iters {
             let seconds = interval_start.elapsed().as_secs_f64() / interval_iters as f64;
+            // As one device: the mean over the interval's applied steps.
+            let applied = interval_iters - interval_skipped;
+            let loss = match applied {
+                0 => skipped_loss / interval_iters as f64,
+                _ => interval_loss / applied as f64,
+            };
             log(Record::Train {
                 iteration,
-                loss: interval_loss / interval_iters as f64,
+                loss,
                 lr,
-                grad_norm: stats.grad_norm,
+                grad_norm: last_grad_norm,
                 step_ms: seconds * 1e3,
                 tokens_per_s: tokens_per_iter / seconds,
                 flops_per_s: flops_per_token * tokens_per_iter / seconds,
                 consumed_samples: state.consumed_train_samples,
-                loss_scale: None,
-                skipped_iters: 0,
+                loss_scale: mode
+                    .precision
+                    .skips_overflow()
+                    .then(|| mode.precision.loss_scale()),
+                skipped_iters: interval_skipped,
             })?;
             (interval_loss, interval_iters) = (0.0, 0);
+            (interval_skipped, skipped_loss) = (0, 0.0);
             interval_start = Instant::now();
         }
         if let Some(valid) = &data.valid
@@ -275,8 +297,16 @@ where
             && iteration.is_multiple_of(t.eval_interval)
         {
             let first = (iteration / t.eval_interval - 1) * t.eval_iters * global_batch as u64;
-            let valid_model = model.valid();
-            let loss = evaluate(&parallel, &valid_model, valid.as_ref(), first, t, device)?;
+            let valid_model = mode.precision.cast(model.valid());
+            let loss = evaluate(
+                &parallel,
+                &valid_model,
+                compute,
+                valid.as_ref(),
+                first,
+                t,
+                device,
+            )?;
             last_valid_loss = Some(loss);
             log(Record::Valid {
                 iteration,
@@ -290,6 +320,7 @@ where
         if let Some(save) = &t.save
             && (due || iteration == t.train_iters)
         {
+            state.loss_scaler = mode.precision.scaler_state();
             let dir = shard_dir(save);
             let keep = t.keep_last_n_checkpoints;
             checkpoint::save_module(&dir, &model, &optim, &state, keep, &parallel.dp)?;
@@ -304,7 +335,8 @@ where
     if let Some(test) = &data.test
         && t.eval_iters > 0
     {
-        let loss = evaluate(&parallel, &model.valid(), test.as_ref(), 0, t, device)?;
+        let test_model = mode.precision.cast(model.valid());
+        let loss = evaluate(&parallel, &test_model, compute, test.as_ref(), 0, t, device)?;
         test_loss = Some(loss);
         log(Record::Test {
             iteration: t.train_iters,
@@ -327,6 +359,7 @@ where
 fn evaluate<B: Backend + TpOps>(
     parallel: &Parallel,
     model: &GptShard<B>,
+    dtype: FloatDType,
     source: &dyn SampleSource,
     first: u64,
     t: &crate::config::TrainingConfig,
@@ -340,7 +373,10 @@ fn evaluate<B: Backend + TpOps>(
         for j in 0..accumulation {
             let start = parallel.dp.micro_batch_start(first + k * global, j, micro);
             let batch = Batch::<B>::read(source, start, micro, seq, vocab, device)?;
-            for loss in parallel.pipeline.evaluate(model, std::iter::once(batch))? {
+            for loss in parallel
+                .pipeline
+                .evaluate(model, std::iter::once(batch), dtype)?
+            {
                 sum = parallel.dp.sum_in_order(sum, loss)?;
             }
         }

@@ -106,28 +106,49 @@ impl<B: TpOps> GptShard<B> {
     /// This stage's output: hidden states `[b, t, h]`, or on the last stage
     /// this rank's logits `[b, t, v / tp]` (vocabulary `rank * v / tp ..`).
     pub fn forward_stage(&self, input: StageInput<B>) -> Tensor<B, 3> {
-        let c = &self.config;
-        let group = &self.group;
-        let mut x = match input {
+        let x = self.input(input);
+        let [_, t, _] = x.dims();
+        let ctx = self.context(t, &x.device());
+        let x = self.run_layers(0..self.layers.len(), x, &ctx);
+        self.finish(x)
+    }
+
+    /// The first layer's input: the embedding of tokens `[b, t]` (the first
+    /// stage), or the previous stage's hidden states.
+    pub fn input(&self, input: StageInput<B>) -> Tensor<B, 3> {
+        match input {
             StageInput::Hidden(x) => x,
             StageInput::Tokens(tokens) => self.embed(tokens),
-        };
-        let [_, t, _] = x.dims();
-        let device = x.device();
-        if !self.layers.is_empty() {
-            let ctx = Context {
-                mask: crate::model::attention::causal_mask(t, c.sliding_window_width, &device),
-                rotary: (c.pos_emb == PosEmb::Rotary).then(|| {
-                    position::rotary_tables(t, c.rotary_dims(), c.rotary_emb_base, &device)
-                }),
-                alibi: (c.pos_emb == PosEmb::Alibi)
-                    .then(|| position::alibi_bias(c.num_attention_heads, t, &device)),
-            };
-            x = self
-                .layers
-                .iter()
-                .fold(x, |x, layer| layer.forward(x, &ctx, group));
         }
+    }
+
+    /// What this stage's layers share over `t` tokens: mask and position tables.
+    pub fn context(&self, t: usize, device: &B::Device) -> Context<B> {
+        let c = &self.config;
+        Context {
+            mask: crate::model::attention::causal_mask(t, c.sliding_window_width, device),
+            rotary: (c.pos_emb == PosEmb::Rotary && !self.layers.is_empty())
+                .then(|| position::rotary_tables(t, c.rotary_dims(), c.rotary_emb_base, device)),
+            alibi: (c.pos_emb == PosEmb::Alibi && !self.layers.is_empty())
+                .then(|| position::alibi_bias(c.num_attention_heads, t, device)),
+        }
+    }
+
+    /// This stage's layers `range` (indices into [`GptShard::layers`]) on `x`.
+    pub fn run_layers(
+        &self,
+        range: std::ops::Range<usize>,
+        x: Tensor<B, 3>,
+        ctx: &Context<B>,
+    ) -> Tensor<B, 3> {
+        self.layers[range]
+            .iter()
+            .fold(x, |x, layer| layer.forward(x, ctx, &self.group))
+    }
+
+    /// The stage's output from its last layer's output: the final norm when
+    /// the stage holds it, then on the last stage this rank's logits.
+    pub fn finish(&self, mut x: Tensor<B, 3>) -> Tensor<B, 3> {
         if let Some(norm) = &self.final_layer_norm {
             x = norm.forward(x);
         }
@@ -136,7 +157,7 @@ impl<B: TpOps> GptShard<B> {
         }
         // On `[b t, hidden]`, as the unsplit model computes it.
         let [b, t, hidden] = x.dims();
-        let x = B::copy_to_tp(x, group).reshape([b * t, hidden]);
+        let x = B::copy_to_tp(x, &self.group).reshape([b * t, hidden]);
         let logits = match (&self.embed_out, &self.embed_in) {
             (Some(out), _) => out.forward(x),
             (None, Some(embed)) => x.matmul(embed.weight.val().transpose()),
@@ -166,11 +187,21 @@ impl<B: TpOps> GptShard<B> {
                 }
             }
             PosEmb::Sinusoidal => {
-                x = x + position::sinusoidal_table(t, c.hidden_size, &device).unsqueeze();
+                let table = position::sinusoidal_table::<B>(t, c.hidden_size, &device);
+                let dtype = x.dtype();
+                x = x + table.cast(dtype).unsqueeze();
             }
             PosEmb::Rotary | PosEmb::Alibi | PosEmb::None => {}
         }
         self.embed_dropout.forward(x)
+    }
+
+    /// This share without its layers: what the embedding and the stage's
+    /// end need (for recomputing pieces of a pass).
+    pub fn without_layers(&self) -> Self {
+        let mut shell = self.clone();
+        shell.layers = Vec::new();
+        shell
     }
 
     /// This rank's logits `[b, t, v / tp]` for tokens `[b, t]` (one stage only).

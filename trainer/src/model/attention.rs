@@ -76,6 +76,11 @@ impl<B: Backend> Attention<B> {
         }
     }
 
+    /// A sparse layer's block layout (`None`: dense).
+    pub fn layout(&self) -> Option<&BlockLayout> {
+        self.layout.as_ref()
+    }
+
     /// The same attention restricted to a sparse block layout (or dense, `None`).
     pub fn with_layout(self, layout: Option<BlockLayout>) -> Self {
         Attention { layout, ..self }

@@ -209,6 +209,16 @@ impl BlockLayout {
         }
     }
 
+    /// Heads `first..first + n` of the layout (a tensor-parallel rank's).
+    pub fn select_heads(&self, first: usize, n: usize) -> BlockLayout {
+        let per_head = self.blocks * self.blocks;
+        BlockLayout {
+            heads: n,
+            cells: self.cells[first * per_head..(first + n) * per_head].to_vec(),
+            ..*self
+        }
+    }
+
     /// The layout as 0/1 rows, head after head (for comparisons and messages).
     pub fn to_bits(&self) -> Vec<u8> {
         self.cells.iter().map(|&c| u8::from(c)).collect()

@@ -3,13 +3,15 @@
 //! the group (the row maxima, the sums of exponentials, the target logits),
 //! never gathering the full logits.
 
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{FloatDType, Int, Tensor};
 
 use super::mappings::{TpGroup, TpOps};
 use crate::dist::comm::ReduceOp;
 
 /// Mean cross entropy of this rank's logits `[b, t, v / tp]` (vocabulary
-/// entries `rank * v / tp ..`) against targets `[b, t]` over the whole vocabulary.
+/// entries `rank * v / tp ..`) against targets `[b, t]` over the whole
+/// vocabulary, in f32 (half-precision logits are cast, as the unsplit loss
+/// casts them).
 pub fn vocab_parallel_cross_entropy<B: TpOps>(
     logits: Tensor<B, 3>,
     targets: Tensor<B, 2, Int>,
@@ -19,7 +21,7 @@ pub fn vocab_parallel_cross_entropy<B: TpOps>(
         return crate::model::cross_entropy(logits, targets);
     }
     let [b, t, v] = logits.dims();
-    let logits = logits.reshape([b * t, v]);
+    let logits = logits.cast(FloatDType::F32).reshape([b * t, v]);
     // The maxima only shift the logits for stability: a constant to autodiff.
     let max = group.all_reduce(logits.clone().detach().max_dim(1), ReduceOp::Max);
     let shifted = logits - max;

@@ -43,30 +43,16 @@ pub enum SplitError {
         what: &'static str,
         n: usize,
     },
-    #[error(
-        "model_parallel_size {tp}: {what} is not implemented with tensor or pipeline parallelism yet"
-    )]
-    Unsupported { tp: usize, what: &'static str },
 }
 
-/// Checks that `config` splits evenly `tp` ways (and that the split layers
-/// implement its options, at any size).
+/// Checks that `config` splits evenly `tp` ways: heads, key/value heads
+/// (GPT-NeoX divides them too, copying none across ranks), vocabulary and
+/// MLP width.
 pub fn check_divisible(config: &ModelConfig, tp: usize) -> Result<(), SplitError> {
-    for (what, used) in [
-        ("num_kv_heads", config.num_kv_heads.is_some()),
-        ("gpt_j_tied", config.gpt_j_residual && config.gpt_j_tied),
-        (
-            "sparse attention",
-            config.attention_config.iter().any(|k| k.is_sparse()),
-        ),
-    ] {
-        if used {
-            return Err(SplitError::Unsupported { tp, what });
-        }
-    }
     let inner = config.intermediate_size;
     for (what, n) in [
         ("num_attention_heads", config.num_attention_heads),
+        ("num_kv_heads", config.kv_heads()),
         ("the padded vocabulary", config.vocab_size),
         ("the MLP's inner width", inner),
     ] {
@@ -87,6 +73,9 @@ pub struct TpLayer<B: Backend> {
     pub hidden_dropout: Dropout,
     #[module(skip)]
     parallel_residual: bool,
+    /// `gpt_j_tied`: `input_layernorm` also feeds the MLP.
+    #[module(skip)]
+    tied_norms: bool,
 }
 
 impl<B: TpOps> TpLayer<B> {
@@ -95,10 +84,11 @@ impl<B: TpOps> TpLayer<B> {
         TpLayer {
             input_layernorm: layer.input_layernorm.clone(),
             post_attention_layernorm: layer.post_attention_layernorm.clone(),
-            attention: TpAttention::split(&layer.attention, config.num_attention_heads, shard),
+            attention: TpAttention::split(&layer.attention, config, shard),
             mlp: TpMlp::split(&layer.mlp, config.activation, shard),
             hidden_dropout: layer.hidden_dropout.clone(),
             parallel_residual: config.gpt_j_residual,
+            tied_norms: config.gpt_j_residual && config.gpt_j_tied,
         }
     }
 
@@ -109,8 +99,13 @@ impl<B: TpOps> TpLayer<B> {
                 .forward(self.attention.forward(normed, ctx, group))
         };
         let feed = |x: Tensor<B, 3>| {
-            let normed = self.post_attention_layernorm.forward(x);
-            self.hidden_dropout.forward(self.mlp.forward(normed, group))
+            let norm = if self.tied_norms {
+                &self.input_layernorm
+            } else {
+                &self.post_attention_layernorm
+            };
+            self.hidden_dropout
+                .forward(self.mlp.forward(norm.forward(x), group))
         };
         if self.parallel_residual {
             x.clone() + attend(x.clone()) + feed(x)
