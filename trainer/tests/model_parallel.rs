@@ -128,7 +128,7 @@ fn one_device(
     (stats, model)
 }
 
-/// [`one_device`] with each step in `mode`.
+/// [`one_device`] with each step in `mode`, optimized by `settings`.
 fn one_device_in(
     config: &ModelConfig,
     steps: usize,
@@ -198,7 +198,8 @@ fn grid(
     )
 }
 
-/// [`grid`] with each step in `mode`.
+/// [`grid`] with each step in `mode`, optimized by `settings`.
+#[allow(clippy::too_many_arguments)]
 fn grid_in(
     config: &ModelConfig,
     (pp, dp, tp): (usize, usize, usize),

@@ -5,7 +5,8 @@
 //! [`TpLayer::split`] and the functions of [`layers`] cut the layers of an
 //! unsplit [`crate::model::GptNeox`] (made from the run's seed, so that TP=1
 //! and TP=N start from the same weights) into this rank's share: attention by
-//! heads, the MLP by its inner width, the embedding and output layer by
+//! heads (with grouped queries, by query and key/value heads; a sparse
+//! layer with its heads' part of the block layout), the MLP by its inner width, the embedding and output layer by
 //! vocabulary (a tied output layer is the embedding's rows); norms and
 //! position embeddings are replicated. The loss is the vocab-parallel cross
 //! entropy ([`loss`]). The model file knows nothing of this: the split reads
