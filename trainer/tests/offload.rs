@@ -1,8 +1,8 @@
 //! ZeRO-Offload on the CPU: the optimizer state and step on the host train
 //! exactly as the device optimizer does (losses, norms and every parameter,
 //! bit for bit), on one rank and under ZeRO-1 and ZeRO-2 on two, with
-//! gradient accumulation and fp16 loss scaling; checkpoints move between
-//! the two freely.
+//! gradient accumulation and fp16 loss scaling, and for a model split in
+//! two pipeline stages; checkpoints move between the two freely.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +15,9 @@ use neox_trainer::checkpoint;
 use neox_trainer::config::yaml::Options;
 use neox_trainer::device::Cpu;
 use neox_trainer::dist::DataParallel;
+use neox_trainer::dist::comm::Communicator;
 use neox_trainer::dist::comm::threads::ThreadComm;
+use neox_trainer::dist::run::run_model_parallel;
 use neox_trainer::metrics::{self, Record};
 use neox_trainer::optim::NeoxOptimizer;
 use neox_trainer::{GptNeox, NeoxArgs, train};
@@ -85,6 +87,33 @@ fn run(extra: &str, ranks: usize) {
             })
             .collect();
         assert!(errors.is_empty(), "{errors:#?}");
+    });
+}
+
+/// Trains a split model (the config's grid, one data-parallel rank) on
+/// `ranks` threads.
+fn run_split(extra: &str, ranks: usize) {
+    let args = args(extra, 1);
+    let data = splits();
+    let comms = ThreadComm::group(ranks, Duration::from_secs(60));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|comm| {
+                let (args, data) = (&args, &data);
+                s.spawn(move || {
+                    let world: Arc<dyn Communicator> = Arc::new(comm);
+                    run_model_parallel::<Cpu>(args, data, &Default::default(), &world)
+                })
+            })
+            .collect();
+        for (rank, h) in handles.into_iter().enumerate() {
+            match h.join() {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => panic!("rank {rank}: {e}"),
+                Err(_) => panic!("rank {rank} panicked"),
+            }
+        }
     });
 }
 
@@ -229,4 +258,42 @@ fn checkpoints_move_between_host_and_device_optimizers() {
             &format!("offload {first} then {second}"),
         );
     }
+}
+
+#[test]
+fn a_split_model_offloads_bit_for_bit() {
+    let _serial = one_run_at_a_time();
+    let common = "train_iters: 6\npipe_parallel_size: 2\n";
+    let device = tempfile::tempdir().unwrap();
+    run_split(
+        &format!(
+            "{common}zero_optimization: {{stage: 1}}\n{}",
+            save_at(device.path())
+        ),
+        2,
+    );
+    let host = tempfile::tempdir().unwrap();
+    run_split(
+        &format!(
+            "{common}zero_optimization: {{stage: 1, {OFFLOAD}}}\n{}",
+            save_at(host.path())
+        ),
+        2,
+    );
+    let (a, b) = (numbers(device.path()), numbers(host.path()));
+    assert!(a.len() >= 6, "{a:?}");
+    assert_eq!(a, b, "pp=2: metrics differ");
+    // The final weights: the test loss after the last step.
+    let test = |dir: &Path| -> Vec<u64> {
+        metrics::read(&dir.join("metrics.jsonl"))
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Test { loss, .. } => Some(loss.to_bits()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(test(device.path()).len(), 1);
+    assert_eq!(test(device.path()), test(host.path()), "pp=2: test loss");
 }
