@@ -309,10 +309,22 @@ fn tensor_or_pipeline_parallel_ranks_train_to_one_process_losses() {
     assert_eq!(plain.iter().filter(|r| r.0 == "valid").count(), 2);
     let dropped = reference(DROPOUT);
     assert_ne!(dropped[0].2, plain[0].2, "dropout changed nothing");
+    // Recomputing, one process and the tensor ranks reseed each piece of a
+    // micro batch alike: the same masks again.
+    const RECOMPUTE: &str = "checkpoint_activations: true\n";
+    let recomputed = reference(&format!("{DROPOUT}{RECOMPUTE}"));
+    assert_ne!(
+        recomputed[0].2, dropped[0].2,
+        "the reseeded masks are the stored run's"
+    );
     for (extra, expected) in [
         ("model_parallel_size: 2\n".to_string(), &plain),
         ("pipe_parallel_size: 2\n".to_string(), &plain),
         (format!("model_parallel_size: 2\n{DROPOUT}"), &dropped),
+        (
+            format!("model_parallel_size: 2\n{DROPOUT}{RECOMPUTE}"),
+            &recomputed,
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let configs = configs_without_checkpoints(dir.path(), &extra);
