@@ -118,7 +118,9 @@ fn row_forward<B: TpOps, const D: usize>(
 /// queries' part and its key/value heads' parts, `[q | k | v]`, as a rank of
 /// GPT-NeoX holds them (which needs `num_kv_heads` divisible by the ranks:
 /// GPT-NeoX does not copy key/value heads across ranks). A sparse layer keeps
-/// its heads' part of the block layout.
+/// its heads' part of the unsplit layer's block layout (DeepSpeed instead
+/// draws one for a rank's number of heads and gives every rank rank 0's: the
+/// same thing unless `different_layout_per_head`).
 #[derive(Module, Debug)]
 pub struct TpAttention<B: Backend> {
     pub query_key_value: Linear<B>,
