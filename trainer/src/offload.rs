@@ -407,4 +407,29 @@ mod tests {
         assert_eq!(bits(&a), bits(&b));
         assert_ne!(bits(&a), bits(&model));
     }
+
+    /// The device holds no optimizer state with offload; the host holds what
+    /// the device optimizer would.
+    #[test]
+    fn the_state_moves_from_device_to_host_memory() {
+        use crate::optim::NeoxOptimizer;
+        let device = Default::default();
+        let normal = Distribution::Normal(0.0, 1.0);
+        let model = Two::<Cpu> {
+            weight: Param::from_tensor(Tensor::random([5, 3], normal, &device)),
+            bias: Param::from_tensor(Tensor::random([3], normal, &device)),
+        };
+        let params = [(model.weight.id, 2), (model.bias.id, 1)];
+        let g = random();
+        let bytes = |offload: bool| {
+            let mut optim = NeoxOptimizer::<Cpu, Two<Cpu>>::new(&OptimConfig {
+                offload,
+                ..config()
+            });
+            optim.apply(1e-2, model.clone(), grads(&model, &g), 0.5);
+            (optim.state_bytes(&params), optim.host_state_bytes())
+        };
+        assert_eq!(bytes(false), (8 * 18, 0));
+        assert_eq!(bytes(true), (0, 8 * 18));
+    }
 }
