@@ -94,8 +94,13 @@ fn args(extra: &str, grid: Grid) -> NeoxArgs {
 
 /// Trains `train_iters` steps at `grid`, saving into (and loading from) `dir`.
 fn run(dir: &Path, train_iters: u64, grid: Grid) -> Result<(), String> {
+    run_with(dir, train_iters, grid, "")
+}
+
+/// [`run`] with `extra` options.
+fn run_with(dir: &Path, train_iters: u64, grid: Grid, extra: &str) -> Result<(), String> {
     let extra = format!(
-        "train_iters: {train_iters}\nsave: {d}\nload: {d}\n",
+        "train_iters: {train_iters}\nsave: {d}\nload: {d}\n{extra}",
         d = dir.display()
     );
     let args = args(&extra, grid);
@@ -421,4 +426,35 @@ fn offline_resharding_resumes_as_resharding_on_load_does() {
     .to_string();
     assert!(err.contains("model_parallel_size 3"), "{err}");
     assert!(!bad.path().join("x").exists());
+}
+
+#[test]
+fn finetune_and_no_load_optim_read_any_layout() {
+    let _serial = one_run_at_a_time();
+    let saved = tempfile::tempdir().unwrap();
+    run(saved.path(), 4, ONE).unwrap();
+    let from = |grid: Grid, train_iters: u64, extra: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        copy_tree(saved.path(), dir.path());
+        run_with(dir.path(), train_iters, grid, extra).unwrap();
+        train_records(dir.path())
+    };
+    // Weights only, from iteration 0 (fresh optimizer and schedule).
+    let want = from(ONE, 4, "finetune: true\n");
+    assert_eq!(want.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    let got = from(Grid(1, 1, 2, ZeroStage::Off), 4, "finetune: true\n");
+    assert_close(&got, &want, "finetune at tp 2");
+    // Weights and the iteration, fresh optimizer state.
+    let want = after_4(&from(ONE, 8, "no_load_optim: true\n"));
+    let got = after_4(&from(
+        Grid(2, 1, 1, ZeroStage::Off),
+        8,
+        "no_load_optim: true\n",
+    ));
+    assert_eq!(got, want, "no_load_optim at pp 2");
+    assert_ne!(
+        want,
+        after_4(&from(ONE, 8, "")),
+        "the optimizer state mattered"
+    );
 }

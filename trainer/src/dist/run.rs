@@ -120,6 +120,11 @@ where
             stage: parallel.coord.pp,
             shard: model.shard(),
         };
+        let what = match (t.finetune, t.no_load_optim) {
+            (true, _) => LoadWhat::Finetune,
+            (false, true) => LoadWhat::NoOptim,
+            (false, false) => LoadWhat::Resume,
+        };
         let (m, o, restored) = reshard::load(
             &saved,
             &target,
@@ -128,19 +133,28 @@ where
             optim,
             device,
             &parallel.dp,
-            LoadWhat::Resume,
+            what,
             first_rank,
         )?;
         (model, optim) = (m, o);
-        at = [restored.iteration as i64; 2];
-        state = TrainState {
-            optimizer_shards: state.optimizer_shards,
-            ..restored
-        };
-        state.schedule =
-            crate::schedule::on_resume(&args.schedule, &state.schedule, args.resume_flags)?;
-        mode.precision.restore(state.loss_scaler.clone());
-        resumed_from = Some(state.iteration);
+        match what {
+            LoadWhat::Finetune => {}
+            LoadWhat::NoOptim => {
+                state.iteration = restored.iteration;
+                state.consumed_train_samples = restored.consumed_train_samples;
+            }
+            LoadWhat::Resume => {
+                state = TrainState {
+                    optimizer_shards: state.optimizer_shards,
+                    ..restored
+                };
+                state.schedule =
+                    crate::schedule::on_resume(&args.schedule, &state.schedule, args.resume_flags)?;
+                mode.precision.restore(state.loss_scaler.clone());
+            }
+        }
+        at = [state.iteration as i64; 2];
+        resumed_from = (what != LoadWhat::Finetune).then_some(state.iteration);
     } else {
         // One parameter id per parameter on every data rank: ZeRO's
         // optimizer files, keyed by id, then match the saved model's.
