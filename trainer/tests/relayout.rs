@@ -458,3 +458,24 @@ fn finetune_and_no_load_optim_read_any_layout() {
         "the optimizer state mattered"
     );
 }
+
+#[test]
+fn grouped_query_attention_reshards_too() {
+    // num_kv_heads 2 of 4: the fused QKV is [all q | all k | all v], so a
+    // tensor rank's columns are not one block; the merge finds them anyway.
+    let _serial = one_run_at_a_time();
+    const GQA: &str = "num_kv_heads: 2\n";
+    let reference = tempfile::tempdir().unwrap();
+    run_with(reference.path(), 8, ONE, GQA).unwrap();
+    let want = after_4(&train_records(reference.path()));
+    for (from, to) in [
+        (Grid(2, 1, 2, ZeroStage::Off), ONE),
+        (ONE, Grid(1, 1, 2, ZeroStage::Off)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        run_with(dir.path(), 4, from, GQA).unwrap();
+        run_with(dir.path(), 8, to, GQA).unwrap();
+        let got = after_4(&train_records(dir.path()));
+        assert_close(&got, &want, &format!("GQA {from:?} -> {to:?}"));
+    }
+}
