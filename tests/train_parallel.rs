@@ -121,6 +121,17 @@ fn numbers(dir: &Path) -> Vec<(String, u64, f64, Option<f64>)> {
         .collect()
 }
 
+/// The loss scale of each train record (`None` but in fp16).
+fn loss_scales(dir: &Path) -> Vec<Option<f64>> {
+    std::fs::read_to_string(dir.join("run/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["kind"] == "train")
+        .map(|r| r["loss_scale"].as_f64())
+        .collect()
+}
+
 /// One process accumulating two micro batches per step: the reference.
 fn one_process(dir: &Path, extra: &str) -> Vec<(String, u64, f64, Option<f64>)> {
     let mut c = Command::new(TRAIN);
@@ -428,6 +439,12 @@ fn split_runs_save_each_share_and_resume_bit_for_bit() {
     for (extra, shares) in [
         ("model_parallel_size: 2\n", ["pp0-tp0", "pp0-tp1"]),
         ("pipe_parallel_size: 2\n", ["pp0-tp0", "pp1-tp0"]),
+        // The loss scaler's state travels in every share: its scale doubles
+        // every 2 clean steps here, so a scaler started afresh would differ.
+        (
+            "model_parallel_size: 2\nfp16: {enabled: true, loss_scale_window: 2}\n",
+            ["pp0-tp0", "pp0-tp1"],
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
@@ -452,6 +469,7 @@ fn split_runs_save_each_share_and_resume_bit_for_bit() {
         train("first run");
         let whole = numbers(dir.path());
         assert_eq!(whole.iter().filter(|r| r.0 == "train").count(), 8);
+        let scales = loss_scales(dir.path());
         // Back to step 4 in every share: the later checkpoint removed.
         for share in shares {
             let share = run.join(share);
@@ -462,6 +480,7 @@ fn split_runs_save_each_share_and_resume_bit_for_bit() {
         let log = train("resumed run");
         assert!(log.contains("resumed every share"), "{extra}{log}");
         assert_eq!(numbers(dir.path()), whole, "{extra}resumed at step 4");
+        assert_eq!(loss_scales(dir.path()), scales, "{extra}resumed at step 4");
         // Shares at different steps are refused.
         std::fs::write(run.join(shares[1]).join("latest"), "global_step4").unwrap();
         std::fs::write(run.join(shares[0]).join("latest"), "global_step8").unwrap();
