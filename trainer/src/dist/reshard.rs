@@ -216,6 +216,15 @@ fn find_split(root: &Path, step: Option<u64>) -> Result<Option<Saved>, Checkpoin
     // another layout may have left more shares than its own), else the
     // folders' grid.
     let Some(first) = checkpoint_in(&share(0, 0), step, false)? else {
+        // A split run stopped before its first save leaves share folders
+        // without checkpoints: nothing to resume.
+        let mut any = false;
+        for &(p, t) in &found {
+            any |= checkpoint_in(&share(p, t), step, false)?.is_some();
+        }
+        if !any {
+            return Ok(None);
+        }
         return Err(state_error(
             &share(0, 0),
             format!(
@@ -998,6 +1007,82 @@ mod tests {
         assert_eq!(share_name("pp-tp1"), None);
         assert_eq!(share_name("global_step4"), None);
         assert_eq!(share_name("pp1-tp"), None);
+    }
+
+    /// A share folder holding a checkpoint at `iteration` (state only).
+    fn fake_share(root: &Path, name: &str, iteration: u64) {
+        let dir = root.join(name).join(format!("global_step{iteration}"));
+        fs::create_dir_all(&dir).unwrap();
+        let state = TrainState {
+            iteration,
+            consumed_train_samples: iteration * 8,
+            seed: 1,
+            schedule: crate::schedule::Schedule::new(
+                crate::schedule::DecayStyle::Constant,
+                1e-3,
+                0.0,
+                0.0,
+                1,
+            ),
+            model: ModelConfig::default(),
+            optimizer_shards: 1,
+            skipped_steps: 0,
+            loss_scaler: None,
+            layout: None,
+        };
+        fs::write(
+            dir.join("state.json"),
+            serde_json::to_string(&state).unwrap(),
+        )
+        .unwrap();
+        fs::write(
+            root.join(name).join("latest"),
+            format!("global_step{iteration}"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn shares_are_found_whole_or_refused_by_name() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        // Nothing, then share folders that never got a checkpoint: a fresh start.
+        assert!(find(root, None, true).unwrap().is_none());
+        fs::create_dir_all(root.join("pp0-tp0/.global_step4.partial")).unwrap();
+        fs::create_dir_all(root.join("pp0-tp1")).unwrap();
+        assert!(find(root, None, true).unwrap().is_none());
+        // One share saved, the other not.
+        fake_share(root, "pp0-tp1", 4);
+        let err = find(root, None, true).unwrap_err().to_string();
+        assert!(err.contains("pp0-tp0") && err.contains("pp0-tp1"), "{err}");
+        fake_share(root, "pp0-tp0", 4);
+        let saved = find(root, None, true).unwrap().unwrap();
+        assert_eq!((saved.pp, saved.tp, saved.split), (1, 2, true));
+        assert_eq!(saved.layout_name(), "pp1-tp2");
+        // An unsplit checkpoint beside them: the later iteration wins; on a
+        // tie, the one asked for.
+        fs::create_dir_all(root.join("global_step4")).unwrap();
+        fs::copy(
+            root.join("pp0-tp0/global_step4/state.json"),
+            root.join("global_step4/state.json"),
+        )
+        .unwrap();
+        fs::write(root.join("latest"), "global_step4").unwrap();
+        assert!(find(root, None, true).unwrap().unwrap().split);
+        assert!(!find(root, None, false).unwrap().unwrap().split);
+        fake_share(root, "pp0-tp0", 8);
+        fake_share(root, "pp0-tp1", 8);
+        assert!(find(root, None, false).unwrap().unwrap().split);
+        // Shares at different steps.
+        fs::write(root.join("pp0-tp1/latest"), "global_step4").unwrap();
+        let err = find(root, None, true).unwrap_err().to_string();
+        assert!(
+            err.contains("different iterations") && err.contains("pp0-tp1 at 4"),
+            "{err}"
+        );
+        // A given step reads that step in every share.
+        let saved = find(root, Some(4), true).unwrap().unwrap();
+        assert_eq!(saved.state.iteration, 4);
     }
 
     #[test]
