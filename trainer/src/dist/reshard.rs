@@ -9,9 +9,9 @@
 //!
 //! Where each element of a share came from is found by [`super::merge`]'s
 //! probes; the reader's own share is cut by [`GptShard::new`] itself. Every
-//! reader builds the whole model in host memory once: the values, both
-//! moments, and for each share read its index map (about 28 bytes per
-//! parameter while it lasts).
+//! reader builds the whole model in host memory once: by count, the values,
+//! both moments, an empty model and three probes (28 bytes per parameter),
+//! and the index map of the share being placed (16 bytes per element).
 
 use std::fmt;
 use std::fs;
