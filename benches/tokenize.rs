@@ -7,7 +7,12 @@
 //! of the tokenizer alone (texts in memory, split over the threads) and the
 //! end-to-end throughput of the pipeline `neox-data tokenize` runs (read,
 //! decompress, parse, encode, write), in MB of text per second and tokens
-//! per second, with the peak RSS of each run. Then the corpus is
+//! per second, with the peak RSS of each run, and both in MB of text per
+//! CPU-second (robust when other work shares the machine). Neither side
+//! counts loading the tokenizer. Then, for the default engine, each stage
+//! of the pipeline alone (zstd decoding, reading, encoding, writing) in CPU
+//! milliseconds per MB of text, with the bound that reading and writing put
+//! on end-to-end / raw when every core is busy. Last, the corpus is
 //! concatenated ten times to show that the pipeline's peak RSS does not
 //! grow with the input.
 //!
@@ -39,6 +44,8 @@ const TOKENIZERS: [&str; 5] = [
 /// on the tokenizer's speed).
 const SCALE_TOKENIZER: &str = "gpt2 (fast bpe)";
 const THREADS: [usize; 2] = [1, 2];
+/// Runs of each stage measurement (the least CPU time counts).
+const STAGE_RUNS: usize = 3;
 
 fn tokenizer(name: &str) -> Tokenizer {
     let (spec, engine) = match name {
@@ -146,6 +153,8 @@ fn main() {
     if !SCALE_TOKENIZER.contains(&only) {
         return;
     }
+    stages(&input);
+
     let dir = tempfile::tempdir().expect("temp dir");
     let tenfold = dir.path().join("mail-x10.jsonl.zst");
     let bytes = std::fs::read(&input).expect("read corpus");
@@ -165,6 +174,53 @@ fn main() {
             mib(m.peak_rss)
         );
     }
+}
+
+/// Where the end-to-end CPU time goes, for the default engine at the
+/// largest thread count: each stage alone, in CPU milliseconds per MB of
+/// text (the least of [`STAGE_RUNS`] runs: the least disturbed by other
+/// work on the machine), against the whole pipeline.
+fn stages(input: &Path) {
+    let threads = *THREADS.last().unwrap_or(&1);
+    let best = |mode: &str| {
+        (0..STAGE_RUNS)
+            .map(|_| run_child(mode, SCALE_TOKENIZER, threads, input))
+            .min_by(|a, b| a.cpu_secs.total_cmp(&b.cpu_secs))
+            .expect("at least one run")
+    };
+    let encode = best("raw");
+    let text_mb = encode.bytes as f64 / 1e6;
+    let per_mb = |m: &Measured| (1e3 * m.cpu_secs / text_mb, 1e3 * m.secs / text_mb);
+    let decompress = best("decompress");
+    let read = best("read");
+    let write = best("write");
+    let e2e = best("e2e");
+    println!();
+    println!(
+        "Stages of {SCALE_TOKENIZER} at {threads} threads, each alone (least CPU of {STAGE_RUNS} runs; per MB of text, {:.1} MB; zstd decodes {:.1} MB):",
+        text_mb,
+        decompress.bytes as f64 / 1e6
+    );
+    println!();
+    println!("| stage | CPU ms per MB | wall ms per MB |");
+    println!("|---|---|---|");
+    let row = |name: &str, (cpu, wall): (f64, f64)| println!("| {name} | {cpu:.2} | {wall:.2} |");
+    row("zstd decoding alone", per_mb(&decompress));
+    row("reading: zstd, lines, JSON, hand-over", per_mb(&read));
+    row("encoding (the raw run)", per_mb(&encode));
+    row("writing .bin/.idx, synced", per_mb(&write));
+    let stages = [&read, &encode, &write].map(|m| per_mb(m).0);
+    let sum: f64 = stages.iter().sum();
+    println!("| reading + encoding + writing | {sum:.2} | |");
+    row("end to end", per_mb(&e2e));
+    // With every core busy, wall time is at best total CPU / cores, so
+    // end-to-end / raw is at most encoding's share of the total CPU.
+    println!();
+    println!(
+        "With all {threads} cores busy, end-to-end / raw can reach at most encoding / (reading + encoding + writing) = {:.0}% (measured: {:.0}% of CPU)",
+        100.0 * stages[1] / sum,
+        100.0 * stages[1] / per_mb(&e2e).0
+    );
 }
 
 fn mib(bytes: u64) -> String {
@@ -214,6 +270,9 @@ fn child(job: &str) {
     let input = PathBuf::from(input);
     let (bytes, tokens, secs, cpu_secs) = match mode {
         "raw" => raw(&tokenizer, threads, &input),
+        "decompress" => decompress(&input),
+        "read" => read(&input),
+        "write" => write(&tokenizer, &input),
         _ => end_to_end(&tokenizer, threads, &input),
     };
     println!("{bytes} {tokens} {secs} {cpu_secs} {}", peak_rss());
@@ -270,23 +329,18 @@ fn end_to_end(tokenizer: &Tokenizer, threads: usize, input: &Path) -> (u64, u64,
     )
 }
 
-/// User + system CPU time of this process so far (Linux, in clock ticks of
-/// 1/100 s), 0 if unknown.
+/// User + system CPU time of this process so far (all its threads,
+/// nanosecond resolution), 0 if unknown.
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) } != 0 {
         return 0.0;
-    };
-    // Fields after the command name (which is in parentheses): state is
-    // field 3, utime 14, stime 15.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i - 3)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(14) + ticks(15)) / 100.0
+    }
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
 
 /// Peak resident set size of this process (Linux), 0 if unknown.
@@ -299,4 +353,76 @@ fn peak_rss() -> u64 {
             Some(kib * 1024)
         })
         .unwrap_or(0)
+}
+
+/// Stage: zstd decoding alone, into a reused buffer (bytes are the
+/// decompressed bytes, JSON included).
+fn decompress(input: &Path) -> (u64, u64, f64, f64) {
+    use std::io::Read;
+    let (start, cpu_start) = (Instant::now(), cpu_seconds());
+    let file = std::fs::File::open(input).expect("open corpus");
+    let mut decoder = zstd::Decoder::new(file).expect("zstd");
+    let mut buf = vec![0u8; 1 << 17];
+    let mut bytes = 0u64;
+    loop {
+        let n = decoder.read(&mut buf).expect("decompress");
+        if n == 0 {
+            break;
+        }
+        bytes += n as u64;
+    }
+    (
+        bytes,
+        0,
+        start.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu_start,
+    )
+}
+
+/// Stage: reading alone, as the pipeline reads (decompress, split lines,
+/// parse JSON, hand each document over); documents are dropped.
+fn read(input: &Path) -> (u64, u64, f64, f64) {
+    let (start, cpu_start) = (Instant::now(), cpu_seconds());
+    let mut bytes = 0u64;
+    for doc in documents(&[input.to_path_buf()], &ReadOptions::default()).expect("open corpus") {
+        bytes += doc.expect("read corpus").texts[0].len() as u64;
+    }
+    (
+        bytes,
+        0,
+        start.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu_start,
+    )
+}
+
+/// Stage: writing alone: every document's ids in memory first, then written
+/// to a `.bin/.idx` pair as the pipeline writes them (and synced).
+fn write(tokenizer: &Tokenizer, input: &Path) -> (u64, u64, f64, f64) {
+    let mut bytes = 0u64;
+    let docs: Vec<Vec<u32>> = documents(&[input.to_path_buf()], &ReadOptions::default())
+        .expect("open corpus")
+        .map(|d| d.expect("read corpus").texts.swap_remove(0))
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            bytes += t.len() as u64;
+            let mut ids = Vec::new();
+            tokenizer.encode(&t, &mut ids).expect("encode");
+            ids
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dtype = neox_indexed::DType::for_vocab_size(tokenizer.vocab_size());
+    let (start, cpu_start) = (Instant::now(), cpu_seconds());
+    let mut writer =
+        neox_indexed::IndexedWriter::create(dir.path().join("bench"), dtype).expect("create");
+    for ids in &docs {
+        writer.add_document(ids).expect("write");
+    }
+    let summary = writer.finish().expect("finish");
+    (
+        bytes,
+        summary.tokens,
+        start.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu_start,
+    )
 }

@@ -1,5 +1,7 @@
 //! Output that appears only when complete: files are written under temporary
 //! names in the destination folder, synced, then renamed into place.
+//! Large files are handed to the disk as they are written, so that the
+//! sync at the end has little left to wait for.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -39,6 +41,85 @@ impl Write for PendingFile {
         self.tmp.flush()
     }
 }
+
+/// Bytes of a [`Buffered`] file after which the disk is asked to start
+/// writing them out.
+const WRITEBACK: u64 = 8 << 20;
+
+/// A [`PendingFile`] written through a buffer that the caller fills
+/// directly (no copy from an encoding buffer into a writer's). Every
+/// [`WRITEBACK`] bytes, the disk is asked to start writing what was written
+/// (without waiting for it), so that `commit`'s sync finds little left to do
+/// instead of the whole file.
+pub(crate) struct Buffered {
+    pub file: PendingFile,
+    /// Bytes not yet written; [`flush_if_full`](Self::flush_if_full) writes
+    /// them once they reach the capacity.
+    pub buf: Vec<u8>,
+    capacity: usize,
+    written: u64,
+    writeback_from: u64,
+}
+
+impl Buffered {
+    pub fn new(file: PendingFile, capacity: usize) -> Self {
+        Self {
+            file,
+            buf: Vec::with_capacity(capacity),
+            capacity,
+            written: 0,
+            writeback_from: 0,
+        }
+    }
+
+    /// Write the buffer out if it holds its capacity or more.
+    pub fn flush_if_full(&mut self) -> io::Result<()> {
+        if self.buf.len() >= self.capacity {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Write the buffer out.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.file.write_all(&self.buf)?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        if self.written - self.writeback_from >= WRITEBACK {
+            start_writeback(
+                self.file.tmp.file(),
+                self.writeback_from,
+                self.written - self.writeback_from,
+            );
+            self.writeback_from = self.written;
+        }
+        Ok(())
+    }
+
+    /// The file, everything written to it.
+    pub fn into_inner(mut self) -> io::Result<PendingFile> {
+        self.flush()?;
+        Ok(self.file)
+    }
+}
+
+/// Ask the kernel to start writing `len` bytes of `file` from `offset` to
+/// the disk, without waiting. A hint: errors show at the sync that follows.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the descriptor is open for the call's duration; the call
+    // reads no memory of ours.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: &File, _: u64, _: u64) {}
 
 /// An unnamed scratch file in `near`'s folder, gone when closed (or on a crash).
 pub(crate) fn scratch_file(near: &Path) -> Result<File> {

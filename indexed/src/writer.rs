@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::DType;
 use crate::error::{Error, Result};
 use crate::format::{Header, bin_path, idx_path};
-use crate::output::{PendingFile, commit, scratch_file};
+use crate::output::{Buffered, PendingFile, commit, scratch_file};
 
 const BUF: usize = 1 << 20;
 /// Tokens encoded per write into the `.bin` buffer.
@@ -49,7 +49,7 @@ pub struct WriteSummary {
 /// [`end_sequence`](Self::end_sequence).
 pub struct IndexedWriter {
     dtype: DType,
-    bin: BufWriter<PendingFile>,
+    bin: Buffered,
     idx_path: PathBuf,
     /// i32 little-endian sizes, one per finished sequence.
     sizes: BufWriter<File>,
@@ -63,7 +63,6 @@ pub struct IndexedWriter {
     current: u64,
     /// Sequences closed since the last document boundary.
     doc_sequences: u64,
-    scratch: Vec<u8>,
 }
 
 impl IndexedWriter {
@@ -75,7 +74,7 @@ impl IndexedWriter {
         let idx_path = idx_path(prefix);
         Ok(IndexedWriter {
             dtype,
-            bin: BufWriter::with_capacity(BUF, bin),
+            bin: Buffered::new(bin, BUF),
             sizes: BufWriter::with_capacity(BUF, scratch_file(&idx_path)?),
             docs: BufWriter::with_capacity(BUF, scratch_file(&idx_path)?),
             idx_path,
@@ -85,7 +84,6 @@ impl IndexedWriter {
             empty_documents: 0,
             current: 0,
             doc_sequences: 0,
-            scratch: Vec::with_capacity(CHUNK * 8),
         })
     }
 
@@ -100,7 +98,7 @@ impl IndexedWriter {
         let max = self.dtype.max_token();
         if let Some(pos) = tokens.iter().position(|&t| u64::from(t) > max) {
             return Err(Error::TokenOutOfRange {
-                path: self.bin.get_ref().path.clone(),
+                path: self.bin.file.path.clone(),
                 token: tokens[pos],
                 position: self.current + pos as u64,
                 sequence: self.sequences,
@@ -109,16 +107,15 @@ impl IndexedWriter {
         }
         if self.current + tokens.len() as u64 > i32::MAX as u64 {
             return Err(Error::SequenceTooLong {
-                path: self.bin.get_ref().path.clone(),
+                path: self.bin.file.path.clone(),
                 sequence: self.sequences,
             });
         }
         for chunk in tokens.chunks(CHUNK) {
-            self.scratch.clear();
-            encode(self.dtype, chunk, &mut self.scratch);
+            encode(self.dtype, chunk, &mut self.bin.buf);
             self.bin
-                .write_all(&self.scratch)
-                .map_err(|e| Error::io(&self.bin.get_ref().path, "write", e))?;
+                .flush_if_full()
+                .map_err(|e| Error::io(&self.bin.file.path, "write", e))?;
         }
         self.current += tokens.len() as u64;
         self.tokens += tokens.len() as u64;
@@ -179,11 +176,11 @@ impl IndexedWriter {
         if self.current > 0 || self.doc_sequences > 0 {
             self.end_document()?;
         }
-        let bin_path = self.bin.get_ref().path.clone();
+        let bin_path = self.bin.file.path.clone();
         let bin = self
             .bin
             .into_inner()
-            .map_err(|e| Error::io(&bin_path, "write", e.into_error()))?;
+            .map_err(|e| Error::io(&bin_path, "write", e))?;
         let bin_bytes = self.tokens * self.dtype.size() as u64;
         let sizes = rewind(self.sizes, &self.idx_path)?;
         let docs = rewind(self.docs, &self.idx_path)?;

@@ -64,12 +64,12 @@ fn read_member(
         None => Format::Txt,
     };
     match format {
-        Format::Jsonl => read_lines(BufReader::new(member), origin, sink),
+        Format::Jsonl => read_lines(member, origin, sink),
         Format::JsonlZst => {
             let decoder = zstd::Decoder::new(member).map_err(|e| origin.io_error(e))?;
-            read_lines(BufReader::new(decoder), origin, sink)
+            read_lines(decoder, origin, sink)
         }
-        Format::JsonlGz => read_lines(BufReader::new(MultiGzDecoder::new(member)), origin, sink),
+        Format::JsonlGz => read_lines(MultiGzDecoder::new(member), origin, sink),
         // lm_dataformat reads archive members as they are (no newline translation).
         Format::Txt => {
             let bytes = origin.read_whole(member)?;

@@ -1,18 +1,19 @@
 //! JSON lines: one document a line, lm_dataformat's way.
 
-use std::io::{BufRead, Read};
+use std::io::{BufRead, BufReader, Read};
 
 use super::json_line::{self, Line};
 use super::source::{Halt, Origin, Sink};
 use super::{Document, Position, ReadError};
 
+/// Bytes read from the (decompressed) input at a time: large reads keep the
+/// decompressors' per-call cost small.
+const READ_BUFFER: usize = 1 << 18;
+
 /// Read JSON lines from `reader`, emitting a document (or a malformed-line
 /// report) per non-blank line.
-pub(crate) fn read_lines(
-    mut reader: impl BufRead,
-    origin: &Origin<'_>,
-    sink: &Sink,
-) -> Result<(), Halt> {
+pub(crate) fn read_lines(reader: impl Read, origin: &Origin<'_>, sink: &Sink) -> Result<(), Halt> {
+    let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
     let mut line = Vec::new();
     let mut line_no = 0u64;
     let mut offset = 0u64;
@@ -106,10 +107,10 @@ mod tests {
             meter: Arc::new(Meter::new(Arc::new(AtomicU64::new(0)))),
         };
         let (tx, rx) = sync_channel(1000);
-        let sink = Sink(tx);
+        let sink = Sink::new(tx);
         assert!(read_lines(input.as_bytes(), &origin, &sink).is_ok());
         drop(sink);
-        rx.iter().collect()
+        rx.iter().flatten().collect()
     }
 
     #[test]
@@ -169,7 +170,7 @@ mod tests {
         };
         let (tx, _rx) = sync_channel(10);
         let input: &[u8] = b"{\"text\": \"ok\"}\n{\"text\": \"a\xffb\"}\n";
-        match read_lines(input, &origin, &Sink(tx)) {
+        match read_lines(input, &origin, &Sink::new(tx)) {
             Err(Halt::Fatal(e)) => {
                 let msg = e.to_string();
                 assert!(
@@ -195,7 +196,7 @@ mod tests {
         let exact = "{\"text\": \"abc\"}";
         let input = format!("{exact}\n\"0123456789ab\"\n\"0123456789abcde\"\n");
         let (tx, rx) = sync_channel(10);
-        match read_lines(input.as_bytes(), &origin, &Sink(tx)) {
+        match read_lines(input.as_bytes(), &origin, &Sink::new(tx)) {
             Err(Halt::Fatal(e)) => {
                 let msg = e.to_string();
                 assert!(
@@ -216,13 +217,17 @@ mod tests {
             }
             _ => panic!("expected the long line to be refused"),
         }
-        let read: Vec<_> = rx.try_iter().map(|d| d.unwrap().texts[0].clone()).collect();
+        let read: Vec<_> = rx
+            .try_iter()
+            .flatten()
+            .map(|d| d.unwrap().texts[0].clone())
+            .collect();
         assert_eq!(read, ["abc", "0123456789ab"]);
         // No newline at the end: the limit holds for the last line too.
         let (tx, _rx) = sync_channel(10);
         let last = "\"0123456789abcdef\"";
         assert!(matches!(
-            read_lines(last.as_bytes(), &origin, &Sink(tx)),
+            read_lines(last.as_bytes(), &origin, &Sink::new(tx)),
             Err(Halt::Fatal(ReadError::TooLarge { offset: 0, .. }))
         ));
     }

@@ -2,6 +2,7 @@
 //! reader stops ([`Halt`]), where it is ([`Origin`]), and byte counting for
 //! progress ([`Counting`]).
 
+use std::cell::{Cell, RefCell};
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
@@ -24,13 +25,61 @@ impl From<ReadError> for Halt {
     }
 }
 
-/// Where documents go: the consumer's end of a bounded channel.
-pub(crate) struct Sink(pub(crate) SyncSender<Result<Document, ReadError>>);
+/// What a reader hands over: documents, or reports of malformed lines.
+pub(crate) type Item = Result<Document, ReadError>;
+
+/// Items per batch, at most.
+const BATCH_ITEMS: usize = 64;
+/// Text bytes per batch, about (a batch closes once it holds this much).
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Where documents go: the consumer's end of a bounded channel, a batch of
+/// items at a time (one hand-over per batch, not per document). The batch
+/// being filled is sent when full, and when the sink is dropped.
+pub(crate) struct Sink {
+    tx: SyncSender<Vec<Item>>,
+    batch: RefCell<Vec<Item>>,
+    bytes: Cell<usize>,
+}
 
 impl Sink {
+    pub(crate) fn new(tx: SyncSender<Vec<Item>>) -> Self {
+        Self {
+            tx,
+            batch: RefCell::new(Vec::with_capacity(BATCH_ITEMS)),
+            bytes: Cell::new(0),
+        }
+    }
+
     /// Hand over a document or a malformed-line report.
-    pub(crate) fn emit(&self, item: Result<Document, ReadError>) -> Result<(), Halt> {
-        self.0.send(item).map_err(|_| Halt::Closed)
+    pub(crate) fn emit(&self, item: Item) -> Result<(), Halt> {
+        let bytes = item
+            .as_ref()
+            .map_or(0, |doc| doc.texts.iter().map(String::len).sum());
+        self.bytes.set(self.bytes.get() + bytes);
+        let full = {
+            let mut batch = self.batch.borrow_mut();
+            batch.push(item);
+            batch.len() >= BATCH_ITEMS || self.bytes.get() >= BATCH_BYTES
+        };
+        if full { self.flush() } else { Ok(()) }
+    }
+
+    /// Send the batch being filled, if any.
+    fn flush(&self) -> Result<(), Halt> {
+        let batch = self.batch.replace(Vec::with_capacity(BATCH_ITEMS));
+        self.bytes.set(0);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.tx.send(batch).map_err(|_| Halt::Closed)
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        // The consumer may have gone: nothing is left to do then.
+        let _ = self.flush();
     }
 }
 

@@ -15,11 +15,11 @@ use super::archive::{read_tar, read_zip};
 use super::format::Format;
 use super::lines::read_lines;
 use super::parquet::read_parquet;
-use super::source::{Counting, Halt, Meter, Origin, Sink};
+use super::source::{Counting, Halt, Item, Meter, Origin, Sink};
 use super::{Document, ReadError, ReadOptions};
 
-/// Documents read ahead of the consumer, at most.
-const READ_AHEAD: usize = 64;
+/// Batches of documents (see [`Sink`]) read ahead of the consumer, at most.
+const READ_AHEAD: usize = 2;
 
 /// The input files, in order: a file as given, a directory as the files
 /// directly in it whose names have a known format, in name order (as
@@ -75,13 +75,14 @@ pub fn documents(inputs: &[PathBuf], options: &ReadOptions) -> Result<Documents,
     let counter = Arc::clone(&bytes_read);
     let reader = thread::Builder::new()
         .name("neox-read".into())
-        .spawn(move || read_all(&files, &keys, limit, &counter, &Sink(tx)))
+        .spawn(move || read_all(&files, &keys, limit, &counter, &Sink::new(tx)))
         .map_err(|source| ReadError::Open {
             path: PathBuf::from("<reader thread>"),
             source,
         })?;
     Ok(Documents {
         rx,
+        batch: Vec::new().into_iter(),
         reader: Some(reader),
         bytes_read,
         total_bytes,
@@ -91,7 +92,9 @@ pub fn documents(inputs: &[PathBuf], options: &ReadOptions) -> Result<Documents,
 /// A stream of documents (or read errors), see [`documents`]. Dropping it
 /// stops the reading thread.
 pub struct Documents {
-    rx: Receiver<Result<Document, ReadError>>,
+    rx: Receiver<Vec<Item>>,
+    /// The rest of the batch received last.
+    batch: std::vec::IntoIter<Item>,
     reader: Option<JoinHandle<()>>,
     bytes_read: Arc<AtomicU64>,
     total_bytes: u64,
@@ -114,14 +117,21 @@ impl Iterator for Documents {
     type Item = Result<Document, ReadError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self.rx.recv() {
-            Ok(item) => Some(item),
-            // The reader has ended: normally, or by a panic that must not
-            // pass for the end of the input.
-            Err(_) => match self.reader.take()?.join() {
-                Ok(()) => None,
-                Err(_) => Some(Err(ReadError::ReaderFailed)),
-            },
+        loop {
+            if let Some(item) = self.batch.next() {
+                return Some(item);
+            }
+            match self.rx.recv() {
+                Ok(batch) => self.batch = batch.into_iter(),
+                // The reader has ended: normally, or by a panic that must not
+                // pass for the end of the input.
+                Err(_) => {
+                    return match self.reader.take()?.join() {
+                        Ok(()) => None,
+                        Err(_) => Some(Err(ReadError::ReaderFailed)),
+                    };
+                }
+            }
         }
     }
 }
@@ -170,16 +180,12 @@ fn read_file(path: &Path, format: Format, origin: &Origin<'_>, sink: &Sink) -> R
         _ => Counting::new(file, Arc::clone(&origin.meter)),
     };
     match format {
-        Format::Jsonl => read_lines(BufReader::new(counted), origin, sink),
+        Format::Jsonl => read_lines(counted, origin, sink),
         Format::JsonlZst => {
             let decoder = zstd::Decoder::new(counted).map_err(|e| origin.io_error(e))?;
-            read_lines(BufReader::new(decoder), origin, sink)
+            read_lines(decoder, origin, sink)
         }
-        Format::JsonlGz => read_lines(
-            BufReader::new(MultiGzDecoder::new(BufReader::new(counted))),
-            origin,
-            sink,
-        ),
+        Format::JsonlGz => read_lines(MultiGzDecoder::new(BufReader::new(counted)), origin, sink),
         Format::Txt => {
             let bytes = origin.read_whole(counted)?;
             let document = origin.raw_document(python_newlines(bytes))?;
