@@ -148,3 +148,27 @@ pub(crate) fn commit(bin: PendingFile, idx: PendingFile) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffered_file_holds_every_byte_written_past_several_writebacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = PendingFile::create(&dir.path().join("out.bin")).unwrap();
+        let mut out = Buffered::new(file, 4096);
+        let mut expected = Vec::new();
+        let mut i = 0u32;
+        while (expected.len() as u64) < 2 * WRITEBACK + 12345 {
+            let bytes = i.to_le_bytes();
+            out.buf.extend_from_slice(&bytes);
+            expected.extend_from_slice(&bytes);
+            out.flush_if_full().unwrap();
+            assert!(out.buf.len() < 4096 + 4);
+            i += 1;
+        }
+        let file = out.into_inner().unwrap();
+        assert_eq!(std::fs::read(file.tmp.temp_path()).unwrap(), expected);
+    }
+}

@@ -6,9 +6,8 @@ use super::json_line::{self, Line};
 use super::source::{Halt, Origin, Sink};
 use super::{Document, Position, ReadError};
 
-/// Bytes read from the (decompressed) input at a time: large reads keep the
-/// decompressors' per-call cost small.
-const READ_BUFFER: usize = 1 << 18;
+/// Bytes read from the (decompressed) input at a time: one zstd block.
+const READ_BUFFER: usize = 1 << 17;
 
 /// Read JSON lines from `reader`, emitting a document (or a malformed-line
 /// report) per non-blank line.

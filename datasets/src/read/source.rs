@@ -229,3 +229,67 @@ impl<R: Read> Read for Counting<R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::sync::mpsc::sync_channel;
+
+    fn doc(i: usize, bytes: usize) -> Item {
+        Ok(Document {
+            texts: vec!["x".repeat(bytes)],
+            location: Location {
+                file: Arc::from(Path::new("in.jsonl")),
+                member: None,
+                position: Position::Line(i as u64 + 1),
+            },
+        })
+    }
+
+    fn lines(batch: &[Item]) -> Vec<Position> {
+        batch
+            .iter()
+            .map(|item| item.as_ref().unwrap().location.position)
+            .collect()
+    }
+
+    #[test]
+    fn items_go_over_in_full_batches_in_order_and_the_rest_on_drop() {
+        let (tx, rx) = sync_channel(10);
+        let sink = Sink::new(tx);
+        for i in 0..2 * BATCH_ITEMS + 5 {
+            assert!(sink.emit(doc(i, 1)).is_ok());
+        }
+        let sent: Vec<Vec<Item>> = rx.try_iter().collect();
+        assert_eq!(
+            sent.iter().map(Vec::len).collect::<Vec<_>>(),
+            [BATCH_ITEMS; 2]
+        );
+        drop(sink);
+        let last: Vec<Vec<Item>> = rx.try_iter().collect();
+        assert_eq!(last.iter().map(Vec::len).collect::<Vec<_>>(), [5]);
+        let order: Vec<Position> = sent.iter().chain(&last).flat_map(|b| lines(b)).collect();
+        let expected: Vec<Position> = (1..=2 * BATCH_ITEMS as u64 + 5)
+            .map(Position::Line)
+            .collect();
+        assert_eq!(order, expected);
+    }
+
+    #[test]
+    fn a_batch_goes_over_once_it_holds_enough_text() {
+        let (tx, rx) = sync_channel(10);
+        let sink = Sink::new(tx);
+        assert!(sink.emit(doc(0, BATCH_BYTES / 2)).is_ok());
+        assert_eq!(rx.try_iter().count(), 0);
+        assert!(sink.emit(doc(1, BATCH_BYTES / 2)).is_ok());
+        assert_eq!(rx.try_iter().map(|b| b.len()).collect::<Vec<_>>(), [2]);
+        // An empty sink sends nothing when dropped; a gone consumer stops the reader.
+        drop(sink);
+        assert_eq!(rx.try_iter().count(), 0);
+        let (tx, rx) = sync_channel(10);
+        let sink = Sink::new(tx);
+        drop(rx);
+        assert!(matches!(sink.emit(doc(0, BATCH_BYTES)), Err(Halt::Closed)));
+    }
+}
