@@ -656,15 +656,17 @@ pub fn load_module_with<B: AutodiffBackend, M: AutodiffModule<B>>(
             message: e.to_string(),
         })?;
     let optim = if what == LoadWhat::Resume {
-        let owned = dp.owned(&ParamLayout::of::<B, _>(&model));
+        let layout = ParamLayout::of::<B, _>(&model);
+        let owned = dp.owned(&layout);
         optim
             .load(
                 dir,
                 state.optimizer_shards.max(1),
+                &layout.ids,
                 |id| owned.contains(id),
                 device,
             )?
-            .load_rank_state(dir, dp.rank(), dp.size())?
+            .load_rank_state(dir, dp.rank(), dp.size(), &layout.sizes)?
     } else {
         optim
     };

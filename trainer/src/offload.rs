@@ -25,7 +25,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::flat_adam::{self, Step};
-use crate::optim::OptimConfig;
+use crate::optim::{OptimConfig, decays};
 
 /// One parameter group's state in Burn's record format.
 pub type GroupRecord<B> = hashbrown::HashMap<ParamId, AdaptorRecord<AdamW, B>>;
@@ -173,9 +173,9 @@ impl HostAdam {
                 7 => record::<B, 7>(slot, m, v, device),
                 _ => record::<B, 8>(slot, m, v, device),
             };
-            match slot.shape.len() {
-                1 => no_decay.insert(*id, record),
-                _ => decay.insert(*id, record),
+            match decays(slot.shape.len()) {
+                true => decay.insert(*id, record),
+                false => no_decay.insert(*id, record),
             };
         }
         (decay, no_decay)
@@ -303,8 +303,11 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Stepper<'_, B> {
         let step = Step {
             time: slot.time,
             lr: self.lr,
-            // GPT-NeoX's groups: weights decay, biases and norms (rank 1) do not.
-            weight_decay: if D == 1 { 0.0 } else { self.host.weight_decay },
+            weight_decay: if decays(D) {
+                self.host.weight_decay
+            } else {
+                0.0
+            },
             grad_scale: self.grad_scale,
         };
         let range = slot.range();

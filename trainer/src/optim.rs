@@ -4,6 +4,7 @@
 //! ([`crate::dist::onebit_adam`]), which the data-parallel step drives.
 //! With ZeRO-Offload the AdamW update runs on the host ([`crate::offload`]).
 
+use std::collections::HashSet;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
@@ -204,11 +205,14 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
     /// Reads the state that ranks `0..ranks` wrote with [`NeoxOptimizer::save`]
     /// (or the single-file layout of earlier checkpoints, `optim_decay.bin`),
     /// keeping the parameters `keep` accepts: a checkpoint saved by any number
-    /// of ranks, under any ZeRO stage, resumes on any other.
+    /// of ranks, under any ZeRO stage, resumes on any other. The files
+    /// together must hold state for every one of the module's `params`, or
+    /// for none (saved before the first step).
     pub fn load(
         mut self,
         dir: &Path,
         ranks: usize,
+        params: &[ParamId],
         keep: impl Fn(&ParamId) -> bool,
         device: &B::Device,
     ) -> Result<Self, CheckpointError> {
@@ -218,27 +222,29 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
         }
         if let Some(host) = &mut self.host {
             let [decay, no_decay]: [GroupRecord<Cpu>; 2] =
-                read_groups::<Cpu, _>(dir, ranks, keep, &Default::default())?;
+                read_groups::<Cpu, _>(dir, ranks, params, keep, &Default::default())?;
             host.load_records(decay, no_decay);
             return Ok(self);
         }
         let [decay, no_decay]: [StateRecord<B, M>; 2] =
-            read_groups::<B, _>(dir, ranks, keep, device)?;
+            read_groups::<B, _>(dir, ranks, params, keep, device)?;
         self.decay = self.decay.load_record(decay);
         self.no_decay = self.no_decay.load_record(no_decay);
         Ok(self)
     }
 
     /// Reads the state that depends on the data-parallel rank (1-bit Adam's,
-    /// see [`OneBitAdam::load`]) as rank `rank` of `ranks`; nothing otherwise.
+    /// see [`OneBitAdam::load`]) as rank `rank` of `ranks`, for a model whose
+    /// parameters have `sizes` elements (visiting order); nothing otherwise.
     pub fn load_rank_state(
         mut self,
         dir: &Path,
         rank: usize,
         ranks: usize,
+        sizes: &[usize],
     ) -> Result<Self, CheckpointError> {
         if let Some(onebit) = self.onebit.as_mut() {
-            onebit.load(dir, rank, ranks)?;
+            onebit.load(dir, rank, ranks, sizes)?;
         }
         Ok(self)
     }
@@ -295,13 +301,16 @@ fn write_groups<B: AutodiffBackend, R: Record<B>>(
 
 /// Reads both groups' records as ranks `0..ranks` wrote them with
 /// [`write_groups`] (or the single-file layout of earlier checkpoints,
-/// `optim_decay.bin`), keeping the parameters `keep` accepts.
+/// `optim_decay.bin`), keeping the parameters `keep` accepts; the files
+/// together hold state for all `params` or none.
 fn read_groups<B: AutodiffBackend, V: Record<B>>(
     dir: &Path,
     ranks: usize,
+    params: &[ParamId],
     keep: impl Fn(&ParamId) -> bool,
     device: &B::Device,
 ) -> Result<[HashMap<ParamId, V>; 2], CheckpointError> {
+    let mut present = HashSet::new();
     let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
     let mut decay = HashMap::new();
     let mut no_decay = HashMap::new();
@@ -320,13 +329,48 @@ fn read_groups<B: AutodiffBackend, V: Record<B>>(
                     what: "optimizer state",
                     message: e.to_string(),
                 })?;
+            present.extend(record.keys().copied());
             into.extend(record.into_iter().filter(|(id, _)| keep(id)));
         }
         if legacy {
             break;
         }
     }
+    let missing = params.iter().filter(|id| !present.contains(*id)).count();
+    check_complete(dir, ranks, missing, params.len())?;
     Ok([decay, no_decay])
+}
+
+/// Optimizer state read for all `count` parameters asked for but `missing`:
+/// an error unless that is none or all (a checkpoint saved before the first
+/// step). A parameter without its state would silently restart Adam.
+pub(crate) fn check_complete(
+    dir: &Path,
+    ranks: usize,
+    missing: usize,
+    count: usize,
+) -> Result<(), CheckpointError> {
+    if missing == 0 || missing == count {
+        return Ok(());
+    }
+    let files = match dir.join("optim_decay.bin").exists() {
+        true => "optim_decay.bin and optim_no_decay.bin".to_string(),
+        false => format!("optim_decay_rank*.bin and optim_no_decay_rank*.bin (ranks 0..{ranks})"),
+    };
+    Err(CheckpointError::State {
+        path: dir.to_path_buf(),
+        message: format!(
+            "{files} hold no state for {missing} of the {count} parameters read (a rank's \
+             files missing, or saved under other parameter ids): set `no_load_optim: true` \
+             to continue with fresh optimizer state"
+        ),
+    })
+}
+
+/// GPT-NeoX's two parameter groups: weight decay applies to the weights
+/// (tensors of rank 2 and more), not to biases and norm parameters (rank 1).
+pub fn decays(rank: usize) -> bool {
+    rank > 1
 }
 
 /// Each parameter's sum of squared gradient elements, in visiting order (0
@@ -409,10 +453,95 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Split<'_, B> {
             Some(scale) => grad * scale,
             None => grad,
         };
-        if D == 1 {
-            self.no_decay.register(param.id, grad);
-        } else {
+        if decays(D) {
             self.grads.register(param.id, grad);
+        } else {
+            self.no_decay.register(param.id, grad);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Module;
+    use burn::tensor::Distribution;
+    use burn::tensor::backend::Backend;
+
+    use super::*;
+
+    type Inner = <Cpu as AutodiffBackend>::InnerBackend;
+
+    #[derive(Module, Debug)]
+    struct Two<B: Backend> {
+        weight: Param<Tensor<B, 2>>,
+        bias: Param<Tensor<B, 1>>,
+    }
+
+    /// Files holding Adam state for some of the parameters read are refused
+    /// (with and without ZeRO-Offload): those would silently restart Adam.
+    #[test]
+    fn state_for_some_parameters_only_is_refused_by_file() {
+        let device = Default::default();
+        let normal = Distribution::Normal(0.0, 1.0);
+        let model = Two::<Cpu> {
+            weight: Param::from_tensor(Tensor::random([4, 3], normal, &device)),
+            bias: Param::from_tensor(Tensor::random([3], normal, &device)),
+        };
+        let ids = [model.weight.id, model.bias.id];
+        for offload in [false, true] {
+            let config = OptimConfig {
+                lr: 1e-2,
+                beta1: 0.9,
+                beta2: 0.95,
+                eps: 1e-8,
+                weight_decay: 0.1,
+                gradient_clipping: 0.0,
+                onebit: None,
+                offload,
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let dir = dir.path();
+            let fresh = || NeoxOptimizer::<Cpu, Two<Cpu>>::new(&config);
+            // Saved before any step: no state at all, read as none.
+            fresh().save(dir, 0).unwrap();
+            let back = fresh().load(dir, 1, &ids, |_| true, &device).unwrap();
+            assert_eq!(back.states().len(), 0);
+            // After a step: every parameter's.
+            let mut grads = GradientsParams::new();
+            grads.register(
+                model.weight.id,
+                Tensor::<Inner, 2>::random([4, 3], normal, &device),
+            );
+            grads.register(
+                model.bias.id,
+                Tensor::<Inner, 1>::random([3], normal, &device),
+            );
+            let mut optim = fresh();
+            optim.apply(1e-2, model.clone(), grads, 1.0);
+            optim.save(dir, 0).unwrap();
+            let back = fresh().load(dir, 1, &ids, |_| true, &device).unwrap();
+            assert_eq!(back.states().len(), 2);
+            // The no-decay group's file from before the step: the bias has none.
+            let mut decay = optim.states();
+            decay.remove(&ids[1]);
+            let empty: StateRecord<Cpu, Two<Cpu>> = Default::default();
+            write_groups::<Cpu, _>(dir, 0, decay, empty).unwrap();
+            let err = fresh()
+                .load(dir, 1, &ids, |_| true, &device)
+                .err()
+                .expect("state for 1 of 2 parameters was accepted");
+            assert!(matches!(err, CheckpointError::State { .. }), "{err}");
+            let err = err.to_string();
+            assert!(
+                err.contains(&dir.display().to_string())
+                    && err.contains("optim_decay_rank*.bin")
+                    && err.contains("1 of the 2"),
+                "{err}"
+            );
+            // A rank keeping only the weight, whose state is there, still
+            // sees the bias's missing (another rank would restart it).
+            let kept = fresh().load(dir, 1, &ids, |id| *id == ids[0], &device);
+            assert!(kept.is_err(), "offload {offload}");
         }
     }
 }

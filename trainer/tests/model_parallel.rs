@@ -331,7 +331,8 @@ fn split_runs_with_grouped_queries_tied_norms_and_sparse_layers_train_as_one_dev
     };
     let (want, model) = one_device(&config, 3, 2);
     let method = PartitionMethod::Uniform;
-    // A pipeline bit for bit; with tensor ranks too, within 1e-5.
+    // A pipeline bit for bit; with tensor ranks too, losses and norms
+    // within 1e-5, parameter updates as below.
     for layout in [(2, 1, 1), (2, 1, 2)] {
         let ranks = grid(&config, layout, ZeroStage::Off, &method, 3, 2);
         for rank in &ranks {
@@ -346,8 +347,17 @@ fn split_runs_with_grouped_queries_tied_norms_and_sparse_layers_train_as_one_dev
                 assert_close(got.loss, want.loss, &format!("{what} loss"));
                 assert_close(got.grad_norm, want.grad_norm, &format!("{what} norm"));
             }
-            let (got, want) = (rank.params.concat(), share.concat());
-            assert_within(&got, &want, 1e-4, &format!("{what} parameters"));
+            // The updates: each within 5e-3 of the largest (measured 1.4e-3),
+            // all within 1e-4 (Euclidean, measured 2.6e-5). Adam divides each
+            // gradient element by its own running size, so an element whose
+            // gradient cancels to near 0 steps by its rounding noise (see
+            // `pipe_data_and_model_parallel_together_train_as_one_device`).
+            let start = share_of(&seeded(&config), rank).concat();
+            let moved = |p: &[f32]| p.iter().zip(&start).map(|(a, s)| a - s).collect::<Vec<_>>();
+            let (got, want) = (moved(&rank.params.concat()), moved(&share.concat()));
+            assert_within(&got, &want, 5e-3, &format!("{what} updates"));
+            let l2 = update_error(&rank.params.concat(), &share.concat(), &start);
+            assert!(l2 <= 1e-4, "{what}: updates {l2:.2e} apart");
         }
     }
 }

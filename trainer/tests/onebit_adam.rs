@@ -383,3 +383,35 @@ fn fp16_overflows_skip_steps_on_every_rank_while_compressing() {
         "applied steps did not learn: {losses:?}"
     );
 }
+
+/// 1-bit Adam's flat state is not resharded: another layout is refused by
+/// its file, with the way to read the weights alone, before anything else
+/// (formerly "optim_decay_rank0.bin not found").
+#[test]
+fn a_checkpoint_of_onebit_adam_is_not_resharded() {
+    use neox_trainer::dist::PartitionMethod;
+    use neox_trainer::dist::reshard;
+    let _serial = one_run_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    run(
+        &format!(
+            "{}train_iters: 2\nsave: {}\n",
+            onebit(3),
+            dir.path().display()
+        ),
+        1,
+    );
+    let saved = reshard::find(dir.path(), None, false).unwrap().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let err = reshard::write(&saved, out.path(), 1, 2, &PartitionMethod::Uniform)
+        .unwrap_err()
+        .to_string();
+    let file = dir.path().join("global_step2/onebit_adam.safetensors");
+    assert!(
+        err.contains(&file.display().to_string()) && err.contains("no_load_optim"),
+        "{err}"
+    );
+    // Its weights alone are read as ever.
+    let whole = reshard::read_whole(&saved, false).unwrap();
+    assert_eq!(whole.state.iteration, 2);
+}

@@ -249,11 +249,43 @@ fn tensor_and_zero_layouts_convert_both_ways() {
 
 #[test]
 fn merging_a_split_checkpoint_and_cutting_it_again_is_exact() {
-    use burn::backend::Flex;
-    use burn::module::Module;
+    use burn::backend::{Autodiff, Flex};
+    use burn::module::{Module, ModuleVisitor, Param};
     use burn::record::{BinFileRecorder, FullPrecisionSettings};
+    use burn::tensor::Tensor;
     use neox_trainer::dist::tensor_parallel::{TpGroup, layers::Shard};
-    use neox_trainer::dist::{GptShard, merge};
+    use neox_trainer::dist::{GptShard, ParamLayout, merge};
+    use neox_trainer::optim::{NeoxOptimizer, OptimConfig, StateRecord};
+    type Ad = Autodiff<Flex>;
+
+    /// Each parameter's (step, first moment bits, second moment bits), in
+    /// visiting order, as the share's optimizer files hold them.
+    struct Moments<'a> {
+        states: &'a StateRecord<Ad, GptShard<Ad>>,
+        found: Vec<(usize, Vec<u32>, Vec<u32>)>,
+    }
+    impl ModuleVisitor<Ad> for Moments<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Ad, D>>) {
+            let bits = |t: Tensor<Flex, D>| t.into_data().iter::<f32>().map(f32::to_bits).collect();
+            let record = self
+                .states
+                .get(&param.id)
+                .expect("a parameter without state");
+            let m = record.clone().into_state::<D>().momentum;
+            self.found
+                .push((m.time, bits(m.moment_1), bits(m.moment_2)));
+        }
+    }
+    let settings = OptimConfig {
+        lr: 0.0,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        gradient_clipping: 0.0,
+        onebit: None,
+        offload: false,
+    };
 
     let _serial = one_run_at_a_time();
     let dir = tempfile::tempdir().unwrap();
@@ -263,11 +295,10 @@ fn merging_a_split_checkpoint_and_cutting_it_again_is_exact() {
     let whole = reshard::read_whole(&saved, true).unwrap();
     let layout = saved.state.layout.clone().unwrap();
     let device = Default::default();
-    let template = merge::filled(&saved.state.model.init::<Flex>(&device), |_, n| {
-        vec![0.0; n]
-    });
-    // Each share cut from the whole is the share saved, bit for bit; its
-    // moments are a step-4 Adam state (ZeRO's two files merged).
+    let template = merge::filled(&saved.state.model.init::<Ad>(&device), |_, n| vec![0.0; n]);
+    // Each share cut from the whole is the share saved, bit for bit: its
+    // values, and its moments as ZeRO's two files (ranks 0 and 1) hold them.
+    assert_eq!(saved.state.optimizer_shards, 2);
     for p in 0..2 {
         for t in 0..2 {
             let shard = Shard { rank: t, size: 2 };
@@ -286,11 +317,27 @@ fn merging_a_split_checkpoint_and_cutting_it_again_is_exact() {
                 )
                 .unwrap();
             assert!(cut.values == merge::values(&share), "pp{p}-tp{t}: values");
+            let dir = &saved.dirs[p * 2 + t];
+            let ids = ParamLayout::of::<Ad, _>(&share).ids;
+            let optim = NeoxOptimizer::<Ad, GptShard<Ad>>::new(&settings)
+                .load(dir, 2, &ids, |_| true, &device)
+                .unwrap();
+            let states = optim.states();
+            let mut moments = Moments {
+                states: &states,
+                found: Vec::new(),
+            };
+            share.visit(&mut moments);
             let adam = cut.adam.expect("moments");
-            assert_eq!(adam.first.len(), cut.values.len());
-            assert!(adam.time.iter().all(|&t| t == 4), "{:?}", adam.time);
-            assert!(adam.first.iter().flatten().any(|&v| v != 0.0));
-            assert!(adam.second.iter().flatten().all(|&v| v >= 0.0));
+            let bits = |v: &Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let cut: Vec<_> = (0..adam.time.len())
+                .map(|i| (adam.time[i], bits(&adam.first[i]), bits(&adam.second[i])))
+                .collect();
+            assert_eq!(cut.len(), moments.found.len());
+            assert!(cut.iter().all(|m| m.0 == 4), "pp{p}-tp{t}: steps");
+            for (i, (cut, saved)) in cut.iter().zip(&moments.found).enumerate() {
+                assert!(cut == saved, "pp{p}-tp{t}: parameter {i}'s moments differ");
+            }
         }
     }
 }

@@ -29,6 +29,19 @@ const LOW: usize = 1 << 22;
 /// (parameter, element) of the whole model it came from.
 type Origins = Vec<Vec<Vec<(usize, usize)>>>;
 
+/// Each parameter's shape, in visiting order (without drawing lazy ones).
+pub fn shapes<B: Backend, M: Module<B>>(model: &M) -> Vec<Vec<usize>> {
+    struct Collect(Vec<Vec<usize>>);
+    impl<B: Backend> ModuleVisitor<B> for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0.push(param.lazy_shape().dims::<D>().to_vec());
+        }
+    }
+    let mut c = Collect(Vec::new());
+    model.visit(&mut c);
+    c.0
+}
+
 /// Every parameter's values, in visiting order.
 pub fn values<B: Backend, M: Module<B>>(model: &M) -> Vec<Vec<f32>> {
     struct Collect(Vec<Vec<f32>>);

@@ -107,8 +107,14 @@ struct Coefficients {
     neg_lr: f32,
 }
 
-const STATE_FILE: &str = "onebit_adam.safetensors";
+/// The file of the moments and step, in a checkpoint folder.
+pub const STATE_FILE: &str = "onebit_adam.safetensors";
 const FORMAT: &str = "neox-onebit-adam/1";
+
+/// Whether the checkpoint folder `dir` holds 1-bit Adam's state.
+pub fn holds_state(dir: &Path) -> bool {
+    dir.join(STATE_FILE).is_file()
+}
 
 fn errors_file(rank: usize) -> String {
     format!("onebit_errors_rank{rank}.safetensors")
@@ -276,10 +282,17 @@ impl OneBitAdam {
     }
 
     /// Reads the state [`OneBitAdam::save`] wrote into `dir`, as rank `rank` of
-    /// `ranks`: the moments and step, and this rank's errors when they were
+    /// `ranks`, for a model whose parameters have `lens` elements (visiting
+    /// order): the moments and step, and this rank's errors when they were
     /// saved by as many ranks (else they start again from zero, as
-    /// DeepSpeed's always do).
-    pub fn load(&mut self, dir: &Path, rank: usize, ranks: usize) -> Result<(), CheckpointError> {
+    /// DeepSpeed's always do). State of another model is refused by file.
+    pub fn load(
+        &mut self,
+        dir: &Path,
+        rank: usize,
+        ranks: usize,
+        lens: &[usize],
+    ) -> Result<(), CheckpointError> {
         let path = dir.join(STATE_FILE);
         let bytes = std::fs::read(&path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => CheckpointError::State {
@@ -297,13 +310,17 @@ impl OneBitAdam {
         let step = number(&path, &metadata, "step")?;
         let exp_avg = tensor(&path, &tensors, "exp_avg")?;
         let exp_avg_sq = tensor(&path, &tensors, "exp_avg_sq")?;
-        if exp_avg.len() != exp_avg_sq.len() {
+        let total: usize = lens.iter().sum();
+        // Saved before the first step, the moments are still empty.
+        let fresh = step == 0 && exp_avg.is_empty() && exp_avg_sq.is_empty();
+        if !fresh && (exp_avg.len() != total || exp_avg_sq.len() != total) {
             return Err(CheckpointError::State {
                 path,
                 message: format!(
-                    "exp_avg has {} values, exp_avg_sq {}",
+                    "exp_avg has {} values, exp_avg_sq {}: the model's {} parameters have {total}",
                     exp_avg.len(),
-                    exp_avg_sq.len()
+                    exp_avg_sq.len(),
+                    lens.len()
                 ),
             });
         }
@@ -328,12 +345,37 @@ impl OneBitAdam {
                     );
                     None
                 } else {
+                    if count != lens.len() {
+                        return Err(CheckpointError::State {
+                            path: errors_path,
+                            message: format!(
+                                "errors of {count} tensors, the model has {} parameters",
+                                lens.len()
+                            ),
+                        });
+                    }
                     let mut list = Vec::with_capacity(count);
-                    for t in 0..count {
-                        list.push(ErrorFeedback {
+                    for (t, &len) in lens.iter().enumerate() {
+                        let errors = ErrorFeedback {
                             worker: tensor(&errors_path, &tensors, &format!("worker.{t}"))?,
                             server: tensor(&errors_path, &tensors, &format!("server.{t}"))?,
-                        });
+                        };
+                        if !errors.fits(len, ranks) {
+                            let want = ErrorFeedback::new(len, ranks);
+                            return Err(CheckpointError::State {
+                                path: errors_path,
+                                message: format!(
+                                    "worker.{t} and server.{t} have {} and {} values; \
+                                     parameter {t} of {len} elements over {ranks} ranks needs \
+                                     {} and {}",
+                                    errors.worker.len(),
+                                    errors.server.len(),
+                                    want.worker.len(),
+                                    want.server.len()
+                                ),
+                            });
+                        }
+                        list.push(errors);
                     }
                     Some(Errors {
                         ranks,
@@ -452,7 +494,7 @@ fn flatten<B: AutodiffBackend, M: AutodiffModule<B>>(
             let grad = self.grads.get::<B::InnerBackend, D>(param.id);
             self.segments.push(Segment {
                 len,
-                decay: D > 1,
+                decay: crate::optim::decays(D),
                 present: grad.is_some(),
             });
             match grad {
@@ -733,21 +775,41 @@ mod tests {
         let written = optim.save(dir.path(), 0).unwrap();
         assert_eq!(written.len(), 2);
         let mut back = OneBitAdam::new(0.9, 0.999, 1e-8, 0.0, &config(2, 0.0));
-        back.load(dir.path(), 0, 2).unwrap();
+        back.load(dir.path(), 0, 2, &[3]).unwrap();
         assert_eq!(back.state, optim.state);
         // On another number of ranks the errors start from zero.
-        back.load(dir.path(), 0, 3).unwrap();
+        back.load(dir.path(), 0, 3, &[3]).unwrap();
         assert_eq!(back.state.errors, None);
         assert_eq!(back.state.exp_avg, optim.state.exp_avg);
+        // State of another model: moments of another length, errors of
+        // another number of tensors or of another length.
+        let state_file = dir.path().join(STATE_FILE).display().to_string();
+        let errors_file = dir.path().join(errors_file(0)).display().to_string();
+        for (lens, file, what) in [
+            (&[4][..], &state_file, "exp_avg has 3 values"),
+            (&[2, 1][..], &errors_file, "errors of 1 tensors"),
+        ] {
+            let err = back.load(dir.path(), 0, 2, lens).unwrap_err();
+            assert!(matches!(err, CheckpointError::State { .. }), "{err}");
+            let err = err.to_string();
+            assert!(err.contains(file.as_str()) && err.contains(what), "{err}");
+        }
+        optim.state.errors.as_mut().unwrap().tensors[0].server.pop();
+        optim.save(dir.path(), 0).unwrap();
+        let err = back.load(dir.path(), 0, 2, &[3]).unwrap_err().to_string();
+        assert!(
+            err.contains(&errors_file) && err.contains("server.0") && err.contains("7"),
+            "{err}"
+        );
 
         let other = tempfile::tempdir().unwrap();
-        let err = back.load(other.path(), 0, 2).unwrap_err().to_string();
+        let err = back.load(other.path(), 0, 2, &[3]).unwrap_err().to_string();
         assert!(
             err.contains("onebit_adam.safetensors") && err.contains("another"),
             "{err}"
         );
         std::fs::write(other.path().join(STATE_FILE), b"not safetensors").unwrap();
-        let err = back.load(other.path(), 0, 2).unwrap_err().to_string();
+        let err = back.load(other.path(), 0, 2, &[3]).unwrap_err().to_string();
         assert!(err.contains("onebit_adam.safetensors"), "{err}");
         write(
             &other.path().join(STATE_FILE),
@@ -755,7 +817,7 @@ mod tests {
             HashMap::from([("format".to_string(), FORMAT.to_string())]),
         )
         .unwrap();
-        let err = back.load(other.path(), 0, 2).unwrap_err().to_string();
+        let err = back.load(other.path(), 0, 2, &[3]).unwrap_err().to_string();
         assert!(err.contains("`step`"), "{err}");
     }
 }

@@ -11,6 +11,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::comm::{CommError, CommExt, Communicator, ReduceOp};
 use super::data_parallel::{DataParallel, ParamLayout};
+use super::merge;
 use super::pipeline_parallel::{PartitionMethod, Pipeline, Stage, partition};
 use super::shard::GptShard;
 use super::tensor_parallel::layers::Shard;
@@ -118,14 +119,14 @@ impl Parallel {
     /// counts: a replicated one only on tensor rank 0, and the tied
     /// embedding's copy only on the first stage.
     pub fn counted<B: TpOps>(&self, model: &GptNeox<B>, shard: &GptShard<B>) -> Vec<bool> {
-        let mine = shapes(shard);
+        let mine = merge::shapes(shard);
         let whole = GptShard::new(
             model,
             self.stage().clone(),
             Shard { rank: 0, size: 1 },
             TpGroup::single(),
         )
-        .map(|s| shapes(&s))
+        .map(|s| merge::shapes(&s))
         .unwrap_or_else(|_| mine.clone());
         let tied_copy = shard.embed_in.is_some() && !self.stage().embed;
         mine.iter()
@@ -240,21 +241,4 @@ pub fn stages<B: TpOps>(
         }
     };
     partition::partition(method, layers, pp, item_params)
-}
-
-/// Each parameter's shape, in visiting order.
-fn shapes<B: burn::tensor::backend::Backend, M: burn::module::Module<B>>(
-    model: &M,
-) -> Vec<Vec<usize>> {
-    use burn::module::{ModuleVisitor, Param};
-    use burn::tensor::Tensor;
-    struct Collect(Vec<Vec<usize>>);
-    impl<B: burn::tensor::backend::Backend> ModuleVisitor<B> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.0.push(param.lazy_shape().dims::<D>().to_vec());
-        }
-    }
-    let mut c = Collect(Vec::new());
-    model.visit(&mut c);
-    c.0
 }

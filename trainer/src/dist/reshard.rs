@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data_parallel::{DataParallel, ParamLayout};
 use super::merge::{self, Probes};
+use super::onebit_adam;
 use super::pipeline_parallel::Stage;
 use super::shard::{GptShard, GptShardRecord};
 use super::tensor_parallel::TpGroup;
@@ -35,7 +36,7 @@ use super::tensor_parallel::layers::Shard;
 use crate::checkpoint::{self, LoadWhat, TrainState};
 use crate::error::CheckpointError;
 use crate::model::{GptNeox, ModelConfig};
-use crate::optim::{NeoxOptimizer, OptimConfig, StateRecord};
+use crate::optim::{NeoxOptimizer, OptimConfig, StateRecord, decays};
 
 /// Where shares are read: records hold f32 whatever backend wrote them.
 type Ad = Autodiff<Flex>;
@@ -80,6 +81,36 @@ impl Layout {
 
     pub fn pp(&self) -> usize {
         self.stages.len()
+    }
+
+    /// Why this is not a layout of a model of `num_layers` layers, if it is
+    /// not: at least one stage and one tensor rank, and the stages' layer
+    /// spans following each other from 0 to `num_layers`.
+    pub fn check(&self, num_layers: usize) -> Result<(), String> {
+        if self.tp == 0 || self.stages.is_empty() {
+            return Err(format!(
+                "layout of {} stage(s) x {} tensor rank(s): both must be at least 1",
+                self.pp(),
+                self.tp
+            ));
+        }
+        let mut end = 0;
+        for (p, stage) in self.stages.iter().enumerate() {
+            let [start, stop] = stage.layers;
+            if start != end || start > stop {
+                return Err(format!(
+                    "stage {p} holds layers {start}..{stop}: expected {end}..n with n >= {end} \
+                     (each stage starts where the one before ends)"
+                ));
+            }
+            end = stop;
+        }
+        if end != num_layers {
+            return Err(format!(
+                "the stages hold layers 0..{end}, the model has {num_layers}"
+            ));
+        }
+        Ok(())
     }
 
     /// Stage `index` as [`GptShard::new`] takes it.
@@ -192,15 +223,14 @@ pub fn is_split(root: &Path) -> Result<bool, CheckpointError> {
 }
 
 /// The checkpoint folder of `save` at `step`, else the newest; `None` when
-/// there is none yet (`required` false) or an error saying so.
-fn checkpoint_in(
-    save: &Path,
-    step: Option<u64>,
-    required: bool,
-) -> Result<Option<PathBuf>, CheckpointError> {
-    match (step, required) {
-        (Some(_), _) | (None, true) => checkpoint::folder(save, step).map(Some),
-        (None, false) => checkpoint::resume_point(save),
+/// it has none (at that step).
+fn checkpoint_in(save: &Path, step: Option<u64>) -> Result<Option<PathBuf>, CheckpointError> {
+    match step {
+        Some(step) => {
+            let dir = save.join(format!("global_step{step}"));
+            Ok(dir.join("state.json").is_file().then_some(dir))
+        }
+        None => checkpoint::resume_point(save),
     }
 }
 
@@ -215,27 +245,34 @@ fn find_split(root: &Path, step: Option<u64>) -> Result<Option<Saved>, Checkpoin
     // The layout pp0-tp0's newest checkpoint recorded (a later run at
     // another layout may have left more shares than its own), else the
     // folders' grid.
-    let Some(first) = checkpoint_in(&share(0, 0), step, false)? else {
+    let Some(first) = checkpoint_in(&share(0, 0), step)? else {
         // A split run stopped before its first save leaves share folders
-        // without checkpoints: nothing to resume.
+        // without checkpoints: nothing to resume. Nor is there a split
+        // checkpoint at a step that no share holds (an unsplit one may).
         let mut any = false;
         for &(p, t) in &found {
-            any |= checkpoint_in(&share(p, t), step, false)?.is_some();
+            any |= checkpoint_in(&share(p, t), step)?.is_some();
         }
         if !any {
             return Ok(None);
         }
+        let what = match step {
+            Some(step) => format!("has no global_step{step}"),
+            None => "missing or empty".into(),
+        };
         return Err(state_error(
             &share(0, 0),
-            format!(
-                "missing or empty: the shares found ({}) need pp0-tp0",
-                names(&found)
-            ),
+            format!("{what}: the shares found ({}) need pp0-tp0", names(&found)),
         ));
     };
     let first_state = checkpoint::read_state(&first)?;
     let (pp, tp) = match &first_state.layout {
-        Some(layout) => (layout.pp(), layout.tp),
+        Some(layout) => {
+            layout
+                .check(first_state.model.num_layers)
+                .map_err(|message| state_error(&first.join("state.json"), message))?;
+            (layout.pp(), layout.tp)
+        }
         None => (
             found.iter().map(|c| c.0).max().unwrap_or(0) + 1,
             found.iter().map(|c| c.1).max().unwrap_or(0) + 1,
@@ -257,13 +294,16 @@ fn find_split(root: &Path, step: Option<u64>) -> Result<Option<Saved>, Checkpoin
                     ),
                 ));
             }
-            let dir = match checkpoint_in(&folder, step, false)? {
+            let dir = match checkpoint_in(&folder, step)? {
                 Some(dir) => dir,
                 None => {
+                    let what = match step {
+                        Some(step) => format!("no global_step{step} (pp0-tp0 has one)"),
+                        None => "no checkpoint (no `latest`)".into(),
+                    };
                     return Err(state_error(
                         &folder,
-                        "holds no checkpoint (no `latest`): every share of a split checkpoint \
-                         is needed",
+                        format!("holds {what}: every share of a split checkpoint is needed"),
                     ));
                 }
             };
@@ -319,12 +359,10 @@ pub fn find(
 ) -> Result<Option<Saved>, CheckpointError> {
     let split = find_split(root, step)?;
     let whole = match (step, &split) {
+        // A step given is needed unsplit when no share holds it.
+        (Some(_), None) => Some(checkpoint::folder(root, step)?),
         // A step the split checkpoint has need not exist unsplit.
-        (Some(step), Some(_)) => {
-            let dir = root.join(format!("global_step{step}"));
-            dir.join("state.json").is_file().then_some(dir)
-        }
-        _ => checkpoint_in(root, step, false)?,
+        _ => checkpoint_in(root, step)?,
     };
     let whole = match whole {
         Some(dir) => Some(Saved {
@@ -444,6 +482,19 @@ pub fn read_whole(saved: &Saved, with_adam: bool) -> Result<Whole, CheckpointErr
         true => state.optimizer_shards,
         false => 0,
     };
+    if shards > 0
+        && let Some(dir) = saved.dirs.iter().find(|dir| onebit_adam::holds_state(dir))
+    {
+        return Err(state_error(
+            &dir.join(onebit_adam::STATE_FILE),
+            format!(
+                "1-bit Adam's state cannot be resharded: resume at the layout it was saved \
+                 at ({}), or set `no_load_optim: true` (its iteration, fresh optimizer \
+                 state) or `finetune: true` to read the weights alone",
+                saved.layout_name()
+            ),
+        ));
+    }
     if !saved.split {
         let dir = &saved.dirs[0];
         let (model, _) = checkpoint::load_model::<Ad>(dir, &device)?;
@@ -514,9 +565,9 @@ pub fn read_whole(saved: &Saved, with_adam: bool) -> Result<Whole, CheckpointErr
                     saved.pp, saved.tp, config.num_layers
                 )));
             }
-            let want = shapes(&empty);
+            let want = merge::shapes(&empty);
             let share = empty.load_record(record);
-            if let Some((i, (got, want))) = shapes(&share)
+            if let Some((i, (got, want))) = merge::shapes(&share)
                 .into_iter()
                 .zip(want)
                 .enumerate()
@@ -598,17 +649,19 @@ fn place(
     Ok(())
 }
 
-/// Each parameter's shape, in visiting order (without drawing lazy ones).
-fn shapes<B: Backend, M: Module<B>>(model: &M) -> Vec<Vec<usize>> {
-    struct Collect(Vec<Vec<usize>>);
-    impl<B: Backend> ModuleVisitor<B> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.0.push(param.lazy_shape().dims::<D>().to_vec());
-        }
+/// Settings of an AdamW that only carries state between files (it never
+/// steps, so they play no part).
+fn files_only() -> OptimConfig {
+    OptimConfig {
+        lr: 0.0,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        gradient_clipping: 0.0,
+        onebit: None,
+        offload: false,
     }
-    let mut c = Collect(Vec::new());
-    model.visit(&mut c);
-    c.0
 }
 
 /// The values of `module` (read from `dir`) and, with `shards` > 0, the Adam
@@ -621,20 +674,12 @@ fn read_part<M: AutodiffModule<Ad>>(
     let states = match shards {
         0 => None,
         n => {
-            // Only the files are read: the settings play no part.
-            let settings = OptimConfig {
-                lr: 0.0,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: 0.0,
-                gradient_clipping: 0.0,
-                onebit: None,
-                offload: false,
-            };
+            let settings = files_only();
+            let ids = ParamLayout::of::<Ad, _>(module).ids;
             let optim = NeoxOptimizer::<Ad, M>::new(&settings).load(
                 dir,
                 n,
+                &ids,
                 |_| true,
                 &Default::default(),
             )?;
@@ -680,23 +725,15 @@ fn read_part<M: AutodiffModule<Ad>>(
         missing: 0,
     };
     module.visit(&mut read);
-    let count = read.part.values.len();
-    match (states.is_some(), read.missing) {
-        (false, _) => Ok(read.part),
-        (true, 0) => Ok(Part {
+    // `load` made sure the files hold state for every parameter or none (a
+    // checkpoint saved before any step).
+    Ok(match (states.is_some(), read.missing) {
+        (true, 0) => Part {
             adam: Some(read.adam),
             ..read.part
-        }),
-        // A checkpoint saved before any step has none.
-        (true, missing) if missing == count => Ok(read.part),
-        (true, missing) => Err(state_error(
-            dir,
-            format!(
-                "the optimizer files (optim_*_rank0..{shards}) hold no state for {missing} of \
-                 the {count} parameters (a ZeRO rank's files missing?)"
-            ),
-        )),
-    }
+        },
+        _ => read.part,
+    })
 }
 
 /// `model` and `optim` holding `part`: each parameter's values in place
@@ -787,10 +824,9 @@ fn install<B: AutodiffBackend, M: AutodiffModule<B>>(
                 tensor(&self.adam.second[i]),
             );
             let record = AdaptorRecord::from_state::<D>(AdamWState::new(momentum));
-            // As `NeoxOptimizer` groups them: rank-1 parameters are not decayed.
-            match D {
-                1 => self.no_decay.insert(param.id, record),
-                _ => self.decay.insert(param.id, record),
+            match decays(D) {
+                true => self.decay.insert(param.id, record),
+                false => self.no_decay.insert(param.id, record),
             };
         }
     }
@@ -923,16 +959,7 @@ pub fn write(
     let model = whole.model::<Ad>(&device);
     let shards = usize::from(whole.part.adam.is_some());
     let single = DataParallel::single();
-    let settings = OptimConfig {
-        lr: 0.0,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-        gradient_clipping: 0.0,
-        onebit: None,
-        offload: false,
-    };
+    let settings = files_only();
     if pp == 1 && tp == 1 {
         let state = TrainState {
             optimizer_shards: shards,
@@ -1011,7 +1038,12 @@ mod tests {
 
     /// A share folder holding a checkpoint at `iteration` (state only).
     fn fake_share(root: &Path, name: &str, iteration: u64) {
-        let dir = root.join(name).join(format!("global_step{iteration}"));
+        fake_checkpoint(&root.join(name), iteration)
+    }
+
+    /// `folder` holding a checkpoint at `iteration` (state only), `latest` naming it.
+    fn fake_checkpoint(folder: &Path, iteration: u64) {
+        let dir = folder.join(format!("global_step{iteration}"));
         fs::create_dir_all(&dir).unwrap();
         let state = TrainState {
             iteration,
@@ -1035,11 +1067,7 @@ mod tests {
             serde_json::to_string(&state).unwrap(),
         )
         .unwrap();
-        fs::write(
-            root.join(name).join("latest"),
-            format!("global_step{iteration}"),
-        )
-        .unwrap();
+        fs::write(folder.join("latest"), format!("global_step{iteration}")).unwrap();
     }
 
     #[test]
@@ -1083,6 +1111,72 @@ mod tests {
         // A given step reads that step in every share.
         let saved = find(root, Some(4), true).unwrap().unwrap();
         assert_eq!(saved.state.iteration, 4);
+        // A step only the unsplit checkpoint has is read from it.
+        fake_checkpoint(root, 2);
+        let saved = find(root, Some(2), true).unwrap().unwrap();
+        assert_eq!((saved.state.iteration, saved.split), (2, false));
+        // A step some shares have and others not.
+        fake_share(root, "pp0-tp1", 6);
+        let err = find(root, Some(6), true).unwrap_err().to_string();
+        assert!(
+            err.contains("pp0-tp0") && err.contains("global_step6"),
+            "{err}"
+        );
+        fake_share(root, "pp0-tp0", 12);
+        let err = find(root, Some(12), true).unwrap_err().to_string();
+        assert!(
+            err.contains("pp0-tp1") && err.contains("global_step12"),
+            "{err}"
+        );
+        // A step nowhere.
+        let err = find(root, Some(3), true).unwrap_err().to_string();
+        assert!(err.contains("global_step3"), "{err}");
+    }
+
+    /// Stage spans that leave layers out, repeat them or run backwards are
+    /// refused by the `state.json` that records them.
+    #[test]
+    fn recorded_stages_must_follow_each_other() {
+        let layers = ModelConfig::default().num_layers;
+        assert!(layers >= 2, "{layers}");
+        let span = |start: usize, end: usize| StageSpan {
+            layers: [start, end],
+            embed: start == 0,
+            norm: end == layers,
+            head: end == layers,
+        };
+        for (stages, tp, what) in [
+            (
+                vec![span(0, 1), span(2, layers)],
+                1,
+                "stage 1 holds layers 2..",
+            ),
+            (
+                vec![span(0, 2), span(1, layers)],
+                1,
+                "stage 1 holds layers 1..",
+            ),
+            (vec![span(0, layers), span(layers, 1)], 1, "stage 1"),
+            (vec![span(0, 1)], 1, "0..1"),
+            (vec![span(0, layers)], 0, "at least 1"),
+        ] {
+            let root = tempfile::tempdir().unwrap();
+            let root = root.path();
+            let layout = Layout { tp, stages };
+            for p in 0..layout.pp() {
+                fake_share(root, &format!("pp{p}-tp0"), 4);
+            }
+            let state = root.join("pp0-tp0/global_step4/state.json");
+            let mut recorded: TrainState =
+                serde_json::from_str(&fs::read_to_string(&state).unwrap()).unwrap();
+            recorded.layout = Some(layout);
+            fs::write(&state, serde_json::to_string(&recorded).unwrap()).unwrap();
+            let err = find(root, None, true).unwrap_err().to_string();
+            assert!(
+                err.contains(&state.display().to_string()) && err.contains(what),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -15,7 +15,11 @@
 //!
 //! Dropout follows Megatron's seeding: the ranks of a group share one RNG
 //! stream (same seed), so masks outside split regions agree; attention
-//! dropout, inside them, keeps each rank's heads' part of one mask.
+//! dropout, inside them, keeps each rank's heads' part of one mask. This
+//! holds for ranks that are processes: burn-flex's RNG is one mutex shared
+//! by the whole process, so ranks on threads draw from one stream in
+//! whatever order they interleave, and their masks differ; tests that run
+//! ranks on threads set dropout to 0.
 
 pub mod layers;
 pub mod loss;
