@@ -2,7 +2,8 @@
 //! Burn model's (count, order, shapes) and the Hugging Face export's tensors;
 //! its bytes of weights, gradients and optimizer state equal what the
 //! trainer allocates, without ZeRO and under ZeRO 1 and 2 on two and three
-//! ranks, in fp32 and in mixed precision (f32 weights and their half copy).
+//! ranks, in fp32 and in mixed precision (f32 weights and their half copy),
+//! and 1-bit Adam's compression errors on two ranks.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +22,8 @@ use neox_trainer::plan::params::{Counts, tensors};
 use neox_trainer::plan::{Keeper, Layout, Precision, memory};
 use neox_trainer::precision::cast_module;
 use neox_trainer::{GptNeox, NeoxArgs, hf};
+
+mod common;
 
 const BASE: &str = "
 num_layers: 2
@@ -219,6 +222,7 @@ fn weights_gradients_and_optimizer_state_are_estimated_exactly() {
             tp: 1,
             zero,
             offload: false,
+            onebit: false,
             precision,
             keeper: Keeper::NeoxTrain,
             checkpoint_activations: false,
@@ -240,4 +244,86 @@ fn weights_gradients_and_optimizer_state_are_estimated_exactly() {
             assert_eq!(total as u64, 8 * estimate.stage_params, "{what}");
         }
     }
+}
+
+/// 1-bit Adam on two ranks keeps, besides its two moments, each rank's
+/// compression errors once it compresses (worker errors over each padded
+/// tensor, server errors over the rank's chunk): the estimate is what each
+/// rank's checkpoint holds, and the plan's optimizer line says so.
+#[test]
+fn onebit_adams_compression_errors_are_estimated_exactly() {
+    use neox_trainer::dist::ZeroStage;
+    use neox_trainer::train;
+    let _serial = common::one_run_at_a_time();
+    let ranks = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let a = args(
+        &format!(
+            "pos_emb: rotary\noptimizer: {{type: OneBitAdam, params: {{lr: 0.001, \
+             freeze_step: 2}}}}\ntrain_iters: 4\nsave: {}\n",
+            dir.path().display()
+        ),
+        ranks,
+    );
+    let data = common::splits();
+    let comms = ThreadComm::group(ranks, Duration::from_secs(60));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|comm| {
+                let (a, data) = (&a, &data);
+                s.spawn(move || {
+                    let dp = DataParallel::new(Arc::new(comm), ZeroStage::Off);
+                    train::run_parallel::<Cpu>(a, data, &Default::default(), &dp).unwrap();
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+    let floats = |name: String| -> u64 {
+        let bytes = std::fs::read(dir.path().join("global_step4").join(name)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        st.tensors()
+            .iter()
+            .map(|(_, t)| 4 * t.shape().iter().product::<usize>() as u64)
+            .sum()
+    };
+    let layout = Layout {
+        pp: 1,
+        dp: ranks,
+        tp: 1,
+        zero: 0,
+        offload: false,
+        onebit: true,
+        precision: Precision::Fp32,
+        keeper: Keeper::NeoxTrain,
+        checkpoint_activations: false,
+        checkpoint_num_layers: 1,
+        partition_activations: false,
+        micro_batch: a.training.micro_batch_size,
+        grad_accum: 1,
+    };
+    let estimate = memory::per_rank(&a.model, &tensors(&a.model), &layout);
+    let moments = floats("onebit_adam.safetensors".into());
+    assert_eq!(moments, 8 * estimate.stage_params);
+    for rank in 0..ranks {
+        let errors = floats(format!("onebit_errors_rank{rank}.safetensors"));
+        assert!(errors > 4 * estimate.stage_params, "rank {rank}: {errors}");
+        assert_eq!(estimate.onebit_errors, errors, "rank {rank}");
+        assert_eq!(estimate.optimizer, moments + errors, "rank {rank}");
+    }
+    let plan = neox_trainer::plan::Plan::new(
+        &a,
+        &neox_trainer::plan::Request {
+            files: Vec::new(),
+            world_size: ranks,
+            device_memory: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(plan.memory.optimizer, estimate.optimizer);
+    let text = plan.to_text();
+    assert!(text.contains("1-bit Adam's compression errors"), "{text}");
 }

@@ -133,6 +133,7 @@ fn activations_are_within_the_stated_margin_of_the_measured() {
             tp: 1,
             zero: 0,
             offload: false,
+            onebit: false,
             precision: Precision::Fp32,
             keeper: Keeper::NeoxTrain,
             checkpoint_activations: false,

@@ -307,6 +307,7 @@ mod tests {
             tp: 1,
             zero: 0,
             offload: false,
+            onebit: false,
             precision: Precision::Fp16,
             keeper: Keeper::DeepSpeed,
             checkpoint_activations: false,

@@ -9,6 +9,7 @@
 use serde::Serialize;
 
 use super::params::{ParamTensor, Place};
+use crate::dist::comm::compressed::padded_len;
 use crate::dist::pipeline_parallel::partition::partition;
 use crate::dist::zero::Partition;
 use crate::dist::{PartitionMethod, Stage};
@@ -98,6 +99,9 @@ pub struct Layout {
     /// ZeRO-Offload (`zero_optimization.offload_optimizer`): the optimizer
     /// state in host memory instead of the device's.
     pub offload: bool,
+    /// `optimizer.type: OneBitAdam`: each data-parallel rank also keeps its
+    /// compression errors (with more than one rank).
+    pub onebit: bool,
     pub precision: Precision,
     pub keeper: Keeper,
     /// `checkpoint_activations`.
@@ -137,8 +141,12 @@ pub struct RankMemory {
     pub owned_params: u64,
     pub params: u64,
     pub grads: u64,
-    /// Optimizer state on the device (none with ZeRO-Offload).
+    /// Optimizer state on the device (none with ZeRO-Offload), 1-bit Adam's
+    /// compression errors included.
     pub optimizer: u64,
+    /// 1-bit Adam's compression errors: per tensor the worker's error over
+    /// the padded tensor and the server's over this rank's chunk of it.
+    pub onebit_errors: u64,
     /// Optimizer state in host memory (ZeRO-Offload's).
     pub host_optimizer: u64,
     /// Activations when every layer keeps its own (no checkpointing).
@@ -255,9 +263,19 @@ fn stage_memory(
     let bytes = p.state_bytes(layout.keeper);
     let params = held(3) * bytes.params;
     let grads = held(2) * bytes.grads;
+    let onebit_errors = match layout.onebit && layout.dp > 1 {
+        true => sizes
+            .iter()
+            .map(|&s| {
+                let worker = padded_len(s, layout.dp);
+                4 * (worker + worker / layout.dp) as u64
+            })
+            .sum(),
+        false => 0,
+    };
     let (optimizer, host_optimizer) = match layout.offload {
-        true => (0, held(1) * bytes.optimizer),
-        false => (held(1) * bytes.optimizer, 0),
+        true => (onebit_errors, held(1) * bytes.optimizer),
+        false => (held(1) * bytes.optimizer + onebit_errors, 0),
     };
     let layers = stage.layers.len();
     let in_flight = if pp > 1 {
@@ -281,6 +299,7 @@ fn stage_memory(
         params,
         grads,
         optimizer,
+        onebit_errors,
         host_optimizer,
         activations_full: full.round() as u64,
         activations_checkpointed: checkpointed.round() as u64,
@@ -367,6 +386,7 @@ pub(crate) mod tests {
             tp: 1,
             zero: 0,
             offload: false,
+            onebit: false,
             precision: Precision::Fp16,
             keeper: Keeper::DeepSpeed,
             checkpoint_activations: false,

@@ -132,6 +132,7 @@ impl Plan {
             tp: grid.tp,
             zero: t.zero_stage.number() as u8,
             offload: args.optim.offload,
+            onebit: args.optim.onebit.is_some(),
             precision: match args.precision.precision {
                 crate::precision::Precision::Fp32 => Precision::Fp32,
                 crate::precision::Precision::Fp16 => Precision::Fp16,

@@ -279,6 +279,15 @@ fn memory(out: &mut String, p: &Plan) {
             b.optimizer,
             bytes(m.host_optimizer)
         );
+    } else if m.onebit_errors > 0 {
+        let _ = writeln!(
+            out,
+            "optimizer state   {:>10}  {} x {} B + 1-bit Adam's compression errors {}",
+            bytes(m.optimizer),
+            count_short(m.owned_params),
+            b.optimizer,
+            bytes(m.onebit_errors)
+        );
     } else {
         let _ = writeln!(
             out,
