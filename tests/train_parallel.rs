@@ -637,6 +637,17 @@ fn a_pipe_2_x_model_2_checkpoint_exports_to_hugging_face_and_resumes_in_one_proc
         }
     }
 
+    // The folder now holds the shares (step 4) and the unsplit run's
+    // checkpoints: a step only the latter has is exported from them.
+    assert!(save.join("global_step8/state.json").is_file());
+    let mut c = Command::new(CONVERT);
+    c.args(["to-hf", "--step", "8", "--checkpoint"])
+        .arg(&save)
+        .arg("--out")
+        .arg(dir.path().join("hf8"));
+    let (ok, text) = output(c, Duration::from_secs(120));
+    assert!(ok && text.contains("iteration 8"), "{text}");
+
     // neox-eval reads the split checkpoint merged: the export's loss.
     let eval = |source: &[&std::ffi::OsStr]| -> f64 {
         let mut c = Command::new(EVAL);
