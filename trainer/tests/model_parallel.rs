@@ -697,6 +697,9 @@ fn a_split_model_merges_back_whole_and_exports_to_hugging_face() {
 
 #[test]
 fn transformers_computes_the_logits_of_the_split_model_it_was_exported_from() {
+    // Loading draws from the process's one RNG (initialisation before the
+    // weights are read): without the turn it would interleave another test's draws.
+    let _serial = common::one_run_at_a_time();
     // A model trained split over 2 stages x 2 tensor ranks, merged and
     // exported (see scripts/fixtures/tp_export.py), with transformers' logits.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tp-export");
