@@ -16,11 +16,13 @@
 #   3. cpu-tiny on cuda:0 for 20 steps: the loss falls; ms/step.
 #   4. One data-parallel step through NCCL (ZeRO-1, one rank) equals the
 #      same run without any communicator: metrics.jsonl losses equal.
-#   5. The 125M config at seq 2048 (micro batch 4, f32; fp16 runs once
-#      implemented, see --allow-unimplemented): tokens/s, achieved TFLOP/s
+#   5. The 125M config at seq 2048 (micro batch 4), f32 then bf16 (f32
+#      master weights): tokens/s, achieved TFLOP/s
 #      (model FLOPs, ModelConfig::train_flops_per_token) and MFU against the
 #      device's peak (H200 SXM: 989 dense BF16, 67 FP32 TFLOP/s; set
 #      NEOX_PEAK_TFLOPS=bf16,fp32 for another device).
+#   6. ZeRO-Offload (the Adam step on the host) on cpu-tiny: losses within
+#      1e-4 of check 3's device optimizer (CUDA's kernels round otherwise).
 # DRY_RUN=1 prints the commands `pack` would run without running them.
 # Needs: libcuda.so.1, libnvrtc, CUDA headers ($CUDA_PATH/include), and a
 # `libnccl.so` (pip's nvidia-nccl-cu13 ships libnccl.so.2: linked here).
@@ -94,22 +96,37 @@ a, b = ([key(json.loads(l)) for l in open(p)] for p in sys.argv[1:3])
 print("PASS NCCL step equals plain" if a == b else f"FAIL NCCL differs: {a[:2]} vs {b[:2]}")
 PY
   else echo "FAIL neox-train --comm nccl"; status=1; fi
-  echo "== 5. 125M at seq 2048 on cuda:0: tokens/s, TFLOP/s, MFU"
-  printf 'log_dir: %s\npadded_vocab_size: 50304\ntrain_iters: 12\nlr_decay_iters: 12\nwarmup: 0.1\neval_interval: 1000\nlog_interval: 1\nfp16: {enabled: false}\n' \
-    "$work/125m" > "$work/125m.yml"
-  if "$pack/neox-train" --config configs/125M.yml "$data" "$work/125m.yml" --device cuda:0 --allow-unimplemented; then
-    python3 - "$work/125m/metrics.jsonl" "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)" "${NEOX_PEAK_TFLOPS:-989,67}" <<'PY'
+  echo "== 5. 125M at seq 2048 on cuda:0, f32 then bf16: tokens/s, TFLOP/s, MFU"
+  for precision in f32 bf16; do
+    if [ "$precision" = bf16 ]; then half='bf16: {enabled: true}'; else half='bf16: {enabled: false}'; fi
+    printf 'log_dir: %s\npadded_vocab_size: 50304\ntrain_iters: 12\nlr_decay_iters: 12\nwarmup: 0.1\neval_interval: 1000\nlog_interval: 1\nfp16: {enabled: false}\n%s\n' \
+      "$work/125m-$precision" "$half" > "$work/125m-$precision.yml"
+    if "$pack/neox-train" --config configs/125M.yml "$data" "$work/125m-$precision.yml" --device cuda:0; then
+      python3 - "$work/125m-$precision/metrics.jsonl" "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)" "${NEOX_PEAK_TFLOPS:-989,67}" "$precision" <<'PY'
 import json, sys
 r = [json.loads(l) for l in open(sys.argv[1]) if '"train"' in l][3:]
 r.sort(key=lambda x: x["step_ms"])
 m = r[len(r) // 2]
 bf16, fp32 = (float(x) for x in sys.argv[3].split(","))
 tf = m["flops_per_s"] / 1e12
-print(f"125M seq 2048 on {sys.argv[2] or 'the GPU'}: median {m['step_ms']:.1f} ms/step, "
+print(f"125M {sys.argv[4]} seq 2048 on {sys.argv[2] or 'the GPU'}: median {m['step_ms']:.1f} ms/step, "
       f"{m['tokens_per_s']:.0f} tokens/s, {tf:.2f} TFLOP/s achieved; "
       f"MFU {100 * tf / fp32:.1f}% of FP32 peak {fp32:g}, {100 * tf / bf16:.2f}% of BF16 peak {bf16:g} TFLOP/s")
 PY
-  else echo "FAIL 125M on cuda:0"; status=1; fi
+    else echo "FAIL 125M $precision on cuda:0"; status=1; fi
+  done
+  echo "== 6. ZeRO-Offload on cuda:0 (Adam on the host) against the device optimizer"
+  printf 'log_dir: %s\nzero_optimization: {stage: 1, offload_optimizer: {device: cpu}}\n' "$work/offload" > "$work/offload.yml"
+  if "$pack/neox-train" --config configs/cpu-tiny.yml "$data" "$work/offload.yml" --device cuda:0; then
+    python3 - "$work/plain/metrics.jsonl" "$work/offload/metrics.jsonl" <<'PY'
+import json, sys
+a, b = ([json.loads(l) for l in open(p) if '"train"' in l] for p in sys.argv[1:3])
+d = max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b))
+ms = sorted(x["step_ms"] for x in b[3:])
+print(f"offload: largest loss difference {d:.3g} over {len(b)} steps; median {ms[len(ms)//2]:.1f} ms/step")
+print("PASS offload within 1e-4 of the device optimizer" if len(a) == len(b) and d <= 1e-4 else "FAIL offload differs")
+PY
+  else echo "FAIL offload on cuda:0"; status=1; fi
   exit $status
   ;;
 *)
