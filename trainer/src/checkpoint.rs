@@ -457,107 +457,45 @@ pub(crate) fn weight_differences(a: &ModelConfig, b: &ModelConfig) -> Vec<String
             out.push(format!("{name} {x} (checkpoint) vs {y} (config)"));
         }
     };
-    field(
-        "num_layers",
-        a.num_layers.to_string(),
-        b.num_layers.to_string(),
+    // `shown!` compares fields by their Display text, `debug!` by Debug;
+    // the message names the field.
+    macro_rules! shown {
+        ($($f:ident),*) => { $(field(stringify!($f), a.$f.to_string(), b.$f.to_string());)* };
+    }
+    macro_rules! debug {
+        ($($f:ident),*) => { $(field(stringify!($f), format!("{:?}", a.$f), format!("{:?}", b.$f));)* };
+    }
+    shown!(
+        num_layers,
+        hidden_size,
+        num_attention_heads,
+        vocab_size,
+        intermediate_size
     );
-    field(
-        "hidden_size",
-        a.hidden_size.to_string(),
-        b.hidden_size.to_string(),
-    );
-    field(
-        "num_attention_heads",
-        a.num_attention_heads.to_string(),
-        b.num_attention_heads.to_string(),
-    );
-    field(
-        "vocab_size",
-        a.vocab_size.to_string(),
-        b.vocab_size.to_string(),
-    );
-    field(
-        "intermediate_size",
-        a.intermediate_size.to_string(),
-        b.intermediate_size.to_string(),
-    );
-    field("norm", format!("{:?}", a.norm), format!("{:?}", b.norm));
-    field("norm_eps", a.norm_eps.to_string(), b.norm_eps.to_string());
-    field(
-        "pos_emb",
-        format!("{:?}", a.pos_emb),
-        format!("{:?}", b.pos_emb),
-    );
-    field(
-        "rotary_pct",
-        a.rotary_pct.to_string(),
-        b.rotary_pct.to_string(),
-    );
-    field(
-        "rotary_emb_base",
-        a.rotary_emb_base.to_string(),
-        b.rotary_emb_base.to_string(),
-    );
-    field(
-        "gpt_j_residual",
-        a.gpt_j_residual.to_string(),
-        b.gpt_j_residual.to_string(),
-    );
+    debug!(norm);
+    shown!(norm_eps);
+    debug!(pos_emb);
+    shown!(rotary_pct, rotary_emb_base, gpt_j_residual);
     field(
         "tied embeddings",
         a.tied_embeddings.to_string(),
         b.tied_embeddings.to_string(),
     );
-    field(
-        "activation",
-        format!("{:?}", a.activation),
-        format!("{:?}", b.activation),
-    );
-    field(
-        "biases (attention, mlp, norms)",
+    debug!(activation);
+    let biases = |c: &ModelConfig| {
         format!(
             "{} {} {}",
-            a.use_bias_in_attn_linear, a.use_bias_in_mlp, a.use_bias_in_norms
-        ),
-        format!(
-            "{} {} {}",
-            b.use_bias_in_attn_linear, b.use_bias_in_mlp, b.use_bias_in_norms
-        ),
-    );
+            c.use_bias_in_attn_linear, c.use_bias_in_mlp, c.use_bias_in_norms
+        )
+    };
+    field("biases (attention, mlp, norms)", biases(a), biases(b));
     // Options that change what the weights compute without changing shapes
     // (or that change shapes, named here rather than as a tensor mismatch).
-    field(
-        "num_kv_heads",
-        format!("{:?}", a.num_kv_heads),
-        format!("{:?}", b.num_kv_heads),
-    );
-    field(
-        "sliding_window_width",
-        format!("{:?}", a.sliding_window_width),
-        format!("{:?}", b.sliding_window_width),
-    );
-    field(
-        "gpt_j_tied",
-        a.gpt_j_tied.to_string(),
-        b.gpt_j_tied.to_string(),
-    );
-    field(
-        "opt_pos_emb_offset",
-        a.opt_pos_emb_offset.to_string(),
-        b.opt_pos_emb_offset.to_string(),
-    );
-    field(
-        "attention_config",
-        format!("{:?}", a.attention_config),
-        format!("{:?}", b.attention_config),
-    );
+    debug!(num_kv_heads, sliding_window_width);
+    shown!(gpt_j_tied, opt_pos_emb_offset);
+    debug!(attention_config);
     if a.pos_emb == crate::model::PosEmb::Learned {
-        field(
-            "max_position_embeddings",
-            a.max_position_embeddings.to_string(),
-            b.max_position_embeddings.to_string(),
-        );
+        shown!(max_position_embeddings);
     }
     out
 }
