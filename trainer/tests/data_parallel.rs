@@ -3,23 +3,14 @@
 //! saved by N ranks resume on fewer.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
-use neox_trainer::checkpoint;
-use neox_trainer::config::yaml::Options;
-use neox_trainer::device::Cpu;
-use neox_trainer::dist::comm::threads::ThreadComm;
-use neox_trainer::dist::{DataParallel, ZeroStage};
-use neox_trainer::metrics::{self, Record};
-use neox_trainer::optim::NeoxOptimizer;
-use neox_trainer::{GptNeox, NeoxArgs, train};
+use neox_trainer::NeoxArgs;
 
 mod common;
-use common::{one_run_at_a_time, splits};
+use common::{
+    checkpoint_parameters, copy_checkpoint, logged_numbers, neox_args, one_run_at_a_time,
+    train_data_parallel,
+};
 
 const MODEL: &str = "
 num_layers: 2
@@ -49,103 +40,29 @@ eval_iters: 2
 const CLIP: f64 = 0.05;
 
 fn args(extra: &str, world: usize) -> NeoxArgs {
-    let mut options = Options::default();
-    options.merge_str(MODEL, Path::new("model.yml")).unwrap();
-    options
-        .merge_str(
-            &format!("gradient_clipping: {CLIP}\n{extra}"),
-            Path::new("run.yml"),
-        )
-        .unwrap();
-    NeoxArgs::from_options_in(options, world).unwrap()
+    neox_args(MODEL, &format!("gradient_clipping: {CLIP}\n{extra}"), world)
 }
 
 /// Trains on `ranks` threads (one device when 1 and no ZeRO).
 fn run(extra: &str, ranks: usize) {
-    let args = args(extra, ranks);
-    let zero = args.training.zero_stage;
-    let data = splits();
-    if ranks == 1 && zero == ZeroStage::Off {
-        train::run::<Cpu>(&args, &data, &Default::default()).unwrap();
-        return;
-    }
-    let comms = ThreadComm::group(ranks, Duration::from_secs(60));
-    std::thread::scope(|s| {
-        let handles: Vec<_> = comms
-            .into_iter()
-            .map(|comm| {
-                let (args, data) = (&args, &data);
-                s.spawn(move || {
-                    let dp = DataParallel::new(Arc::new(comm), zero);
-                    train::run_parallel::<Cpu>(args, data, &Default::default(), &dp)
-                })
-            })
-            .collect();
-        let errors: Vec<String> = handles
-            .into_iter()
-            .enumerate()
-            .filter_map(|(rank, h)| match h.join() {
-                Ok(Ok(_)) => None,
-                Ok(Err(e)) => Some(format!("rank {rank}: {e}")),
-                Err(_) => Some(format!("rank {rank} panicked")),
-            })
-            .collect();
-        assert!(errors.is_empty(), "{errors:#?}");
-    });
-}
-
-fn records(dir: &Path) -> Vec<Record> {
-    metrics::read(&dir.join("metrics.jsonl")).unwrap()
+    train_data_parallel(&args(extra, ranks), ranks).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// The metrics that must agree: everything but the timings.
 fn numbers(dir: &Path) -> Vec<(String, u64, f64, f64, f64)> {
-    records(dir)
-        .into_iter()
-        .map(|r| match r {
-            Record::Train {
-                iteration,
-                loss,
-                lr,
-                grad_norm,
-                ..
-            } => {
-                assert!(
-                    grad_norm > CLIP,
-                    "clipping inactive at {iteration}: {grad_norm}"
-                );
-                ("train".into(), iteration, loss, grad_norm, lr)
-            }
-            Record::Valid {
-                iteration, loss, ..
-            } => ("valid".into(), iteration, loss, 0.0, 0.0),
-            Record::Test {
-                iteration, loss, ..
-            } => ("test".into(), iteration, loss, 0.0, 0.0),
-        })
-        .collect()
+    let numbers = logged_numbers(dir);
+    for (kind, iteration, _, grad_norm, _) in &numbers {
+        assert!(
+            kind != "train" || *grad_norm > CLIP,
+            "clipping inactive at {iteration}: {grad_norm}"
+        );
+    }
+    numbers
 }
 
 /// Every parameter of the checkpoint `latest` names in `dir`, in order.
 fn parameters(dir: &Path) -> Vec<Vec<f32>> {
-    struct Collect(Vec<Vec<f32>>);
-    impl<B: Backend> ModuleVisitor<B> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.0
-                .push(param.val().into_data().to_vec::<f32>().unwrap());
-        }
-    }
-    let mut config = args("train_iters: 1\n", 1).model;
-    config.vocab_size = 32;
-    let device = Default::default();
-    let model: GptNeox<Cpu> = config.init(&device);
-    let optim = NeoxOptimizer::new(&args("train_iters: 1\n", 1).optim);
-    let latest = checkpoint::latest(dir).unwrap().unwrap();
-    let restored =
-        checkpoint::load(&latest, model, optim, &device, &DataParallel::single()).unwrap();
-    let mut c = Collect(Vec::new());
-    restored.model.visit(&mut c);
-    c.0
+    checkpoint_parameters(dir, &args("train_iters: 1\n", 1))
 }
 
 fn assert_same_run(a: &Path, b: &Path, what: &str) {
@@ -229,13 +146,7 @@ fn a_zero_checkpoint_of_four_ranks_resumes_on_two_and_one() {
         .collect();
     for (ranks, accumulation, stage) in [(1, 4, 0), (2, 2, 1)] {
         let resumed = tempfile::tempdir().unwrap();
-        let step3 = resumed.path().join("global_step3");
-        std::fs::create_dir_all(&step3).unwrap();
-        for entry in std::fs::read_dir(full.path().join("global_step3")).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), step3.join(entry.file_name())).unwrap();
-        }
-        std::fs::write(resumed.path().join("latest"), "global_step3").unwrap();
+        copy_checkpoint(full.path(), resumed.path(), 3);
         run(
             &format!(
                 "train_iters: 6\ngradient_accumulation_steps: {accumulation}\n\

@@ -6,16 +6,13 @@
 //! 5 steps (its parameters within 1e-4, Adam being what it is: see below).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use burn::backend::{Autodiff, Flex};
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 use neox_trainer::data::{Batch, SampleSource};
 use neox_trainer::dist::comm::Communicator;
-use neox_trainer::dist::comm::threads::ThreadComm;
 use neox_trainer::dist::merge;
 use neox_trainer::dist::shard::StageInput;
 use neox_trainer::dist::tensor_parallel::TpGroup;
@@ -31,6 +28,7 @@ use neox_trainer::precision::{Fp16Config, MixedPrecision, Precision, PrecisionCo
 use neox_trainer::train::{StepMode, StepStats, train_step};
 
 mod common;
+use common::{on_thread_ranks, parameter_values};
 
 type Ad = Autodiff<Flex>;
 
@@ -85,29 +83,9 @@ fn lr(optim: &OptimConfig, step: usize) -> f64 {
     optim.lr / (1.0 + step as f64)
 }
 
-/// The model a seed makes; ranks that are threads take turns with the
-/// process's one RNG, and every parameter is drawn while the turn lasts.
+/// The model seed 42 makes (see [`common::seeded`]).
 fn seeded(config: &ModelConfig) -> GptNeox<Ad> {
-    static TURN: Mutex<()> = Mutex::new(());
-    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
-    let device = Default::default();
-    Ad::seed(&device, 42);
-    let model = config.init::<Ad>(&device);
-    ParamLayout::of::<Ad, _>(&model);
-    model
-}
-
-/// Every parameter's values, in visiting order.
-fn values<B: Backend, M: Module<B>>(model: &M) -> Vec<Vec<f32>> {
-    struct Collect(Vec<Vec<f32>>);
-    impl<B: Backend> ModuleVisitor<B> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.0.push(param.val().into_data().iter::<f32>().collect());
-        }
-    }
-    let mut c = Collect(Vec::new());
-    model.visit(&mut c);
-    c.0
+    common::seeded(config, 42)
 }
 
 fn batch(data: &dyn SampleSource, first: u64) -> Batch<Ad> {
@@ -211,57 +189,48 @@ fn grid_in(
     settings: &OptimConfig,
 ) -> Vec<RankOut> {
     let topology = Topology::new(pp * dp * tp, pp, tp).unwrap();
-    let comms = ThreadComm::group(pp * dp * tp, Duration::from_secs(60));
-    std::thread::scope(|s| {
-        let handles: Vec<_> = comms
-            .into_iter()
-            .map(|comm| {
-                s.spawn(move || {
-                    let data = common::splits();
-                    let world: Arc<dyn Communicator> = Arc::new(comm);
-                    let full = seeded(config);
-                    let parallel = Parallel::new(&world, topology, zero, &full, method).unwrap();
-                    let mut model = parallel.shard(&full).unwrap();
-                    let counted = parallel.counted(&full, &model);
-                    let layout = ParamLayout::of::<Ad, _>(&model);
-                    let mut optim = NeoxOptimizer::<Ad, GptShard<Ad>>::new(settings);
-                    let mut mode = mode.clone();
-                    let mut stats = Vec::new();
-                    for step in 0..steps {
-                        let consumed = (step * accumulation * dp * MICRO) as u64;
-                        let batches = (0..accumulation)
-                            .map(|j| {
-                                let first = parallel.dp.micro_batch_start(consumed, j, MICRO);
-                                batch(data.train.as_ref(), first)
-                            })
-                            .collect();
-                        let s;
-                        (model, s) = parallel
-                            .train_step(
-                                model,
-                                &mut optim,
-                                batches,
-                                lr(settings, step),
-                                &layout,
-                                &counted,
-                                &Default::default(),
-                                &mut mode,
-                            )
-                            .unwrap();
-                        stats.push(s);
-                    }
-                    let merged = merge::gather(&world, &parallel, &model, &full).unwrap();
-                    RankOut {
-                        params: values(&model),
-                        parallel,
-                        stats,
-                        scale: mode.precision.loss_scale(),
-                        merged,
-                    }
+    on_thread_ranks(pp * dp * tp, |comm| {
+        let data = common::splits();
+        let world: Arc<dyn Communicator> = Arc::new(comm);
+        let full = seeded(config);
+        let parallel = Parallel::new(&world, topology, zero, &full, method).unwrap();
+        let mut model = parallel.shard(&full).unwrap();
+        let counted = parallel.counted(&full, &model);
+        let layout = ParamLayout::of::<Ad, _>(&model);
+        let mut optim = NeoxOptimizer::<Ad, GptShard<Ad>>::new(settings);
+        let mut mode = mode.clone();
+        let mut stats = Vec::new();
+        for step in 0..steps {
+            let consumed = (step * accumulation * dp * MICRO) as u64;
+            let batches = (0..accumulation)
+                .map(|j| {
+                    let first = parallel.dp.micro_batch_start(consumed, j, MICRO);
+                    batch(data.train.as_ref(), first)
                 })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+                .collect();
+            let s;
+            (model, s) = parallel
+                .train_step(
+                    model,
+                    &mut optim,
+                    batches,
+                    lr(settings, step),
+                    &layout,
+                    &counted,
+                    &Default::default(),
+                    &mut mode,
+                )
+                .unwrap();
+            stats.push(s);
+        }
+        let merged = merge::gather(&world, &parallel, &model, &full).unwrap();
+        RankOut {
+            params: parameter_values(&model),
+            parallel,
+            stats,
+            scale: mode.precision.loss_scale(),
+            merged,
+        }
     })
 }
 
@@ -272,7 +241,7 @@ fn share_of(model: &GptNeox<Ad>, rank: &RankOut) -> Vec<Vec<f32>> {
         rank: p.coord.tp,
         size: p.topology.tp,
     };
-    values(&GptShard::new(model, p.stage().clone(), shard, TpGroup::single()).unwrap())
+    parameter_values(&GptShard::new(model, p.stage().clone(), shard, TpGroup::single()).unwrap())
 }
 
 #[test]
@@ -299,7 +268,7 @@ fn pipelines_train_bit_for_bit_as_one_device() {
         }
         let all: Vec<Vec<f32>> = ranks.into_iter().flat_map(|r| r.params).collect();
         assert!(
-            all == values(&model),
+            all == parameter_values(&model),
             "{what}: stages do not add up to the model"
         );
     }
@@ -643,13 +612,15 @@ fn a_split_model_merges_back_whole_and_exports_to_hugging_face() {
             .flat_map(|stage| {
                 (0..2).map(|rank| {
                     let shard = Shard { rank, size: 2 };
-                    values(&GptShard::new(&full, stage.clone(), shard, TpGroup::single()).unwrap())
+                    parameter_values(
+                        &GptShard::new(&full, stage.clone(), shard, TpGroup::single()).unwrap(),
+                    )
                 })
             })
             .collect();
         let whole = merge::merge(&full, &stages, 2, &shares).unwrap();
         assert!(
-            values(&whole) == values(&full),
+            parameter_values(&whole) == parameter_values(&full),
             "{what}: merge(split) differs"
         );
 
@@ -664,7 +635,10 @@ fn a_split_model_merges_back_whole_and_exports_to_hugging_face() {
                 rank.parallel.coord
             );
         }
-        assert!(values(&merged) != values(&full), "{what}: nothing trained");
+        assert!(
+            parameter_values(&merged) != parameter_values(&full),
+            "{what}: nothing trained"
+        );
 
         // The merged model exports to Hugging Face and reads back the same
         // (Hugging Face's GPT-NeoX has no SwiGLU).
@@ -726,33 +700,22 @@ fn transformers_computes_the_logits_of_the_split_model_it_was_exported_from() {
         |_| 0,
     );
     // Each tensor rank runs both stages in turn; the ranks are threads.
-    let comms = ThreadComm::group(2, Duration::from_secs(60));
-    let parts: Vec<Vec<f32>> = std::thread::scope(|s| {
-        let handles: Vec<_> = comms
-            .into_iter()
-            .map(|comm| {
-                let (full, stages, tokens) = (&full, &stages, &tokens);
-                s.spawn(move || {
-                    let group = TpGroup::new(Arc::new(comm));
-                    let shard = Shard {
-                        rank: group.rank(),
-                        size: 2,
-                    };
-                    let stage = |i: usize| {
-                        GptShard::new(full, stages[i].clone(), shard, group.clone()).unwrap()
-                    };
-                    let input = Tensor::<Flex, 2, burn::tensor::Int>::from_data(
-                        burn::tensor::TensorData::new(tokens.clone(), [1, tokens.len()]),
-                        &Default::default(),
-                    );
-                    let hidden = stage(0).forward_stage(StageInput::Tokens(input));
-                    let logits = stage(1).forward_stage(StageInput::Hidden(hidden));
-                    group.check().unwrap();
-                    logits.into_data().iter::<f32>().collect()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let parts: Vec<Vec<f32>> = on_thread_ranks(2, |comm| {
+        let group = TpGroup::new(Arc::new(comm));
+        let shard = Shard {
+            rank: group.rank(),
+            size: 2,
+        };
+        let stage =
+            |i: usize| GptShard::new(&full, stages[i].clone(), shard, group.clone()).unwrap();
+        let input = Tensor::<Flex, 2, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(tokens.clone(), [1, tokens.len()]),
+            &Default::default(),
+        );
+        let hidden = stage(0).forward_stage(StageInput::Tokens(input));
+        let logits = stage(1).forward_stage(StageInput::Hidden(hidden));
+        group.check().unwrap();
+        logits.into_data().iter::<f32>().collect()
     });
     // Each rank holds half of every row's vocabulary: put the rows back together.
     let half = vocab / 2;

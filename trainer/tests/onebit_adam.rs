@@ -6,25 +6,21 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
-use neox_trainer::checkpoint;
-use neox_trainer::config::yaml::Options;
 use neox_trainer::data::Batch;
 use neox_trainer::device::Cpu;
 use neox_trainer::dist::comm::counting::CountingComm;
-use neox_trainer::dist::comm::threads::ThreadComm;
 use neox_trainer::dist::{DataParallel, ParamLayout, ZeroStage};
-use neox_trainer::metrics::{self, Record};
+use neox_trainer::metrics::Record;
 use neox_trainer::optim::NeoxOptimizer;
 use neox_trainer::train::{self, StepMode};
 use neox_trainer::{GptNeox, NeoxArgs};
 
 mod common;
-use common::{one_run_at_a_time, splits};
+use common::{
+    checkpoint_parameters, copy_checkpoint, logged_numbers, metrics_in, neox_args, on_thread_ranks,
+    one_run_at_a_time, splits, train_data_parallel,
+};
 
 const MODEL: &str = "
 num_layers: 2
@@ -59,67 +55,16 @@ const ADAM: &str = "optimizer: {type: Adam, params: {lr: 0.005, betas: [0.9, 0.9
                     lr_decay_style: linear\nwarmup: 0.0\n";
 
 fn args(extra: &str, world: usize) -> NeoxArgs {
-    let mut options = Options::default();
-    options.merge_str(MODEL, Path::new("model.yml")).unwrap();
-    options.merge_str(extra, Path::new("run.yml")).unwrap();
-    NeoxArgs::from_options_in(options, world).unwrap()
+    neox_args(MODEL, extra, world)
 }
 
 /// Trains on `ranks` threads (one device when 1).
 fn run(extra: &str, ranks: usize) {
-    let args = args(extra, ranks);
-    let data = splits();
-    if ranks == 1 {
-        train::run::<Cpu>(&args, &data, &Default::default()).unwrap();
-        return;
-    }
-    let comms = ThreadComm::group(ranks, Duration::from_secs(60));
-    std::thread::scope(|s| {
-        let handles: Vec<_> = comms
-            .into_iter()
-            .map(|comm| {
-                let (args, data) = (&args, &data);
-                s.spawn(move || {
-                    let dp = DataParallel::new(Arc::new(comm), ZeroStage::Off);
-                    train::run_parallel::<Cpu>(args, data, &Default::default(), &dp)
-                })
-            })
-            .collect();
-        for (rank, h) in handles.into_iter().enumerate() {
-            match h.join() {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => panic!("rank {rank}: {e}"),
-                Err(_) => panic!("rank {rank} panicked"),
-            }
-        }
-    });
-}
-
-/// (kind, iteration, loss, grad norm, lr) of every record.
-fn numbers(dir: &Path) -> Vec<(String, u64, f64, f64, f64)> {
-    metrics::read(&dir.join("metrics.jsonl"))
-        .unwrap()
-        .into_iter()
-        .map(|r| match r {
-            Record::Train {
-                iteration,
-                loss,
-                lr,
-                grad_norm,
-                ..
-            } => ("train".into(), iteration, loss, grad_norm, lr),
-            Record::Valid {
-                iteration, loss, ..
-            } => ("valid".into(), iteration, loss, 0.0, 0.0),
-            Record::Test {
-                iteration, loss, ..
-            } => ("test".into(), iteration, loss, 0.0, 0.0),
-        })
-        .collect()
+    train_data_parallel(&args(extra, ranks), ranks).unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn valid_losses(dir: &Path) -> Vec<f64> {
-    numbers(dir)
+    logged_numbers(dir)
         .into_iter()
         .filter(|r| r.0 == "valid")
         .map(|r| r.2)
@@ -128,25 +73,7 @@ fn valid_losses(dir: &Path) -> Vec<f64> {
 
 /// Every parameter of the checkpoint `latest` names in `dir`, in order.
 fn parameters(dir: &Path, extra: &str) -> Vec<Vec<f32>> {
-    struct Collect(Vec<Vec<f32>>);
-    impl<B: Backend> ModuleVisitor<B> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.0
-                .push(param.val().into_data().to_vec::<f32>().unwrap());
-        }
-    }
-    let a = args(extra, 1);
-    let mut config = a.model.clone();
-    config.vocab_size = 32;
-    let device = Default::default();
-    let model: GptNeox<Cpu> = config.init(&device);
-    let latest = checkpoint::latest(dir).unwrap().unwrap();
-    let optim = NeoxOptimizer::new(&a.optim);
-    let restored =
-        checkpoint::load(&latest, model, optim, &device, &DataParallel::single()).unwrap();
-    let mut c = Collect(Vec::new());
-    restored.model.visit(&mut c);
-    c.0
+    checkpoint_parameters(dir, &args(extra, 1))
 }
 
 #[test]
@@ -165,7 +92,7 @@ fn before_freeze_step_two_ranks_equal_one_device_bit_for_bit() {
     run(&one_cfg, 1);
     let two = tempfile::tempdir().unwrap();
     run(&format!("{common}save: {}\n", two.path().display()), 2);
-    let (a, b) = (numbers(one.path()), numbers(two.path()));
+    let (a, b) = (logged_numbers(one.path()), logged_numbers(two.path()));
     assert_eq!(a, b);
     assert!(
         a.iter()
@@ -218,50 +145,39 @@ fn compressed_steps_hand_the_communicator_16x_fewer_bytes() {
     let _serial = one_run_at_a_time();
     let a = args(&format!("{}train_iters: 8\n", onebit(3)), 2);
     let data = splits();
-    let comms = ThreadComm::group(2, Duration::from_secs(60));
-    let per_rank: Vec<(Vec<u64>, usize)> = std::thread::scope(|s| {
-        let handles: Vec<_> = comms
-            .into_iter()
-            .map(|comm| {
-                let (a, data) = (&a, &data);
-                s.spawn(move || {
-                    let counting = Arc::new(CountingComm::new(Arc::new(comm)));
-                    let dp = DataParallel::new(counting.clone(), ZeroStage::Off);
-                    let device = Default::default();
-                    let mut config = a.model.clone();
-                    config.vocab_size = 32;
-                    let model: GptNeox<Cpu> = config.init(&device);
-                    ParamLayout::of::<Cpu, _>(&model);
-                    let mut model = dp.sync_model(model, &device).unwrap();
-                    let layout = ParamLayout::of::<Cpu, _>(&model);
-                    let mut optim = NeoxOptimizer::new(&a.optim);
-                    let mut mode = StepMode::default();
-                    let mut bytes = Vec::new();
-                    for step in 0..6u64 {
-                        let first = dp.micro_batch_start(step * 4, 0, 2);
-                        let batch =
-                            Batch::read(data.train.as_ref(), first, 2, 16, 32, &device).unwrap();
-                        let before = counting.sent();
-                        let stats;
-                        (model, stats) = train::train_step(
-                            model,
-                            &mut optim,
-                            vec![batch],
-                            0.005,
-                            &dp,
-                            &layout,
-                            &device,
-                            &mut mode,
-                        )
-                        .unwrap();
-                        assert!(stats.loss.is_finite());
-                        bytes.push(counting.sent() - before);
-                    }
-                    (bytes, layout.total())
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let per_rank: Vec<(Vec<u64>, usize)> = on_thread_ranks(2, |comm| {
+        let counting = Arc::new(CountingComm::new(Arc::new(comm)));
+        let dp = DataParallel::new(counting.clone(), ZeroStage::Off);
+        let device = Default::default();
+        let mut config = a.model.clone();
+        config.vocab_size = 32;
+        let model: GptNeox<Cpu> = config.init(&device);
+        ParamLayout::of::<Cpu, _>(&model);
+        let mut model = dp.sync_model(model, &device).unwrap();
+        let layout = ParamLayout::of::<Cpu, _>(&model);
+        let mut optim = NeoxOptimizer::new(&a.optim);
+        let mut mode = StepMode::default();
+        let mut bytes = Vec::new();
+        for step in 0..6u64 {
+            let first = dp.micro_batch_start(step * 4, 0, 2);
+            let batch = Batch::read(data.train.as_ref(), first, 2, 16, 32, &device).unwrap();
+            let before = counting.sent();
+            let stats;
+            (model, stats) = train::train_step(
+                model,
+                &mut optim,
+                vec![batch],
+                0.005,
+                &dp,
+                &layout,
+                &device,
+                &mut mode,
+            )
+            .unwrap();
+            assert!(stats.loss.is_finite());
+            bytes.push(counting.sent() - before);
+        }
+        (bytes, layout.total())
     });
     for (rank, (bytes, params)) in per_rank.iter().enumerate() {
         // Steps 1-3 (freeze_step 3): the f32 gradients, 4 bytes a parameter,
@@ -297,18 +213,17 @@ fn a_run_resumed_while_compressing_continues_bit_for_bit() {
         assert!(step5.join(file).exists(), "{file} missing");
     }
     let resumed = tempfile::tempdir().unwrap();
-    let copy = resumed.path().join("global_step5");
-    std::fs::create_dir_all(&copy).unwrap();
-    for entry in std::fs::read_dir(&step5).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
-    }
-    std::fs::write(resumed.path().join("latest"), "global_step5").unwrap();
+    copy_checkpoint(full.path(), resumed.path(), 5);
     run(
         &format!("{common}save: {0}\nload: {0}\n", resumed.path().display()),
         2,
     );
-    let after = |dir: &Path| -> Vec<_> { numbers(dir).into_iter().filter(|r| r.1 > 5).collect() };
+    let after = |dir: &Path| -> Vec<_> {
+        logged_numbers(dir)
+            .into_iter()
+            .filter(|r| r.1 > 5)
+            .collect()
+    };
     // Steps 6, 7, 8 and the test loss.
     assert_eq!(after(full.path()).len(), 4);
     assert_eq!(after(full.path()), after(resumed.path()));
@@ -356,7 +271,7 @@ fn fp16_overflows_skip_steps_on_every_rank_while_compressing() {
         ),
         2,
     );
-    let records = metrics::read(&dir.path().join("metrics.jsonl")).unwrap();
+    let records = metrics_in(dir.path());
     let (mut applied, mut skipped_compressing, mut losses) = (0, 0, Vec::new());
     for r in records {
         if let Record::Train {

@@ -5,17 +5,13 @@
 //! ranks, in fp32 and in mixed precision (f32 weights and their half copy),
 //! and 1-bit Adam's compression errors on two ranks.
 
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{FloatDType, Int, Tensor, TensorData};
-use neox_trainer::config::yaml::Options;
 use neox_trainer::device::Cpu;
-use neox_trainer::dist::comm::threads::ThreadComm;
 use neox_trainer::dist::{DataParallel, ParamLayout};
 use neox_trainer::optim::NeoxOptimizer;
 use neox_trainer::plan::params::{Counts, tensors};
@@ -68,10 +64,7 @@ const VARIANTS: [(&str, bool); 7] = [
 ];
 
 fn args(extra: &str, world: usize) -> NeoxArgs {
-    let mut options = Options::default();
-    options.merge_str(BASE, Path::new("base.yml")).unwrap();
-    options.merge_str(extra, Path::new("extra.yml")).unwrap();
-    NeoxArgs::from_options_in(options, world).unwrap()
+    common::neox_args(BASE, extra, world)
 }
 
 /// Bytes of the tensors a visitor meets: parameters, or their gradients.
@@ -144,51 +137,42 @@ fn parameters_equal_the_models_and_the_hugging_face_exports() {
 /// gradients this rank keeps, optimizer state), in bytes.
 fn measured(a: &NeoxArgs, ranks: usize) -> Vec<(usize, usize, usize)> {
     let zero = a.training.zero_stage;
-    let comms = ThreadComm::group(ranks, Duration::from_secs(60));
-    std::thread::scope(|s| {
-        let handles: Vec<_> = comms
+    common::on_thread_ranks(ranks, |comm| {
+        let device = Default::default();
+        let dp = DataParallel::new(Arc::new(comm), zero);
+        let model: GptNeox<Cpu> = a.model.init(&device);
+        let model = dp.sync_model(model, &device).unwrap();
+        let layout = ParamLayout::of::<Cpu, _>(&model);
+        let (b, t) = (a.training.micro_batch_size, a.model.seq_length);
+        let ids = |shift: i64| {
+            let v: Vec<i64> = (0..(b * t) as i64).map(|i| (i + shift) % 40).collect();
+            Tensor::<Cpu, 2, Int>::from_data(TensorData::new(v, [b, t]), &device)
+        };
+        // As train_step does: the passes on a copy cast to the compute type
+        // (the model itself in fp32), the gradients reaching the f32 model.
+        let dtype = a.precision.precision.dtype();
+        let compute = cast_module(model.clone(), dtype);
+        let loss = compute.loss(ids(0), ids(1));
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let grads = dp
+            .reduce_gradients(&model, &layout, grads, &device)
+            .unwrap();
+        let copy = match dtype {
+            FloatDType::F32 => 0,
+            _ => bytes_of(&compute, None),
+        };
+        let weights = bytes_of(&model, None) + copy;
+        let kept = bytes_of(&model, Some(&grads));
+        let mut optim = NeoxOptimizer::new(&a.optim);
+        let (model, _) = dp
+            .step(&mut optim, 0.01, model, &layout, grads, &device)
+            .unwrap();
+        let params: Vec<_> = ParamLayout::of::<Cpu, _>(&model)
+            .ids
             .into_iter()
-            .map(|comm| {
-                s.spawn(move || {
-                    let device = Default::default();
-                    let dp = DataParallel::new(Arc::new(comm), zero);
-                    let model: GptNeox<Cpu> = a.model.init(&device);
-                    let model = dp.sync_model(model, &device).unwrap();
-                    let layout = ParamLayout::of::<Cpu, _>(&model);
-                    let (b, t) = (a.training.micro_batch_size, a.model.seq_length);
-                    let ids = |shift: i64| {
-                        let v: Vec<i64> = (0..(b * t) as i64).map(|i| (i + shift) % 40).collect();
-                        Tensor::<Cpu, 2, Int>::from_data(TensorData::new(v, [b, t]), &device)
-                    };
-                    // As train_step does: the passes on a copy cast to the compute type
-                    // (the model itself in fp32), the gradients reaching the f32 model.
-                    let dtype = a.precision.precision.dtype();
-                    let compute = cast_module(model.clone(), dtype);
-                    let loss = compute.loss(ids(0), ids(1));
-                    let grads = GradientsParams::from_grads(loss.backward(), &model);
-                    let grads = dp
-                        .reduce_gradients(&model, &layout, grads, &device)
-                        .unwrap();
-                    let copy = match dtype {
-                        FloatDType::F32 => 0,
-                        _ => bytes_of(&compute, None),
-                    };
-                    let weights = bytes_of(&model, None) + copy;
-                    let kept = bytes_of(&model, Some(&grads));
-                    let mut optim = NeoxOptimizer::new(&a.optim);
-                    let (model, _) = dp
-                        .step(&mut optim, 0.01, model, &layout, grads, &device)
-                        .unwrap();
-                    let params: Vec<_> = ParamLayout::of::<Cpu, _>(&model)
-                        .ids
-                        .into_iter()
-                        .zip(layout.shapes.iter().map(Vec::len))
-                        .collect();
-                    (weights, kept, optim.state_bytes(&params))
-                })
-            })
+            .zip(layout.shapes.iter().map(Vec::len))
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+        (weights, kept, optim.state_bytes(&params))
     })
 }
 
@@ -252,8 +236,6 @@ fn weights_gradients_and_optimizer_state_are_estimated_exactly() {
 /// rank's checkpoint holds, and the plan's optimizer line says so.
 #[test]
 fn onebit_adams_compression_errors_are_estimated_exactly() {
-    use neox_trainer::dist::ZeroStage;
-    use neox_trainer::train;
     let _serial = common::one_run_at_a_time();
     let ranks = 2;
     let dir = tempfile::tempdir().unwrap();
@@ -265,23 +247,7 @@ fn onebit_adams_compression_errors_are_estimated_exactly() {
         ),
         ranks,
     );
-    let data = common::splits();
-    let comms = ThreadComm::group(ranks, Duration::from_secs(60));
-    std::thread::scope(|s| {
-        let handles: Vec<_> = comms
-            .into_iter()
-            .map(|comm| {
-                let (a, data) = (&a, &data);
-                s.spawn(move || {
-                    let dp = DataParallel::new(Arc::new(comm), ZeroStage::Off);
-                    train::run_parallel::<Cpu>(a, data, &Default::default(), &dp).unwrap();
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
-    });
+    common::train_data_parallel(&a, ranks).unwrap_or_else(|e| panic!("{e}"));
     let floats = |name: String| -> u64 {
         let bytes = std::fs::read(dir.path().join("global_step4").join(name)).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

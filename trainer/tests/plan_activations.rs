@@ -13,16 +13,16 @@
 //! estimate never overstates.
 
 use std::alloc::{GlobalAlloc, Layout as Alloc, System};
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
-use neox_trainer::config::yaml::Options;
 use neox_trainer::device::Cpu;
 use neox_trainer::plan::params::tensors;
 use neox_trainer::plan::{Keeper, Layout, Precision, memory};
 use neox_trainer::{GptNeox, NeoxArgs};
+
+mod common;
 
 struct Counting;
 
@@ -81,10 +81,7 @@ train_iters: 1
 hidden_dropout: 0.0
 attention_dropout: 0.0
 ";
-    let mut options = Options::default();
-    options.merge_str(base, Path::new("base.yml")).unwrap();
-    options.merge_str(extra, Path::new("shape.yml")).unwrap();
-    NeoxArgs::from_options(options).unwrap()
+    common::neox_args(base, extra, 1)
 }
 
 /// (bytes held after the forward pass, peak during backward less the gradients).

@@ -7,12 +7,11 @@
 use std::path::Path;
 
 use neox_trainer::NeoxArgs;
-use neox_trainer::config::yaml::Options;
 use neox_trainer::device::{Device, train};
-use neox_trainer::metrics::{self, Record};
+use neox_trainer::metrics::Record;
 
 mod common;
-use common::{one_run_at_a_time, splits};
+use common::{copy_checkpoint, metrics_in, neox_args, one_run_at_a_time, splits};
 
 const MODEL: &str = "
 num_layers: 2
@@ -36,10 +35,7 @@ attention_dropout: 0
 ";
 
 fn args(extra: &str) -> NeoxArgs {
-    let mut options = Options::default();
-    options.merge_str(MODEL, Path::new("model.yml")).unwrap();
-    options.merge_str(extra, Path::new("run.yml")).unwrap();
-    NeoxArgs::from_options(options).unwrap()
+    neox_args(MODEL, extra, 1)
 }
 
 struct Interval {
@@ -50,8 +46,7 @@ struct Interval {
 }
 
 fn intervals(dir: &Path) -> Vec<Interval> {
-    metrics::read(&dir.join("metrics.jsonl"))
-        .unwrap()
+    metrics_in(dir)
         .into_iter()
         .filter_map(|r| match r {
             Record::Train {
@@ -143,7 +138,7 @@ fn first_norm(precision: &str) -> f64 {
         Device::Cpu,
     )
     .unwrap();
-    match metrics::read(&dir.path().join("metrics.jsonl")).unwrap()[0] {
+    match metrics_in(dir.path())[0] {
         Record::Train { grad_norm, .. } => grad_norm,
         ref other => panic!("{other:?}"),
     }
@@ -208,11 +203,7 @@ fn fp16_overflows_skip_steps_and_a_resumed_run_continues_bit_for_bit() {
 
     let resumed = tempfile::tempdir().unwrap();
     let rpath = resumed.path().display();
-    copy_dir(
-        &full.path().join("global_step20"),
-        &resumed.path().join("global_step20"),
-    );
-    std::fs::write(resumed.path().join("latest"), "global_step20").unwrap();
+    copy_checkpoint(full.path(), resumed.path(), 20);
     let summary = train(
         &args(&format!("{common}save: {rpath}\nload: {rpath}\n")),
         &splits(),
@@ -265,12 +256,4 @@ fn a_bf16_trained_model_exports_to_hugging_face_and_loads() {
     );
     let want = model.forward(tokens.clone()).into_data();
     back.forward(tokens).into_data().assert_eq(&want, true);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
 }

@@ -3,15 +3,11 @@
 //! f32 and fp16 (untied) and with gradient accumulation; with dropout it
 //! still learns.
 
-use std::path::Path;
-
-use neox_trainer::NeoxArgs;
-use neox_trainer::config::yaml::Options;
 use neox_trainer::device::{Device, train};
-use neox_trainer::metrics::{self, Record};
+use neox_trainer::metrics::Record;
 
 mod common;
-use common::{one_run_at_a_time, splits};
+use common::{metrics_in, neox_args, one_run_at_a_time, splits};
 
 const MODEL: &str = "
 num_layers: 3
@@ -32,13 +28,9 @@ eval_iters: 1
 
 fn records(extra: &str) -> Vec<Record> {
     let dir = tempfile::tempdir().unwrap();
-    let mut options = Options::default();
-    options.merge_str(MODEL, Path::new("model.yml")).unwrap();
     let run = format!("log_dir: {}\n{extra}", dir.path().display());
-    options.merge_str(&run, Path::new("run.yml")).unwrap();
-    let args = NeoxArgs::from_options(options).unwrap();
-    train(&args, &splits(), Device::Cpu).unwrap();
-    metrics::read(&dir.path().join("metrics.jsonl")).unwrap()
+    train(&neox_args(MODEL, &run, 1), &splits(), Device::Cpu).unwrap();
+    metrics_in(dir.path())
 }
 
 /// The records without their timings.

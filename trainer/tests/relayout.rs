@@ -13,21 +13,16 @@
 //! the continued run starts from those.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use neox_trainer::NeoxArgs;
-use neox_trainer::config::yaml::Options;
-use neox_trainer::device::{Cpu, Device, train_model_parallel};
-use neox_trainer::dist::comm::Communicator;
-use neox_trainer::dist::comm::threads::ThreadComm;
+use neox_trainer::dist::ZeroStage;
 use neox_trainer::dist::reshard;
-use neox_trainer::dist::{DataParallel, ZeroStage};
-use neox_trainer::metrics::{self, Record};
-use neox_trainer::train;
+use neox_trainer::metrics::Record;
 
 mod common;
-use common::{one_run_at_a_time, splits};
+use common::{
+    copy_tree, metrics_in, neox_args, one_run_at_a_time, train_data_parallel, train_split,
+};
 
 const MODEL: &str = "
 num_layers: 3
@@ -84,12 +79,7 @@ impl Grid {
 }
 
 fn args(extra: &str, grid: Grid) -> NeoxArgs {
-    let mut options = Options::default();
-    options.merge_str(MODEL, Path::new("model.yml")).unwrap();
-    options
-        .merge_str(&format!("{}{extra}", grid.options()), Path::new("run.yml"))
-        .unwrap();
-    NeoxArgs::from_options_in(options, grid.1).unwrap()
+    neox_args(MODEL, &format!("{}{extra}", grid.options()), grid.1)
 }
 
 /// Trains `train_iters` steps at `grid`, saving into (and loading from) `dir`.
@@ -104,49 +94,15 @@ fn run_with(dir: &Path, train_iters: u64, grid: Grid, extra: &str) -> Result<(),
         d = dir.display()
     );
     let args = args(&extra, grid);
-    let data = splits();
-    if grid.world() == 1 {
-        return train::run::<Cpu>(&args, &data, &Default::default())
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-    }
-    let comms = ThreadComm::group(grid.world(), Duration::from_secs(60));
-    let errors: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = comms
-            .into_iter()
-            .map(|comm| {
-                let (args, data) = (&args, &data);
-                s.spawn(move || {
-                    let world: Arc<dyn Communicator> = Arc::new(comm);
-                    if grid.0 * grid.2 == 1 {
-                        let dp = DataParallel::new(world, grid.3);
-                        train::run_parallel::<Cpu>(args, data, &Default::default(), &dp)
-                    } else {
-                        train_model_parallel(args, data, Device::Cpu, &world)
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .enumerate()
-            .filter_map(|(rank, h)| match h.join() {
-                Ok(Ok(_)) => None,
-                Ok(Err(e)) => Some(format!("rank {rank}: {e}")),
-                Err(_) => Some(format!("rank {rank} panicked")),
-            })
-            .collect()
-    });
-    match errors.is_empty() {
-        true => Ok(()),
-        false => Err(errors.join("\n")),
+    match grid.0 * grid.2 {
+        1 => train_data_parallel(&args, grid.1),
+        _ => train_split(&args, grid.world()),
     }
 }
 
 /// (iteration, loss, grad norm, lr) of each training record.
 fn train_records(dir: &Path) -> Vec<(u64, f64, f64, f64)> {
-    metrics::read(&dir.join("metrics.jsonl"))
-        .unwrap()
+    metrics_in(dir)
         .into_iter()
         .filter_map(|r| match r {
             Record::Train {
@@ -338,20 +294,6 @@ fn merging_a_split_checkpoint_and_cutting_it_again_is_exact() {
             for (i, (cut, saved)) in cut.iter().zip(&moments.found).enumerate() {
                 assert!(cut == saved, "pp{p}-tp{t}: parameter {i}'s moments differ");
             }
-        }
-    }
-}
-
-/// Copies the folder tree `from` to `to`.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let path = entry.path();
-        if path.is_dir() {
-            copy_tree(&path, &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(&path, to.join(entry.file_name())).unwrap();
         }
     }
 }

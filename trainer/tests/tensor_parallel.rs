@@ -4,22 +4,23 @@
 //! architectural option the split touches; the vocab-parallel loss equals
 //! the full cross entropy without gathering the logits.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use burn::backend::{Autodiff, Flex};
-use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use neox_trainer::dist::comm::threads::ThreadComm;
 use neox_trainer::dist::tensor_parallel::layers::Shard;
 use neox_trainer::dist::tensor_parallel::{SplitError, TpGroup, vocab_parallel_cross_entropy};
 use neox_trainer::dist::{GptShard, Stage};
 use neox_trainer::model::{
-    Activation, AttentionKind, GptNeox, InitMethod, ModelConfig, NormKind, PosEmb, SparsityConfig,
+    Activation, AttentionKind, InitMethod, ModelConfig, NormKind, PosEmb, SparsityConfig,
     cross_entropy,
 };
+
+mod common;
+use common::{on_thread_ranks, parameter_values, seeded};
 
 type Ad = Autodiff<Flex>;
 
@@ -52,34 +53,9 @@ fn config(activation: Activation, pos_emb: PosEmb, tied: bool, gpt_j: bool) -> M
     }
 }
 
-/// The model a seed makes; ranks that are threads take turns with the
-/// process's one RNG, and every parameter is drawn while the turn lasts.
-fn seeded<B: AutodiffBackend>(config: &ModelConfig, seed: u64) -> GptNeox<B> {
-    static TURN: Mutex<()> = Mutex::new(());
-    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
-    let device = Default::default();
-    B::seed(&device, seed);
-    let model = config.init::<B>(&device);
-    values(&model);
-    model
-}
-
 fn tokens<B: Backend>(salt: i64) -> Tensor<B, 2, Int> {
     let ids: Vec<i64> = (0..16).map(|i| (i * 7 + salt * 5 + i * i) % 32).collect();
     Tensor::from_data(TensorData::new(ids, [2, 8]), &Default::default())
-}
-
-/// Every parameter's values, in visiting order.
-fn values<B: Backend, M: Module<B>>(model: &M) -> Vec<Vec<f32>> {
-    struct Collect(Vec<Vec<f32>>);
-    impl<B: Backend> ModuleVisitor<B> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.0.push(param.val().into_data().iter::<f32>().collect());
-        }
-    }
-    let mut c = Collect(Vec::new());
-    model.visit(&mut c);
-    c.0
 }
 
 /// `model` with every parameter replaced by its gradient.
@@ -120,30 +96,21 @@ struct RankResult {
 }
 
 fn on_ranks(config: &ModelConfig, tp: usize) -> Vec<RankResult> {
-    let comms = ThreadComm::group(tp, Duration::from_secs(60));
-    std::thread::scope(|s| {
-        let handles: Vec<_> = comms
-            .into_iter()
-            .map(|comm| {
-                s.spawn(move || {
-                    let full = seeded::<Ad>(config, 7);
-                    let group = TpGroup::new(Arc::new(comm));
-                    let model = GptShard::split(&full, group.clone()).unwrap();
-                    drop(full);
-                    let logits = model.forward(tokens(0)).into_data().iter().collect();
-                    let loss = model.loss(tokens(0), tokens(1));
-                    let value = loss.clone().into_scalar();
-                    let grads = GradientsParams::from_grads(loss.backward(), &model);
-                    group.check().unwrap();
-                    RankResult {
-                        logits,
-                        loss: value,
-                        grads: values(&gradient_model(&model, &grads)),
-                    }
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    on_thread_ranks(tp, |comm| {
+        let full = seeded::<Ad>(config, 7);
+        let group = TpGroup::new(Arc::new(comm));
+        let model = GptShard::split(&full, group.clone()).unwrap();
+        drop(full);
+        let logits = model.forward(tokens(0)).into_data().iter().collect();
+        let loss = model.loss(tokens(0), tokens(1));
+        let value = loss.clone().into_scalar();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        group.check().unwrap();
+        RankResult {
+            logits,
+            loss: value,
+            grads: parameter_values(&gradient_model(&model, &grads)),
+        }
     })
 }
 
@@ -168,7 +135,7 @@ fn assert_split_equals_unsplit(config: &ModelConfig, what: &str) {
                 .collect();
             assert_close(&got.logits, &want, &format!("{what}: rank {rank} logits"));
             assert_close(&[got.loss], &[value], &format!("{what}: rank {rank} loss"));
-            let want = values(
+            let want = parameter_values(
                 &GptShard::new(&grad_model, Stage::whole(2), shard, TpGroup::single()).unwrap(),
             );
             assert_eq!(got.grads.len(), want.len());
@@ -279,30 +246,19 @@ fn vocab_parallel_loss_equals_the_full_loss() {
     let want = loss.clone().into_scalar();
     let want_grad = full.grad(&loss.backward()).unwrap();
     for tp in [2, 3, 4] {
-        let comms = ThreadComm::group(tp, Duration::from_secs(60));
-        let results: Vec<(f32, Vec<f32>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = comms
-                .into_iter()
-                .map(|comm| {
-                    let (full, t) = (&full, &t);
-                    s.spawn(move || {
-                        let group = TpGroup::new(Arc::new(comm));
-                        let (start, len) = Shard {
-                            rank: group.rank(),
-                            size: tp,
-                        }
-                        .part(v);
-                        let mine =
-                            Tensor::<Ad, 3>::from_inner(full.clone().inner().narrow(2, start, len))
-                                .require_grad();
-                        let loss = vocab_parallel_cross_entropy(mine.clone(), t(), &group);
-                        let grad = mine.grad(&loss.backward()).unwrap();
-                        group.check().unwrap();
-                        (loss.into_scalar(), grad.into_data().iter().collect())
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        let results: Vec<(f32, Vec<f32>)> = on_thread_ranks(tp, |comm| {
+            let group = TpGroup::new(Arc::new(comm));
+            let (start, len) = Shard {
+                rank: group.rank(),
+                size: tp,
+            }
+            .part(v);
+            let mine = Tensor::<Ad, 3>::from_inner(full.clone().inner().narrow(2, start, len))
+                .require_grad();
+            let loss = vocab_parallel_cross_entropy(mine.clone(), t(), &group);
+            let grad = mine.grad(&loss.backward()).unwrap();
+            group.check().unwrap();
+            (loss.into_scalar(), grad.into_data().iter().collect())
         });
         for (rank, (loss, grad)) in results.into_iter().enumerate() {
             assert_close(&[loss], &[want], &format!("tp={tp} rank {rank} loss"));

@@ -4,12 +4,11 @@
 use std::path::Path;
 
 use neox_trainer::NeoxArgs;
-use neox_trainer::config::yaml::Options;
 use neox_trainer::device::{Device, train};
-use neox_trainer::metrics::{self, Record};
+use neox_trainer::metrics::Record;
 
 mod common;
-use common::{one_run_at_a_time, splits};
+use common::{copy_checkpoint, metrics_in, neox_args, one_run_at_a_time, splits};
 
 const MODEL: &str = "
 num_layers: 2
@@ -32,14 +31,7 @@ log_interval: 1
 ";
 
 fn args(extra: &str) -> NeoxArgs {
-    let mut options = Options::default();
-    options.merge_str(MODEL, Path::new("model.yml")).unwrap();
-    options.merge_str(extra, Path::new("run.yml")).unwrap();
-    NeoxArgs::from_options(options).unwrap()
-}
-
-fn records(dir: &Path) -> Vec<Record> {
-    metrics::read(&dir.join("metrics.jsonl")).unwrap()
+    neox_args(MODEL, extra, 1)
 }
 
 fn train_losses(records: &[Record]) -> Vec<(u64, f64)> {
@@ -64,7 +56,7 @@ fn validation_loss_falls() {
     ));
     let summary = train(&args, &splits(), Device::Cpu).unwrap();
     assert_eq!(summary.iterations, 60);
-    let valid: Vec<f64> = records(dir.path())
+    let valid: Vec<f64> = metrics_in(dir.path())
         .iter()
         .filter_map(|r| match r {
             Record::Valid { loss, .. } => Some(*loss),
@@ -72,14 +64,14 @@ fn validation_loss_falls() {
         })
         .collect();
     assert_eq!(valid.len(), 3);
-    let first_train = train_losses(&records(dir.path()))[0].1;
+    let first_train = train_losses(&metrics_in(dir.path()))[0].1;
     // From about ln(32) = 3.47 at the start to well below it.
     assert!(
         valid[2] < 0.6 * first_train,
         "valid {valid:?} vs first train loss {first_train}"
     );
     assert!(summary.test_loss.is_some_and(|l| l < 0.6 * first_train));
-    for r in records(dir.path()) {
+    for r in metrics_in(dir.path()) {
         if let Record::Train {
             lr,
             grad_norm,
@@ -108,7 +100,7 @@ fn resumed_run_continues_bit_for_bit() {
         Device::Cpu,
     )
     .unwrap();
-    let uninterrupted = train_losses(&records(full.path()));
+    let uninterrupted = train_losses(&metrics_in(full.path()));
     assert_eq!(uninterrupted.len(), 12);
     assert!(
         full.path().join("global_step4").is_dir() && full.path().join("global_step12").is_dir()
@@ -118,11 +110,7 @@ fn resumed_run_continues_bit_for_bit() {
     // `latest` pointing at 4), resumed with `load`.
     let resumed = tempfile::tempdir().unwrap();
     let rpath = resumed.path().display();
-    copy_dir(
-        &full.path().join("global_step4"),
-        &resumed.path().join("global_step4"),
-    );
-    std::fs::write(resumed.path().join("latest"), "global_step4").unwrap();
+    copy_checkpoint(full.path(), resumed.path(), 4);
     let summary = train(
         &args(&format!("{common}save: {rpath}\nload: {rpath}\n")),
         &splits(),
@@ -130,12 +118,12 @@ fn resumed_run_continues_bit_for_bit() {
     )
     .unwrap();
     assert_eq!(summary.resumed_from, Some(4));
-    let after: Vec<(u64, f64)> = train_losses(&records(resumed.path()));
+    let after: Vec<(u64, f64)> = train_losses(&metrics_in(resumed.path()));
     assert_eq!(after.first().map(|a| a.0), Some(5));
     let expected: Vec<(u64, f64)> = uninterrupted.into_iter().filter(|(i, _)| *i > 4).collect();
     assert_eq!(after, expected);
     let valid = |dir: &Path| {
-        records(dir)
+        metrics_in(dir)
             .into_iter()
             .filter(|r| matches!(r, Record::Valid { .. } | Record::Test { .. }))
             .filter(|r| r.iteration() > 4)
@@ -202,14 +190,6 @@ fn a_checkpoint_of_another_model_is_refused() {
         err.contains("state.json") && err.contains("differs"),
         "{err}"
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
 }
 
 #[test]

@@ -4,7 +4,6 @@
 //! data or numerics left unread, and trained for two steps on the CPU.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use neox_trainer::NeoxArgs;
 use neox_trainer::config::keys;
@@ -12,8 +11,8 @@ use neox_trainer::data::{Splits, TokenWindows};
 use neox_trainer::device::{Device, train};
 use neox_trainer::model::{Activation, AttentionKind, NormKind, PosEmb};
 
-/// Burn's CPU backend has one RNG per process: one run at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+mod common;
+use common::one_run_at_a_time;
 
 fn upstream(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -60,7 +59,7 @@ fn splits(seq: usize) -> Splits {
 /// Reads `files` then the shrink file, checks that every option left unread
 /// changes nothing training computes, and trains two steps.
 fn shrink_and_train(files: &[&str], extra: &str) -> NeoxArgs {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = one_run_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let shrink = dir.path().join("shrink.yml");
     std::fs::write(&shrink, SHRINK).unwrap();
