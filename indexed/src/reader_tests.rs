@@ -72,6 +72,28 @@ fn round_trip_every_dtype() {
 }
 
 #[test]
+fn long_documents_are_little_endian_tokens_byte_for_byte_in_every_dtype() {
+    // Longer than the writer's encoding chunk, with the largest token of
+    // each dtype among them; the .bin must be the plain little-endian bytes.
+    let dir = tempfile::tempdir().unwrap();
+    for dtype in DType::ALL {
+        let prefix = dir.path().join(dtype.name());
+        let max = dtype.max_token().min(u32::MAX as u64) as u32;
+        let doc: Vec<u32> = (0..150_001u32)
+            .map(|i| (i * 7919) % max.max(1))
+            .chain([max])
+            .collect();
+        write(&prefix, dtype, &[doc.clone(), vec![max, 0, 1]]);
+        let expected: Vec<u8> = doc
+            .iter()
+            .chain(&[max, 0, 1])
+            .flat_map(|&t| u64::from(t).to_le_bytes()[..dtype.size()].to_vec())
+            .collect();
+        assert!(fs::read(bin_path(&prefix)).unwrap() == expected, "{dtype}");
+    }
+}
+
+#[test]
 fn header_and_arrays_are_at_the_documented_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = fixture(dir.path());

@@ -96,7 +96,13 @@ impl IndexedWriter {
     /// one does not fit the dtype.
     pub fn add_tokens(&mut self, tokens: &[u32]) -> Result<()> {
         let max = self.dtype.max_token();
-        if let Some(pos) = tokens.iter().position(|&t| u64::from(t) > max) {
+        // Every token is at most the bitwise or of all (a loop the compiler
+        // vectorises); only when that exceeds the dtype is each one looked at.
+        let any_over = u64::from(tokens.iter().fold(0, |acc, &t| acc | t)) > max;
+        let over = any_over
+            .then(|| tokens.iter().position(|&t| u64::from(t) > max))
+            .flatten();
+        if let Some(pos) = over {
             return Err(Error::TokenOutOfRange {
                 path: self.bin.file.path.clone(),
                 token: tokens[pos],
@@ -249,23 +255,31 @@ fn rewind(w: BufWriter<File>, idx_path: &Path) -> Result<File> {
     Ok(f)
 }
 
-/// Little-endian bytes of `tokens` (already checked to fit) in `dtype`.
+/// Little-endian bytes of `tokens` (already checked to fit) in `dtype`,
+/// appended to `out` (written in place: loops the compiler vectorises).
 fn encode(dtype: DType, tokens: &[u32], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + tokens.len() * dtype.size(), 0);
+    let bytes = &mut out[start..];
     match dtype {
-        DType::U8 | DType::I8 => out.extend(tokens.iter().map(|&t| t as u8)),
+        DType::U8 | DType::I8 => {
+            for (b, &t) in bytes.iter_mut().zip(tokens) {
+                *b = t as u8;
+            }
+        }
         DType::U16 | DType::I16 => {
-            for &t in tokens {
-                out.extend_from_slice(&(t as u16).to_le_bytes());
+            for (b, &t) in bytes.chunks_exact_mut(2).zip(tokens) {
+                b.copy_from_slice(&(t as u16).to_le_bytes());
             }
         }
         DType::I32 => {
-            for &t in tokens {
-                out.extend_from_slice(&t.to_le_bytes());
+            for (b, &t) in bytes.chunks_exact_mut(4).zip(tokens) {
+                b.copy_from_slice(&t.to_le_bytes());
             }
         }
         DType::I64 => {
-            for &t in tokens {
-                out.extend_from_slice(&u64::from(t).to_le_bytes());
+            for (b, &t) in bytes.chunks_exact_mut(8).zip(tokens) {
+                b.copy_from_slice(&u64::from(t).to_le_bytes());
             }
         }
     }
