@@ -6,6 +6,8 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use super::json_scan;
+
 /// lm_dataformat joins a list of strings with this.
 pub(crate) const PARAGRAPH_JOINER: &str = "\n\n";
 
@@ -25,8 +27,17 @@ pub(crate) enum Line {
 }
 
 /// Parses `line` as one JSON value (trailing whitespace only), keeping the
-/// values under `keys`.
+/// values under `keys`: by hand for the common shape (see `json_scan`),
+/// else by serde_json.
 pub(crate) fn parse(line: &str, keys: &[String]) -> Result<Line, serde_json::Error> {
+    match json_scan::scan(line, keys) {
+        Some(parsed) => Ok(parsed),
+        None => parse_with_serde(line, keys),
+    }
+}
+
+/// [`parse`] by serde_json alone.
+pub(super) fn parse_with_serde(line: &str, keys: &[String]) -> Result<Line, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(line);
     let parsed = LineSeed(keys).deserialize(&mut de)?;
     de.end()?;

@@ -31,6 +31,7 @@ mod archive;
 mod error;
 mod format;
 mod json_line;
+mod json_scan;
 mod lines;
 mod parquet;
 mod source;
