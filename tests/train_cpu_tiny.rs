@@ -18,28 +18,19 @@ fn root() -> PathBuf {
 }
 
 mod common;
-use common::char_shards;
+use common::{char_data, cpu_tiny, run_metrics};
 
 /// A data setup for the shards, and the run folder, in `dir`.
 fn data_config(dir: &Path, extra: &str) -> PathBuf {
     let path = dir.join("data.yml");
     let text = format!(
-        "data_path: {}\nsplit: \"949,50,1\"\ntokenizer_type: CharLevelTokenizer\npadded_vocab_size: 512\n\
-         save: {}\nload: {}\n{extra}",
-        char_shards().display(),
+        "{}save: {}\nload: {}\n{extra}",
+        char_data(),
         dir.join("run").display(),
         dir.join("run").display()
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn metrics(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("run/metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn losses(records: &[Value], kind: &str) -> Vec<(u64, f64)> {
@@ -55,10 +46,6 @@ fn losses(records: &[Value], kind: &str) -> Vec<(u64, f64)> {
         .collect()
 }
 
-fn cpu_tiny() -> PathBuf {
-    root().join("configs/cpu-tiny.yml")
-}
-
 #[test]
 fn cpu_tiny_validation_loss_falls_well_below_its_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -71,7 +58,7 @@ fn cpu_tiny_validation_loss_falls_well_below_its_start() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let records = metrics(dir.path());
+    let records = run_metrics(dir.path());
     let train = losses(&records, "train");
     let valid = losses(&records, "valid");
     assert!(!valid.is_empty() && !train.is_empty(), "{records:?}");
@@ -140,7 +127,7 @@ fn killed_run_resumes_bit_for_bit() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("(resumed at "), "{stdout}");
 
-    let (a, b) = (metrics(whole.path()), metrics(killed.path()));
+    let (a, b) = (run_metrics(whole.path()), run_metrics(killed.path()));
     assert_eq!(losses(&b, "train").len(), 60);
     assert_eq!(losses(&b, "train"), losses(&a, "train"));
     assert_eq!(losses(&b, "valid"), losses(&a, "valid"));

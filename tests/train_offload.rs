@@ -13,7 +13,7 @@ use serde_json::Value;
 const TRAIN: &str = env!("CARGO_BIN_EXE_neox-train");
 
 mod common;
-use common::char_shards;
+use common::{cpu_tiny_configs, run_metrics};
 
 const DEVICE: &str = "zero_optimization: {stage: 1}\n";
 const OFFLOAD: &str =
@@ -21,23 +21,13 @@ const OFFLOAD: &str =
 
 /// cpu-tiny plus the data and `extra`, its checkpoints and metrics in `dir/run`.
 fn configs(dir: &Path, extra: &str) -> Vec<PathBuf> {
-    let data = dir.join("data.yml");
-    std::fs::write(
-        &data,
-        format!(
-            "data_path: {}\nsplit: \"949,50,1\"\ntokenizer_type: CharLevelTokenizer\n\
-             padded_vocab_size: 512\nsave: {run}\nload: {run}\nlr_decay_iters: 8\n\
-             eval_interval: 4\neval_iters: 1\nlog_interval: 1\ncheckpoint_factor: 4\n\
-             train_micro_batch_size_per_gpu: 4\ngradient_accumulation_steps: 2\n",
-            char_shards().display(),
-            run = dir.join("run").display()
-        ),
-    )
-    .unwrap();
-    let own = dir.join("own.yml");
-    std::fs::write(&own, extra).unwrap();
-    let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/cpu-tiny.yml");
-    vec![tiny, data, own]
+    let run = format!(
+        "save: {run}\nload: {run}\nlr_decay_iters: 8\n\
+         eval_interval: 4\neval_iters: 1\nlog_interval: 1\ncheckpoint_factor: 4\n\
+         train_micro_batch_size_per_gpu: 4\ngradient_accumulation_steps: 2\n",
+        run = dir.join("run").display()
+    );
+    cpu_tiny_configs(dir, &run, extra)
 }
 
 fn train(dir: &Path, extra: &str) -> (bool, String) {
@@ -56,10 +46,8 @@ fn train(dir: &Path, extra: &str) -> (bool, String) {
 
 /// Every train and valid record but the timings.
 fn numbers(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("run/metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    run_metrics(dir)
+        .into_iter()
         .filter(|r| r["kind"] != "test")
         .map(|r| {
             format!(

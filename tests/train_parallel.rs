@@ -22,7 +22,7 @@ const CONVERT: &str = env!("CARGO_BIN_EXE_neox-convert");
 const EVAL: &str = env!("CARGO_BIN_EXE_neox-eval");
 
 mod common;
-use common::char_shards;
+use common::{cpu_tiny_configs, run_metrics};
 
 /// A tiny char-level model (cpu-tiny's shape, shorter run).
 const RUN: &str = "train_iters: 8\nlr_decay_iters: 8\neval_interval: 4\neval_iters: 2\n\
@@ -30,22 +30,12 @@ const RUN: &str = "train_iters: 8\nlr_decay_iters: 8\neval_interval: 4\neval_ite
 
 /// The config files of a run in `dir` (its checkpoints and metrics in `dir/run`).
 fn configs(dir: &Path, extra: &str) -> Vec<PathBuf> {
-    let data = dir.join("data.yml");
-    std::fs::write(
-        &data,
-        format!(
-            "data_path: {}\nsplit: \"949,50,1\"\ntokenizer_type: CharLevelTokenizer\n\
-             padded_vocab_size: 512\nsave: {run}\nload: {run}\n{RUN}",
-            char_shards().display(),
-            run = dir.join("run").display()
-        ),
-    )
-    .unwrap();
+    let run = format!(
+        "save: {run}\nload: {run}\n{RUN}",
+        run = dir.join("run").display()
+    );
     // The run's own settings override the shared ones from a third file.
-    let own = dir.join("own.yml");
-    std::fs::write(&own, extra).unwrap();
-    let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/cpu-tiny.yml");
-    vec![tiny, data, own]
+    cpu_tiny_configs(dir, &run, extra)
 }
 
 fn train_args(configs: &[PathBuf]) -> Vec<String> {
@@ -106,10 +96,8 @@ fn free_port() -> u16 {
 
 /// Everything in `metrics.jsonl` but the timings.
 fn numbers(dir: &Path) -> Vec<(String, u64, f64, Option<f64>)> {
-    std::fs::read_to_string(dir.join("run/metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    run_metrics(dir)
+        .into_iter()
         .map(|r| {
             (
                 r["kind"].as_str().unwrap().to_string(),
@@ -123,10 +111,8 @@ fn numbers(dir: &Path) -> Vec<(String, u64, f64, Option<f64>)> {
 
 /// The loss scale of each train record (`None` but in fp16).
 fn loss_scales(dir: &Path) -> Vec<Option<f64>> {
-    std::fs::read_to_string(dir.join("run/metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    run_metrics(dir)
+        .into_iter()
         .filter(|r| r["kind"] == "train")
         .map(|r| r["loss_scale"].as_f64())
         .collect()
@@ -281,23 +267,13 @@ fn a_killed_rank_stops_the_other_and_the_run_resumes() {
 
 /// The config files of a run logging its metrics to `dir/run`, no checkpoints.
 fn configs_without_checkpoints(dir: &Path, extra: &str) -> Vec<PathBuf> {
-    let data = dir.join("data.yml");
-    std::fs::write(
-        &data,
-        format!(
-            "data_path: {}\nsplit: \"949,50,1\"\ntokenizer_type: CharLevelTokenizer\n\
-             padded_vocab_size: 512\nlog_dir: {}\ntrain_iters: 8\nlr_decay_iters: 8\n\
-             eval_interval: 4\neval_iters: 2\nlog_interval: 1\n\
-             train_micro_batch_size_per_gpu: 4\n",
-            char_shards().display(),
-            dir.join("run").display()
-        ),
-    )
-    .unwrap();
-    let own = dir.join("own.yml");
-    std::fs::write(&own, extra).unwrap();
-    let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/cpu-tiny.yml");
-    vec![tiny, data, own]
+    let run = format!(
+        "log_dir: {}\ntrain_iters: 8\nlr_decay_iters: 8\n\
+         eval_interval: 4\neval_iters: 2\nlog_interval: 1\n\
+         train_micro_batch_size_per_gpu: 4\n",
+        dir.join("run").display()
+    );
+    cpu_tiny_configs(dir, &run, extra)
 }
 
 /// One process's metrics for `extra`.

@@ -12,7 +12,7 @@ use serde_json::Value;
 const TRAIN: &str = env!("CARGO_BIN_EXE_neox-train");
 
 mod common;
-use common::char_shards;
+use common::{char_data, char_shards, cpu_tiny};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -21,12 +21,7 @@ fn root() -> PathBuf {
 /// A data setup over the char-level shards.
 fn data_config(dir: &Path) -> PathBuf {
     let path = dir.join("data.yml");
-    let text = format!(
-        "data_path: {}\nsplit: \"949,50,1\"\ntokenizer_type: CharLevelTokenizer\n\
-         padded_vocab_size: 512\n",
-        char_shards().display()
-    );
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, char_data()).unwrap();
     path
 }
 
@@ -55,7 +50,7 @@ fn config_line<'a>(stdout: &'a str, key: &str) -> &'a str {
 #[test]
 fn the_plan_reads_as_text_and_as_json() {
     let dir = tempfile::tempdir().unwrap();
-    let tiny = root().join("configs/cpu-tiny.yml");
+    let tiny = cpu_tiny();
     let data = data_config(dir.path());
     let out = check(&[&tiny, &data], &[]);
     let (stdout, stderr) = text(&out);
@@ -212,7 +207,7 @@ fn a_rank_that_does_not_fit_gets_the_smallest_changes_that_would() {
 #[test]
 fn bad_requests_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let tiny = root().join("configs/cpu-tiny.yml");
+    let tiny = cpu_tiny();
     let data = data_config(dir.path());
     let out = check(&[&tiny, &data], &["--device-memory", "80G"]);
     let (_, stderr) = text(&out);

@@ -5,15 +5,13 @@
 //! DeepSpeed's dynamic loss scaler): both half-precision loss curves fall and
 //! stay within a stated tolerance of the f32 one.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-use serde_json::Value;
 
 const TRAIN: &str = env!("CARGO_BIN_EXE_neox-train");
 
 mod common;
-use common::char_shards;
+use common::{char_data, cpu_tiny, run_metrics};
 
 /// Each 20-step mean training loss of a half-precision run stays within this
 /// many nats of the f32 run's (ln 512 = 6.2 at the start).
@@ -26,18 +24,17 @@ fn run(dir: &Path, precision: &str) -> Vec<(u64, f64, Option<f64>)> {
     std::fs::write(
         &data,
         format!(
-            "data_path: {}\nsplit: \"949,50,1\"\ntokenizer_type: CharLevelTokenizer\n\
-             padded_vocab_size: 512\nlog_dir: {}\ntrain_iters: 200\nlr_decay_iters: 200\n\
+            "{}log_dir: {}\ntrain_iters: 200\nlr_decay_iters: 200\n\
              train_micro_batch_size_per_gpu: 4\n\
              log_interval: 20\neval_iters: 0\n{precision}",
-            char_shards().display(),
+            char_data(),
             dir.join("run").display()
         ),
     )
     .unwrap();
     let out = Command::new(TRAIN)
         .arg("--config")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/cpu-tiny.yml"))
+        .arg(cpu_tiny())
         .arg(&data)
         .output()
         .unwrap();
@@ -46,10 +43,8 @@ fn run(dir: &Path, precision: &str) -> Vec<(u64, f64, Option<f64>)> {
         "{precision}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::read_to_string(dir.join("run/metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    run_metrics(dir)
+        .into_iter()
         .filter(|r| r["kind"] == "train")
         .map(|r| {
             (

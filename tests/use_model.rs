@@ -13,7 +13,7 @@ use neox_trainer::{checkpoint, hf};
 use serde_json::Value;
 
 mod common;
-use common::{char_shards, shared};
+use common::{char_data, char_shards, cpu_tiny, shared};
 
 const TRAIN: &str = env!("CARGO_BIN_EXE_neox-train");
 const CONVERT: &str = env!("CARGO_BIN_EXE_neox-convert");
@@ -308,14 +308,13 @@ fn a_trained_checkpoint_exports_to_the_same_logits() {
     std::fs::write(
         &data,
         format!(
-            "data_path: {}\nsplit: \"949,50,1\"\ntokenizer_type: CharLevelTokenizer\npadded_vocab_size: 512\n\
-             save: {}\ntrain_iters: 20\nlr_decay_iters: 20\ncheckpoint_factor: 10\neval_iters: 0\n",
-            char_shards().display(),
+            "{}save: {}\ntrain_iters: 20\nlr_decay_iters: 20\ncheckpoint_factor: 10\neval_iters: 0\n",
+            char_data(),
             save.display()
         ),
     )
     .unwrap();
-    let cpu_tiny = root().join("configs/cpu-tiny.yml");
+    let cpu_tiny = cpu_tiny();
     run(TRAIN, &["--config", s(&cpu_tiny), s(&data)]);
     let out = dir.path().join("hf");
     let out_bf16 = dir.path().join("hf-bf16");

@@ -56,3 +56,41 @@ pub fn char_shards() -> &'static std::path::Path {
     });
     prefix
 }
+
+/// `configs/cpu-tiny.yml` of this repository.
+#[allow(dead_code)] // the training tests use it
+pub fn cpu_tiny() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/cpu-tiny.yml")
+}
+
+/// The data options of [`char_shards`]: its path, GPT-NeoX's split
+/// 949,50,1, the tokenizer and the vocabulary padded to 512; one a line.
+#[allow(dead_code)] // the training tests use it
+pub fn char_data() -> String {
+    format!(
+        "data_path: {}\nsplit: \"949,50,1\"\ntokenizer_type: CharLevelTokenizer\n\
+         padded_vocab_size: 512\n",
+        char_shards().display()
+    )
+}
+
+/// The config files of a run in `dir`: cpu-tiny, then `dir/data.yml` with
+/// [`char_data`] and `data`, then `dir/own.yml` with `own` (a later file wins).
+#[allow(dead_code)] // the training tests use it
+pub fn cpu_tiny_configs(dir: &std::path::Path, data: &str, own: &str) -> Vec<PathBuf> {
+    let data_yml = dir.join("data.yml");
+    std::fs::write(&data_yml, format!("{}{data}", char_data())).unwrap();
+    let own_yml = dir.join("own.yml");
+    std::fs::write(&own_yml, own).unwrap();
+    vec![cpu_tiny(), data_yml, own_yml]
+}
+
+/// The records of the run in `dir` (its `run/metrics.jsonl`), as JSON.
+#[allow(dead_code)] // the training tests use it
+pub fn run_metrics(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("run/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
