@@ -255,8 +255,41 @@ impl Scanner<'_> {
 }
 
 /// The first quote, backslash or control character of `bytes` from `from`
-/// (or the end): eight bytes at a time.
+/// (or the end): sixteen bytes at a time (SSE2, part of every x86-64).
+#[cfg(target_arch = "x86_64")]
 fn find_special(bytes: &[u8], mut from: usize) -> usize {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of every x86-64 processor; each load reads the
+    // 16 bytes of `chunk`, unaligned.
+    unsafe {
+        let quote = _mm_set1_epi8(b'"' as i8);
+        let backslash = _mm_set1_epi8(b'\\' as i8);
+        let below_space = _mm_set1_epi8(0x1f);
+        while let Some(chunk) = bytes.get(from..from + 16) {
+            let v = _mm_loadu_si128(chunk.as_ptr().cast());
+            // max(v, 0x1f) == 0x1f: the bytes up to 0x1f.
+            let control = _mm_cmpeq_epi8(_mm_max_epu8(v, below_space), below_space);
+            let quotes = _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash));
+            let found = _mm_movemask_epi8(_mm_or_si128(quotes, control));
+            if found != 0 {
+                return from + found.trailing_zeros() as usize;
+            }
+            from += 16;
+        }
+    }
+    find_special_by_words(bytes, from)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn find_special(bytes: &[u8], from: usize) -> usize {
+    find_special_by_words(bytes, from)
+}
+
+/// [`find_special`], eight bytes at a time in a `u64`.
+fn find_special_by_words(bytes: &[u8], mut from: usize) -> usize {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     // Flags (sets the high bit of) the bytes of `x` below `n`: exactly for
@@ -406,6 +439,26 @@ mod tests {
         }
         // serde_json still reads the deep line.
         assert!(parse_with_serde(&deep, &keys(&["text"])).is_ok());
+    }
+
+    #[test]
+    fn special_bytes_are_found_wherever_they_are() {
+        for len in 0..40 {
+            for at in 0..=len {
+                for special in [b'"', b'\\', 0, 0x1f] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes.extend([0x20, 0x7f, 0x80, 0xff, b'!', b'#', b'[', b']']);
+                    if at < len {
+                        bytes[at] = special;
+                    }
+                    let expected = if at < len { at } else { bytes.len() };
+                    for from in [0, at.saturating_sub(3).min(at)] {
+                        assert_eq!(find_special(&bytes, from), expected, "{len} {at}");
+                        assert_eq!(find_special_by_words(&bytes, from), expected, "{len} {at}");
+                    }
+                }
+            }
+        }
     }
 
     /// A small deterministic generator (xorshift64*).
