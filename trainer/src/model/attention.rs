@@ -86,80 +86,10 @@ impl<B: Backend> Attention<B> {
         Attention { layout, ..self }
     }
 
-    /// Queries `[b, heads, t, d]`, keys and values `[b, kv_heads, t, d]`.
-    fn project(&self, x: Tensor<B, 3>) -> [Tensor<B, 4>; 3] {
-        let [b, t, hidden] = x.dims();
-        let (h, kv, d) = (self.heads, self.kv_heads, hidden / self.heads);
-        // On `[b t, hidden]`: one matrix product (Burn's batched `linear`
-        // sums `b` weight gradients).
-        let qkv = self
-            .query_key_value
-            .forward(x.reshape([b * t, hidden]))
-            .reshape([b, t, (h + 2 * kv) * d]);
-        if kv == h {
-            let qkv = qkv.reshape([b, t, h, 3 * d]);
-            let part = |i: usize| qkv.clone().narrow(3, i * d, d).swap_dims(1, 2);
-            [part(0), part(1), part(2)]
-        } else {
-            let q = qkv.clone().narrow(2, 0, h * d).reshape([b, t, h, d]);
-            let k = qkv.clone().narrow(2, h * d, kv * d).reshape([b, t, kv, d]);
-            let v = qkv.narrow(2, (h + kv) * d, kv * d).reshape([b, t, kv, d]);
-            [q, k, v].map(|x| x.swap_dims(1, 2))
-        }
-    }
-
-    /// Key/value heads `[b, kv, t, d]` repeated for their query heads `[b, heads, t, d]`.
-    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, kv, t, d] = x.dims();
-        if kv == self.heads {
-            return x;
-        }
-        let rep = self.heads / kv;
-        x.unsqueeze_dim::<5>(2)
-            .expand([b, kv, rep, t, d])
-            .reshape([b, self.heads, t, d])
-    }
-
     pub fn forward(&self, x: Tensor<B, 3>, ctx: &Context<B>) -> Tensor<B, 3> {
-        let [b, t, hidden] = x.dims();
-        let (h, d) = (self.heads, hidden / self.heads);
-        let [mut q, mut k, v] = self.project(x);
-        let dtype = v.dtype();
-        if let Some((cos, sin)) = &ctx.rotary {
-            let (cos, sin) = (cos.clone().cast(dtype), sin.clone().cast(dtype));
-            q = apply_rotary(q, &cos, &sin);
-            k = apply_rotary(k, &cos, &sin);
-        }
-        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
-        let mut scores = (q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt()).cast(FloatDType::F32);
-        let mut mask = ctx.mask.clone().unsqueeze::<4>().expand([b, h, t, t]);
-        match &self.layout {
-            // GPT-NeoX's sparse layers: no ALiBi, dropout on the context.
-            Some(layout) => {
-                let hidden_blocks = layout.forbidden::<B>(t, &scores.device());
-                mask = mask.bool_or(hidden_blocks.unsqueeze::<4>().expand([b, h, t, t]));
-                let probs = activation::softmax(scores.mask_fill(mask, f32::MIN), 3).cast(dtype);
-                let context = self.attention_dropout.forward(probs.matmul(v));
-                let context = context.swap_dims(1, 2).reshape([b, t, hidden]);
-                return self.dense.forward(context);
-            }
-            None => {
-                if let Some(alibi) = &ctx.alibi {
-                    scores = scores + alibi.clone();
-                }
-            }
-        }
-        let scores = scores.mask_fill(mask, f32::MIN);
-        let probs = self
-            .attention_dropout
-            .forward(activation::softmax(scores, 3))
-            .cast(dtype);
-        let context = probs.matmul(v).swap_dims(1, 2).reshape([b * t, hidden]);
-        self.dense.forward(context).reshape([b, t, hidden])
+        self.forward_with(x, ctx, None)
     }
-}
 
-impl<B: Backend> Attention<B> {
     /// [`Attention::forward`] for `t` new positions that follow the ones
     /// whose keys and values `kv` holds (`[b, kv_heads, T - t, d]`, `None`
     /// at the start); theirs are appended. `ctx` holds the new positions'
@@ -169,52 +99,138 @@ impl<B: Backend> Attention<B> {
         &self,
         x: Tensor<B, 3>,
         ctx: &Context<B>,
-        kv: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+        kv: &mut Option<KvPair<B>>,
+    ) -> Tensor<B, 3> {
+        self.forward_with(x, ctx, Some(kv))
+    }
+
+    fn forward_with(
+        &self,
+        x: Tensor<B, 3>,
+        ctx: &Context<B>,
+        cache: Option<&mut Option<KvPair<B>>>,
     ) -> Tensor<B, 3> {
         let [b, t, hidden] = x.dims();
-        let (h, d) = (self.heads, hidden / self.heads);
-        let [mut q, mut k, v] = self.project(x);
-        if let Some((cos, sin)) = &ctx.rotary {
-            q = apply_rotary(q, cos, sin);
-            k = apply_rotary(k, cos, sin);
-        }
-        let (k, v) = match kv.take() {
-            Some((past_k, past_v)) => (
-                Tensor::cat(vec![past_k, k], 2),
-                Tensor::cat(vec![past_v, v], 2),
-            ),
-            None => (k, v),
-        };
-        *kv = Some((k.clone(), v.clone()));
-        let total = k.dims()[2];
-        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
-        let mut scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt();
-        let mut mask = ctx.mask.clone().unsqueeze::<4>().expand([b, h, t, total]);
-        match &self.layout {
-            Some(layout) => {
-                let hidden_blocks =
-                    layout
-                        .forbidden::<B>(total, &scores.device())
-                        .narrow(1, total - t, t);
-                mask = mask.bool_or(hidden_blocks.unsqueeze::<4>().expand([b, h, t, total]));
-                let probs = activation::softmax(scores.mask_fill(mask, f32::MIN), 3);
-                let context = self.attention_dropout.forward(probs.matmul(v));
-                let context = context.swap_dims(1, 2).reshape([b, t, hidden]);
-                return self.dense.forward(context);
-            }
-            None => {
-                if let Some(alibi) = &ctx.alibi {
-                    scores = scores + alibi.clone();
-                }
-            }
-        }
-        let scores = scores.mask_fill(mask, f32::MIN);
-        let probs = self
-            .attention_dropout
-            .forward(activation::softmax(scores, 3));
-        let context = probs.matmul(v).swap_dims(1, 2).reshape([b, t, hidden]);
-        self.dense.forward(context)
+        // On `[b t, hidden]`: one matrix product (Burn's batched `linear`
+        // sums `b` weight gradients).
+        let qkv = self.query_key_value.forward(x.reshape([b * t, hidden]));
+        let heads = split_heads(qkv, [b, t], self.heads, self.kv_heads, hidden / self.heads);
+        let dropout = |x| self.attention_dropout.forward(x);
+        let context = attend(heads, ctx, 0, self.layout.as_ref(), cache, dropout);
+        self.dense
+            .forward(context.reshape([b * t, hidden]))
+            .reshape([b, t, hidden])
     }
+}
+
+/// One layer's cached keys and values `[b, kv_heads, T, d]`.
+pub type KvPair<B> = (Tensor<B, 4>, Tensor<B, 4>);
+
+/// The fused QKV output `[b t, (h + 2 kv) d]` of `h` query heads and `kv`
+/// key/value heads (laid out as the module's doc says) as queries
+/// `[b, h, t, d]`, keys and values `[b, kv, t, d]`.
+pub fn split_heads<B: Backend>(
+    qkv: Tensor<B, 2>,
+    [b, t]: [usize; 2],
+    h: usize,
+    kv: usize,
+    d: usize,
+) -> [Tensor<B, 4>; 3] {
+    if kv == h {
+        let qkv = qkv.reshape([b, t, h, 3 * d]);
+        let part = |i: usize| qkv.clone().narrow(3, i * d, d).swap_dims(1, 2);
+        [part(0), part(1), part(2)]
+    } else {
+        let qkv = qkv.reshape([b, t, (h + 2 * kv) * d]);
+        let q = qkv.clone().narrow(2, 0, h * d).reshape([b, t, h, d]);
+        let k = qkv.clone().narrow(2, h * d, kv * d).reshape([b, t, kv, d]);
+        let v = qkv.narrow(2, (h + kv) * d, kv * d).reshape([b, t, kv, d]);
+        [q, k, v].map(|x| x.swap_dims(1, 2))
+    }
+}
+
+/// Key/value heads `[b, kv, t, d]` repeated for the `h` query heads they
+/// serve, `h / kv` consecutive ones each: `[b, h, t, d]`.
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, h: usize) -> Tensor<B, 4> {
+    let [b, kv, t, d] = x.dims();
+    if kv == h {
+        return x;
+    }
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, kv, h / kv, t, d])
+        .reshape([b, h, t, d])
+}
+
+/// Attention after the q/k/v projections, for the model's layer and for a
+/// tensor-parallel rank's heads alike: queries `[b, h, t, d]`, keys and
+/// values `[b, kv, t, d]` of `h` consecutive heads of the layer starting at
+/// `first` (their ALiBi slopes), with these heads' part of a sparse layer's
+/// block `layout`. Rotary embeddings, then (with a `cache`) the new keys
+/// and values appended to the cached ones, the scaled scores masked (ALiBi
+/// added to a dense layer's) and soft-maxed in f32 whatever the compute
+/// type, `dropout` on the probabilities (on the context in a sparse layer:
+/// GPT-NeoX's), the weighted sum of the values. Returns the context
+/// `[b, t, h d]`.
+pub fn attend<B: Backend>(
+    [q, k, v]: [Tensor<B, 4>; 3],
+    ctx: &Context<B>,
+    first: usize,
+    layout: Option<&BlockLayout>,
+    cache: Option<&mut Option<KvPair<B>>>,
+    dropout: impl Fn(Tensor<B, 4>) -> Tensor<B, 4>,
+) -> Tensor<B, 3> {
+    let [b, h, t, d] = q.dims();
+    let dtype = v.dtype();
+    let (mut q, mut k) = (q, k);
+    if let Some((cos, sin)) = &ctx.rotary {
+        let (cos, sin) = (cos.clone().cast(dtype), sin.clone().cast(dtype));
+        q = apply_rotary(q, &cos, &sin);
+        k = apply_rotary(k, &cos, &sin);
+    }
+    let (k, v) = match cache {
+        Some(cache) => {
+            let (k, v) = match cache.take() {
+                Some((past_k, past_v)) => (
+                    Tensor::cat(vec![past_k, k], 2),
+                    Tensor::cat(vec![past_v, v], 2),
+                ),
+                None => (k, v),
+            };
+            *cache = Some((k.clone(), v.clone()));
+            (k, v)
+        }
+        None => (k, v),
+    };
+    let total = k.dims()[2];
+    let (k, v) = (repeat_kv(k, h), repeat_kv(v, h));
+    let mut scores = (q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt()).cast(FloatDType::F32);
+    let mut mask = ctx.mask.clone().unsqueeze::<4>().expand([b, h, t, total]);
+    let context = match layout {
+        // GPT-NeoX's sparse layers: no ALiBi, dropout on the context.
+        Some(layout) => {
+            let mut hidden_blocks = layout.forbidden::<B>(total, &scores.device());
+            if total > t {
+                hidden_blocks = hidden_blocks.narrow(1, total - t, t);
+            }
+            mask = mask.bool_or(hidden_blocks.unsqueeze::<4>().expand([b, h, t, total]));
+            let probs = activation::softmax(scores.mask_fill(mask, f32::MIN), 3).cast(dtype);
+            dropout(probs.matmul(v))
+        }
+        None => {
+            if let Some(alibi) = &ctx.alibi {
+                let alibi = alibi.clone();
+                scores = scores
+                    + if alibi.dims()[1] == h {
+                        alibi
+                    } else {
+                        alibi.narrow(1, first, h)
+                    };
+            }
+            let probs = activation::softmax(scores.mask_fill(mask, f32::MIN), 3);
+            dropout(probs).cast(dtype).matmul(v)
+        }
+    };
+    context.swap_dims(1, 2).reshape([b, t, h * d])
 }
 
 #[cfg(test)]

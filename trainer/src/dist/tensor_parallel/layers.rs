@@ -7,11 +7,10 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, Embedding, Linear};
-use burn::tensor::{Distribution, FloatDType, Int, Tensor, activation, backend::Backend, module};
+use burn::tensor::{Distribution, Int, Tensor, backend::Backend, module};
 
 use super::mappings::{TpGroup, TpOps};
-use crate::model::attention::Context;
-use crate::model::position::apply_rotary;
+use crate::model::attention::{Context, attend, split_heads};
 use crate::model::sparse::BlockLayout;
 use crate::model::{Activation, Attention, Mlp, ModelConfig};
 
@@ -160,81 +159,20 @@ impl<B: TpOps> TpAttention<B> {
         }
     }
 
-    /// Queries `[b, h, t, d]`, keys and values `[b, kv, t, d]` of this
-    /// rank's `h` heads and `kv` key/value heads.
-    fn project(&self, x: Tensor<B, 3>) -> [Tensor<B, 4>; 3] {
-        let [b, t, hidden] = x.dims();
-        let d = hidden / self.heads;
-        let h = self.heads / self.shard.size;
-        let kv = self.kv_heads / self.shard.size;
-        // On `[b t, hidden]`, as the unsplit model computes it.
-        let qkv = self
-            .query_key_value
-            .forward(x.reshape([b * t, hidden]))
-            .reshape([b, t, (h + 2 * kv) * d]);
-        if self.kv_heads == self.heads {
-            let qkv = qkv.reshape([b, t, h, 3 * d]);
-            let part = |i: usize| qkv.clone().narrow(3, i * d, d).swap_dims(1, 2);
-            [part(0), part(1), part(2)]
-        } else {
-            let q = qkv.clone().narrow(2, 0, h * d).reshape([b, t, h, d]);
-            let k = qkv.clone().narrow(2, h * d, kv * d).reshape([b, t, kv, d]);
-            let v = qkv.narrow(2, (h + kv) * d, kv * d).reshape([b, t, kv, d]);
-            [q, k, v].map(|x| x.swap_dims(1, 2))
-        }
-    }
-
-    /// Key/value heads `[b, kv, t, d]` repeated for their query heads: each
-    /// serves `heads / kv_heads` consecutive ones, on every rank alike.
-    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, kv, t, d] = x.dims();
-        let rep = self.heads / self.kv_heads;
-        if rep == 1 {
-            return x;
-        }
-        x.unsqueeze_dim::<5>(2)
-            .expand([b, kv, rep, t, d])
-            .reshape([b, kv * rep, t, d])
-    }
-
-    /// As the unsplit [`Attention::forward`], on this rank's heads: scores
-    /// masked and soft-maxed in f32 whatever the compute type.
+    /// As the unsplit [`Attention::forward`] (the same [`attend`]), on this
+    /// rank's heads.
     pub fn forward(&self, x: Tensor<B, 3>, ctx: &Context<B>, group: &TpGroup) -> Tensor<B, 3> {
         let [b, t, hidden] = x.dims();
         let d = hidden / self.heads;
         let (first, h) = self.shard.part(self.heads);
+        let kv = self.kv_heads / self.shard.size;
         let x = B::copy_to_tp(x, group);
-        let [mut q, mut k, v] = self.project(x);
-        let dtype = v.dtype();
-        if let Some((cos, sin)) = &ctx.rotary {
-            let (cos, sin) = (cos.clone().cast(dtype), sin.clone().cast(dtype));
-            q = apply_rotary(q, &cos, &sin);
-            k = apply_rotary(k, &cos, &sin);
-        }
-        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
-        let mut scores = (q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt()).cast(FloatDType::F32);
-        let mut mask = ctx.mask.clone().unsqueeze::<4>().expand([b, h, t, t]);
-        match &self.layout {
-            // GPT-NeoX's sparse layers: no ALiBi, dropout on the context
-            // (its output layer on `[b, t, h d]`, as the unsplit one runs).
-            Some(layout) => {
-                let hidden_blocks = layout.forbidden::<B>(t, &scores.device());
-                mask = mask.bool_or(hidden_blocks.unsqueeze::<4>().expand([b, h, t, t]));
-                let probs = activation::softmax(scores.mask_fill(mask, f32::MIN), 3).cast(dtype);
-                let context = self.dropout(probs.matmul(v), first);
-                let context = context.swap_dims(1, 2).reshape([b, t, h * d]);
-                row_forward(&self.dense, context, group)
-            }
-            None => {
-                if let Some(alibi) = &ctx.alibi {
-                    scores = scores + alibi.clone().narrow(1, first, h);
-                }
-                let probs = activation::softmax(scores.mask_fill(mask, f32::MIN), 3);
-                let probs = self.dropout(probs, first).cast(dtype);
-                let context = probs.matmul(v).swap_dims(1, 2).reshape([b * t, h * d]);
-                row_forward(&self.dense, context, group).reshape([b, t, hidden])
-            }
-        }
+        // On `[b t, hidden]`, as the unsplit model computes it.
+        let qkv = self.query_key_value.forward(x.reshape([b * t, hidden]));
+        let heads = split_heads(qkv, [b, t], h, kv, d);
+        let dropout = |x| self.dropout(x, first);
+        let context = attend(heads, ctx, first, self.layout.as_ref(), None, dropout);
+        row_forward(&self.dense, context.reshape([b * t, h * d]), group).reshape([b, t, hidden])
     }
 
     /// Attention dropout, different on every rank as Megatron's model-parallel
