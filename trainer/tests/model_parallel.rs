@@ -28,7 +28,7 @@ use neox_trainer::precision::{Fp16Config, MixedPrecision, Precision, PrecisionCo
 use neox_trainer::train::{StepMode, StepStats, train_step};
 
 mod common;
-use common::{on_thread_ranks, parameter_values};
+use common::{assert_within, on_thread_ranks, parameter_values};
 
 type Ad = Autodiff<Flex>;
 
@@ -496,20 +496,6 @@ fn tolerance(precision: Precision) -> [f64; 3] {
         Precision::Bf16 => [2e-3, 1e-2, 2e-2],
         _ => [1e-4, 5e-4, 2e-3],
     }
-}
-
-/// Asserts `got` equals `want` within `tolerance` of `want`'s largest magnitude.
-fn assert_within(got: &[f32], want: &[f32], tolerance: f32, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let err = got
-        .iter()
-        .zip(want)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(
-        err <= tolerance * scale,
-        "{what}: max error {err} against {scale}"
-    );
 }
 
 fn assert_close(got: f64, want: f64, what: &str) {

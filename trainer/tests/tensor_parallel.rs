@@ -20,7 +20,7 @@ use neox_trainer::model::{
 };
 
 mod common;
-use common::{on_thread_ranks, parameter_values, seeded};
+use common::{assert_within, on_thread_ranks, parameter_values, seeded};
 
 type Ad = Autodiff<Flex>;
 
@@ -74,20 +74,6 @@ fn gradient_model<M: AutodiffModule<Ad>>(model: &M, grads: &GradientsParams) -> 
     model.valid().map(&mut ToGrad(grads))
 }
 
-/// Asserts `got` equals `want` within `1e-5` of `want`'s largest magnitude.
-fn assert_close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let err = got
-        .iter()
-        .zip(want)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(
-        err <= 1e-5 * scale,
-        "{what}: max error {err} against magnitude {scale}"
-    );
-}
-
 /// What one rank computes: its logits, the loss and its parameters' gradients.
 struct RankResult {
     logits: Vec<f32>,
@@ -133,14 +119,24 @@ fn assert_split_equals_unsplit(config: &ModelConfig, what: &str) {
                 .into_data()
                 .iter()
                 .collect();
-            assert_close(&got.logits, &want, &format!("{what}: rank {rank} logits"));
-            assert_close(&[got.loss], &[value], &format!("{what}: rank {rank} loss"));
+            assert_within(
+                &got.logits,
+                &want,
+                1e-5,
+                &format!("{what}: rank {rank} logits"),
+            );
+            assert_within(
+                &[got.loss],
+                &[value],
+                1e-5,
+                &format!("{what}: rank {rank} loss"),
+            );
             let want = parameter_values(
                 &GptShard::new(&grad_model, Stage::whole(2), shard, TpGroup::single()).unwrap(),
             );
             assert_eq!(got.grads.len(), want.len());
             for (i, (g, w)) in got.grads.iter().zip(&want).enumerate() {
-                assert_close(g, w, &format!("{what}: rank {rank} gradient {i}"));
+                assert_within(g, w, 1e-5, &format!("{what}: rank {rank} gradient {i}"));
             }
         }
     }
@@ -261,7 +257,7 @@ fn vocab_parallel_loss_equals_the_full_loss() {
             (loss.into_scalar(), grad.into_data().iter().collect())
         });
         for (rank, (loss, grad)) in results.into_iter().enumerate() {
-            assert_close(&[loss], &[want], &format!("tp={tp} rank {rank} loss"));
+            assert_within(&[loss], &[want], 1e-5, &format!("tp={tp} rank {rank} loss"));
             let (start, len) = Shard { rank, size: tp }.part(v);
             let want_grad: Vec<f32> = want_grad
                 .clone()
@@ -269,7 +265,12 @@ fn vocab_parallel_loss_equals_the_full_loss() {
                 .into_data()
                 .iter()
                 .collect();
-            assert_close(&grad, &want_grad, &format!("tp={tp} rank {rank} gradient"));
+            assert_within(
+                &grad,
+                &want_grad,
+                1e-5,
+                &format!("tp={tp} rank {rank} gradient"),
+            );
         }
     }
 }

@@ -205,6 +205,20 @@ pub fn seeded<B: AutodiffBackend>(config: &ModelConfig, seed: u64) -> GptNeox<B>
     model
 }
 
+/// Asserts `got` equals `want` within `tolerance` of `want`'s largest magnitude.
+pub fn assert_within(got: &[f32], want: &[f32], tolerance: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        err <= tolerance * scale,
+        "{what}: max error {err} against {scale}"
+    );
+}
+
 /// Copies the folder tree `from` to `to`.
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
