@@ -45,7 +45,7 @@ const TOKENIZERS: [&str; 5] = [
 const SCALE_TOKENIZER: &str = "gpt2 (fast bpe)";
 const THREADS: [usize; 2] = [1, 2];
 /// Runs of each stage measurement (the least CPU time counts).
-const STAGE_RUNS: usize = 3;
+const STAGE_RUNS: usize = 5;
 
 fn tokenizer(name: &str) -> Tokenizer {
     let (spec, engine) = match name {
@@ -122,9 +122,10 @@ fn main() {
     let only = std::env::var("NEOX_BENCH_ONLY").unwrap_or_default();
     let input = corpus();
     println!(
-        "machine: {} cores; input {}",
+        "machine: {} cores; input {}; load average at the start: {}",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
-        input.display()
+        input.display(),
+        load_average()
     );
     println!();
     println!(
@@ -151,6 +152,7 @@ fn main() {
     }
 
     if !SCALE_TOKENIZER.contains(&only) {
+        println!("\nload average at the end: {}", load_average());
         return;
     }
     stages(&input);
@@ -174,6 +176,14 @@ fn main() {
             mib(m.peak_rss)
         );
     }
+    println!("\nload average at the end: {}", load_average());
+}
+
+/// The 1, 5 and 15 minute load averages (Linux), for judging wall times.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_string())
 }
 
 /// Where the end-to-end CPU time goes, for the default engine at the
