@@ -3,6 +3,7 @@
 
 mod gemm;
 mod sgemm;
+mod transpose;
 
 #[cfg(feature = "f16")]
 pub use crate::gemm::f16;
@@ -18,7 +19,9 @@ pub use gemm_common::gemm::{
 };
 pub use gemm_common::{get_wasm_simd128, set_wasm_simd128, DEFAULT_WASM_SIMD128};
 
-#[cfg(test)]
+// neox: upstream's tests need `rand`, a dev-dependency dropped when vendoring
+// (a crate outside the workspace gets no dev-dependencies); ours are in sgemm.rs.
+#[cfg(any())]
 mod tests {
     use super::*;
     extern crate alloc;
