@@ -5,7 +5,8 @@
 //!
 //! - `burn`: `NeoxOptimizer` (Burn's AdamW, decay and no-decay groups);
 //! - `offload`: the same optimizer with ZeRO-Offload: each gradient and
-//!   parameter read to host buffers, stepped there, the parameter written back;
+//!   parameter read to host buffers, stepped there, the parameter written back
+//!   (the flat AdamW, which is also the CPU's step without offload);
 //! - `kernel`: the flat host Adam alone over one buffer of all parameters.
 //!
 //! Every step clips (a factor on the gradients), as GPT-NeoX's steps do.
@@ -25,7 +26,7 @@ use neox_trainer::device::Cpu;
 use neox_trainer::dist::ParamLayout;
 use neox_trainer::flat_adam::{AdamW, Step};
 use neox_trainer::model::GptNeox;
-use neox_trainer::optim::{NeoxOptimizer, OptimConfig};
+use neox_trainer::optim::{AdamImpl, NeoxOptimizer, OptimConfig};
 
 const STEPS: usize = 3;
 
@@ -59,6 +60,7 @@ fn main() {
             for offload in [false, true] {
                 let config = OptimConfig {
                     offload,
+                    adam: AdamImpl::Burn,
                     ..args.optim.clone()
                 };
                 let ms;

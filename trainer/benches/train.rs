@@ -12,7 +12,8 @@
 //! with `$NEOX_BENCH_PYTHON` (default `python3`) when that Python imports
 //! torch and transformers, and is skipped otherwise: nothing here needs Python.
 //! neox's step is split into forward + loss, backward and optimizer (global
-//! clipping + AdamW). Tokens are synthetic (the data path is not measured);
+//! clipping + AdamW: the flat AdamW, or Burn's with `NEOX_BENCH_ADAM=burn`).
+//! Tokens are synthetic (the data path is not measured);
 //! the first steps are warm-up and not counted.
 
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ use neox_trainer::config::yaml::Options;
 use neox_trainer::data::{Batch, TokenWindows};
 use neox_trainer::device::Cpu;
 use neox_trainer::model::GptNeox;
-use neox_trainer::optim::NeoxOptimizer;
+use neox_trainer::optim::{AdamImpl, NeoxOptimizer};
 
 struct Case {
     name: &'static str,
@@ -284,7 +285,10 @@ fn child(args: &[String]) {
         .find(|c| Some(c.name) == args.first().map(String::as_str))
         .expect("known shape");
     let steps: usize = args.get(1).and_then(|s| s.parse().ok()).expect("steps");
-    let args = args_of(case);
+    let mut args = args_of(case);
+    if std::env::var("NEOX_BENCH_ADAM").as_deref() == Ok("burn") {
+        args.optim.adam = AdamImpl::Burn;
+    }
     let model_config = args.model.clone();
     let device = Default::default();
     Cpu::seed(&device, 1);
@@ -297,6 +301,8 @@ fn child(args: &[String]) {
         .collect();
     let source = TokenWindows::new(tokens, seq);
     let mut phases = [0.0f64; 3];
+    // The optimizer's CPU seconds, all threads (less swayed by the load).
+    let mut optim_cpu = 0.0;
     let mut loss = 0.0;
     for step in 0..case.warmup + steps {
         let batch = Batch::read(
@@ -316,12 +322,14 @@ fn child(args: &[String]) {
         let forward = Instant::now();
         let grads = GradientsParams::from_grads(l.backward(), &model);
         let backward = Instant::now();
+        let cpu = cpu_seconds();
         (model, _) = optim.step(1e-4, model, grads);
         let end = Instant::now();
         if step >= case.warmup {
             phases[0] += (forward - start).as_secs_f64();
             phases[1] += (backward - forward).as_secs_f64();
             phases[2] += (end - backward).as_secs_f64();
+            optim_cpu += cpu_seconds() - cpu;
         }
     }
     assert!(loss.is_finite(), "loss {loss}");
@@ -335,11 +343,24 @@ fn child(args: &[String]) {
             "forward_ms": ms(phases[0]),
             "backward_ms": ms(phases[1]),
             "optim_ms": ms(phases[2]),
+            "optim_cpu_ms": ms(optim_cpu),
             "tokens_per_s": (micro * seq) as f64 / per_step,
             "peak_rss_kb": peak_rss_kb(),
             "loss": loss,
         })
     );
+}
+
+/// CPU seconds (user + system) this process has used so far.
+fn cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes the struct it is handed (zeroed: valid either way).
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 /// This process's peak resident set (`VmHWM`), in KiB.

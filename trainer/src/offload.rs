@@ -1,6 +1,8 @@
 //! ZeRO-Offload (DeepSpeed's `zero_optimization.offload_optimizer: {device:
 //! cpu}`): Adam's state lives in host memory and the Adam step runs on the
-//! host, so the device holds no optimizer state.
+//! host, so the device holds no optimizer state. On the CPU backend, whose
+//! memory is the host's, [`HostAdam`] is the AdamW step with or without
+//! offload ([`crate::optim::AdamImpl`]).
 //!
 //! The state is what DeepSpeed's CPU Adam keeps: per parameter a step count
 //! and the two moments, the moments of all parameters in two flat `f32`
@@ -354,6 +356,7 @@ mod tests {
             gradient_clipping: 1.0,
             onebit: None,
             offload: true,
+            adam: Default::default(),
         }
     }
 

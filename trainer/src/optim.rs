@@ -2,8 +2,15 @@
 //! norm parameters, the rank-1 tensors, are not decayed), after clipping the
 //! gradients by their global norm; or DeepSpeed's 1-bit Adam
 //! ([`crate::dist::onebit_adam`]), which the data-parallel step drives.
-//! With ZeRO-Offload the AdamW update runs on the host ([`crate::offload`]).
+//!
+//! AdamW steps in one of two ways, bit for bit the same: Burn's `AdamW` on
+//! the device's tensors, or the flat AdamW ([`crate::flat_adam`]) over host
+//! buffers ([`crate::offload::HostAdam`]). The flat one is the step on the
+//! CPU backend (where host memory is the device's: no copies, no temporary
+//! tensors, a third of the time) and with ZeRO-Offload on any device; Burn's
+//! is the step on other devices ([`AdamImpl`]).
 
+use std::any::TypeId;
 use std::collections::HashSet;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -40,17 +47,46 @@ pub struct OptimConfig {
     pub onebit: Option<OneBitConfig>,
     /// ZeRO-Offload: AdamW's state and update on the host.
     pub offload: bool,
+    /// Which AdamW steps (no config key sets it).
+    pub adam: AdamImpl,
+}
+
+/// Which implementation of AdamW steps. Both compute the same bits; the
+/// choice is the trainer's, not a config key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AdamImpl {
+    /// The flat AdamW on the CPU backend and with ZeRO-Offload, Burn's
+    /// `AdamW` on the device's tensors otherwise.
+    #[default]
+    Auto,
+    /// Burn's `AdamW` but with ZeRO-Offload, whatever the backend: the
+    /// reference the flat one is tested against.
+    Burn,
 }
 
 /// AdamW over two parameter groups plus global-norm clipping.
 pub struct NeoxOptimizer<B: AutodiffBackend, M: AutodiffModule<B>> {
-    decay: OptimizerAdaptor<AdamW, M, B>,
-    no_decay: OptimizerAdaptor<AdamW, M, B>,
+    adam: Adam<B, M>,
     clip: f64,
     /// 1-bit Adam in place of AdamW, stepped by `DataParallel::step_with`.
     onebit: Option<OneBitAdam>,
-    /// ZeRO-Offload: when set, it holds AdamW's state and steps instead.
-    host: Option<HostAdam>,
+}
+
+/// AdamW's state and step.
+enum Adam<B: AutodiffBackend, M: AutodiffModule<B>> {
+    /// Burn's `AdamW`, one per parameter group, its state in device tensors.
+    Burn {
+        decay: OptimizerAdaptor<AdamW, M, B>,
+        no_decay: OptimizerAdaptor<AdamW, M, B>,
+    },
+    /// The flat AdamW, its state in host buffers; `offload`: ZeRO-Offload's
+    /// (the state is not device memory, as it is on the CPU backend).
+    Flat { host: HostAdam, offload: bool },
+}
+
+/// Whether `B` computes on the CPU (flex), whose memory is the host's.
+fn on_cpu<B: AutodiffBackend>() -> bool {
+    TypeId::of::<B::InnerBackend>() == TypeId::of::<burn::backend::Flex>()
 }
 
 impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
@@ -63,9 +99,19 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
                 .with_weight_decay(weight_decay as f32)
                 .init()
         };
+        let flat = config.offload || (config.adam == AdamImpl::Auto && on_cpu::<B>());
+        let adam = match flat {
+            true => Adam::Flat {
+                host: HostAdam::new(config),
+                offload: config.offload,
+            },
+            false => Adam::Burn {
+                decay: adamw(config.weight_decay),
+                no_decay: adamw(0.0),
+            },
+        };
         NeoxOptimizer {
-            decay: adamw(config.weight_decay),
-            no_decay: adamw(0.0),
+            adam,
             clip: config.gradient_clipping,
             onebit: config.onebit.as_ref().map(|onebit| {
                 OneBitAdam::new(
@@ -76,8 +122,12 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
                     onebit,
                 )
             }),
-            host: config.offload.then(|| HostAdam::new(config)),
         }
+    }
+
+    /// Whether the flat AdamW steps (else Burn's).
+    pub fn is_flat(&self) -> bool {
+        matches!(self.adam, Adam::Flat { .. })
     }
 
     /// 1-bit Adam, when it is the optimizer.
@@ -131,9 +181,10 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
             (Some(clip), false) => Some(clip / loss_scale),
             (None, false) => Some(1.0 / loss_scale),
         };
-        if let Some(host) = &mut self.host {
-            return host.step::<B, M>(lr, model, grads, scale);
-        }
+        let (decay, no_decay) = match &mut self.adam {
+            Adam::Flat { host, .. } => return host.step::<B, M>(lr, model, grads, scale),
+            Adam::Burn { decay, no_decay } => (decay, no_decay),
+        };
         let mut split = Split::<B> {
             grads: &mut grads,
             no_decay: GradientsParams::new(),
@@ -141,21 +192,23 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
             _backend: PhantomData,
         };
         model.visit(&mut split);
-        let no_decay = split.no_decay;
-        let model = self.decay.step(lr, model, grads);
-        self.no_decay.step(lr, model, no_decay)
+        let no_decay_grads = split.no_decay;
+        let model = decay.step(lr, model, grads);
+        no_decay.step(lr, model, no_decay_grads)
     }
 
     /// Bytes of optimizer state (Adam's two moments) this optimizer holds on
-    /// the device, read off its tensors (none with ZeRO-Offload); `params`
-    /// lists each parameter's id and rank.
+    /// the device, read off its tensors or buffers (none with ZeRO-Offload);
+    /// `params` lists each parameter's id and rank.
     pub fn state_bytes(&self, params: &[(ParamId, usize)]) -> usize {
         if let Some(onebit) = &self.onebit {
             return onebit.state_bytes();
         }
-        if self.host.is_some() {
-            return 0;
-        }
+        let (decay, no_decay) = match &self.adam {
+            Adam::Flat { offload: true, .. } => return 0,
+            Adam::Flat { host, .. } => return host.state_bytes(),
+            Adam::Burn { decay, no_decay } => (decay, no_decay),
+        };
         fn moments<B: AutodiffBackend, const D: usize>(record: AdaptorRecord<AdamW, B>) -> usize {
             let m = record.into_state::<D>().momentum;
             [m.moment_1, m.moment_2]
@@ -164,7 +217,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
                 .sum()
         }
         let mut bytes = 0;
-        for records in [self.decay.to_record(), self.no_decay.to_record()] {
+        for records in [decay.to_record(), no_decay.to_record()] {
             for (id, rank) in params {
                 if let Some(record) = records.get(id).cloned() {
                     bytes += match rank {
@@ -181,7 +234,13 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
 
     /// Bytes of optimizer state in host memory (ZeRO-Offload's; else none).
     pub fn host_state_bytes(&self) -> usize {
-        self.host.as_ref().map_or(0, HostAdam::state_bytes)
+        match &self.adam {
+            Adam::Flat {
+                host,
+                offload: true,
+            } => host.state_bytes(),
+            _ => 0,
+        }
     }
 
     /// Writes this rank's optimizer state (full precision) as
@@ -191,13 +250,13 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
         if let Some(onebit) = &self.onebit {
             return onebit.save(dir, rank);
         }
-        match &self.host {
-            Some(host) => {
+        match &self.adam {
+            Adam::Flat { host, .. } => {
                 let (decay, no_decay) = host.records::<Cpu>(&Default::default());
                 write_groups::<Cpu, _>(dir, rank, decay, no_decay)
             }
-            None => {
-                write_groups::<B, _>(dir, rank, self.decay.to_record(), self.no_decay.to_record())
+            Adam::Burn { decay, no_decay } => {
+                write_groups::<B, _>(dir, rank, decay.to_record(), no_decay.to_record())
             }
         }
     }
@@ -220,7 +279,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
             // 1-bit Adam's state is read by `load_rank_state`, which knows the rank.
             return Ok(self);
         }
-        if let Some(host) = &mut self.host {
+        if let Adam::Flat { host, .. } = &mut self.adam {
             let [decay, no_decay]: [GroupRecord<Cpu>; 2] =
                 read_groups::<Cpu, _>(dir, ranks, params, keep, &Default::default())?;
             host.load_records(decay, no_decay);
@@ -228,9 +287,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
         }
         let [decay, no_decay]: [StateRecord<B, M>; 2] =
             read_groups::<B, _>(dir, ranks, params, keep, device)?;
-        self.decay = self.decay.load_record(decay);
-        self.no_decay = self.no_decay.load_record(no_decay);
-        Ok(self)
+        Ok(self.with_states(decay, no_decay))
     }
 
     /// Reads the state that depends on the data-parallel rank (1-bit Adam's,
@@ -254,9 +311,9 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
     /// Every parameter's AdamW state, both groups together, by parameter:
     /// what `dist::reshard` moves between layouts.
     pub fn states(&self) -> StateRecord<B, M> {
-        let (mut all, no_decay) = match &self.host {
-            Some(host) => host.records::<B>(&Default::default()),
-            None => (self.decay.to_record(), self.no_decay.to_record()),
+        let (mut all, no_decay) = match &self.adam {
+            Adam::Flat { host, .. } => host.records::<B>(&Default::default()),
+            Adam::Burn { decay, no_decay } => (decay.to_record(), no_decay.to_record()),
         };
         all.extend(no_decay);
         all
@@ -265,12 +322,19 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> NeoxOptimizer<B, M> {
     /// This optimizer holding `decay` and `no_decay` (the rank-1
     /// parameters') as its groups' state, in place of what it held.
     pub fn with_states(mut self, decay: StateRecord<B, M>, no_decay: StateRecord<B, M>) -> Self {
-        if let Some(host) = &mut self.host {
-            host.load_records(decay, no_decay);
-            return self;
-        }
-        self.decay = self.decay.load_record(decay);
-        self.no_decay = self.no_decay.load_record(no_decay);
+        self.adam = match self.adam {
+            Adam::Flat { mut host, offload } => {
+                host.load_records(decay, no_decay);
+                Adam::Flat { host, offload }
+            }
+            Adam::Burn {
+                decay: d,
+                no_decay: n,
+            } => Adam::Burn {
+                decay: d.load_record(decay),
+                no_decay: n.load_record(no_decay),
+            },
+        };
         self
     }
 }
@@ -477,8 +541,114 @@ mod tests {
         bias: Param<Tensor<B, 1>>,
     }
 
+    fn config(adam: AdamImpl) -> OptimConfig {
+        OptimConfig {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            gradient_clipping: 1.0,
+            onebit: None,
+            offload: false,
+            adam,
+        }
+    }
+
+    /// The parameters' values, then each one's Adam step count and moments
+    /// (if it has state), as bits.
+    fn snapshot(model: &Two<Cpu>, optim: &NeoxOptimizer<Cpu, Two<Cpu>>) -> Vec<Vec<u32>> {
+        fn bits<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<u32> {
+            t.into_data().iter::<f32>().map(f32::to_bits).collect()
+        }
+        fn state<const D: usize>(record: Option<&AdaptorRecord<AdamW, Cpu>>) -> Vec<Vec<u32>> {
+            let Some(record) = record else {
+                return Vec::new();
+            };
+            let m = record.clone().into_state::<D>().momentum;
+            vec![vec![m.time as u32], bits(m.moment_1), bits(m.moment_2)]
+        }
+        let states = optim.states();
+        let mut all = vec![bits(model.weight.val()), bits(model.bias.val())];
+        all.extend(state::<2>(states.get(&model.weight.id)));
+        all.extend(state::<1>(states.get(&model.bias.id)));
+        all
+    }
+
+    /// The flat AdamW (the CPU's step) and Burn's AdamW step the same bits
+    /// through both parameter groups, clipping, loss-scale unscaling, their
+    /// product, and a step where one parameter has no gradient (another ZeRO
+    /// rank's); and each resumes from the other's checkpoint files as if it
+    /// had taken every step itself.
+    #[test]
+    fn flat_adamw_steps_and_saves_as_burns() {
+        let device = Default::default();
+        let normal = Distribution::Normal(0.0, 1.0);
+        let model = Two::<Cpu> {
+            weight: Param::from_tensor(Tensor::random([6, 5], normal, &device)),
+            bias: Param::from_tensor(Tensor::random([5], normal, &device)),
+        };
+        let ids = [model.weight.id, model.bias.id];
+        let start = snapshot(&model, &NeoxOptimizer::new(&config(AdamImpl::Burn)));
+        let new = |adam| NeoxOptimizer::<Cpu, Two<Cpu>>::new(&config(adam));
+        let (flat, burn) = (new(AdamImpl::Auto), new(AdamImpl::Burn));
+        assert!(flat.is_flat() && !burn.is_flat());
+        let mut runs = vec![("flat", model.clone(), flat), ("burn", model.clone(), burn)];
+        // (lr, global norm, loss scale, whether the bias has a gradient);
+        // the clipping limit is 1.
+        let steps = [
+            (1e-2, 0.5, 1.0, true),
+            (8e-3, 3.0, 1.0, true),
+            (6e-3, 0.2, 4096.0, false),
+            (4e-3, 7.0, 1024.0, true),
+            (2e-3, 1.5, 1.0, true),
+            (1e-3, 0.9, 1.0, true),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        for (k, (lr, norm, scale, bias)) in steps.into_iter().enumerate() {
+            if k == 3 {
+                // Each also resumes from the other's files.
+                let mut resumed = Vec::new();
+                for (name, model, optim) in &runs {
+                    let at = dir.path().join(name);
+                    std::fs::create_dir(&at).unwrap();
+                    optim.save(&at, 0).unwrap();
+                    let other = match optim.is_flat() {
+                        true => AdamImpl::Burn,
+                        false => AdamImpl::Auto,
+                    };
+                    let back = new(other).load(&at, 1, &ids, |_| true, &device).unwrap();
+                    assert_eq!(back.is_flat(), !optim.is_flat());
+                    resumed.push(("resumed", model.clone(), back));
+                }
+                runs.extend(resumed);
+            }
+            let w = Tensor::<Inner, 2>::random([6, 5], normal, &device);
+            let b = Tensor::<Inner, 1>::random([5], normal, &device);
+            for (_, model, optim) in &mut runs {
+                let mut grads = GradientsParams::new();
+                grads.register(ids[0], w.clone() * scale);
+                if bias {
+                    grads.register(ids[1], b.clone() * scale);
+                }
+                *model = optim.apply_scaled(lr, model.clone(), grads, norm, scale);
+            }
+            let expected = snapshot(&runs[1].1, &runs[1].2);
+            assert_ne!(expected[0], start[0], "the weights did not move");
+            for (name, model, optim) in &runs {
+                assert!(
+                    snapshot(model, optim) == expected,
+                    "step {}: {name} ({}) differs from Burn's AdamW",
+                    k + 1,
+                    if optim.is_flat() { "flat" } else { "Burn's" }
+                );
+            }
+        }
+    }
+
     /// Files holding Adam state for some of the parameters read are refused
-    /// (with and without ZeRO-Offload): those would silently restart Adam.
+    /// (either AdamW, with and without ZeRO-Offload): those would silently
+    /// restart Adam.
     #[test]
     fn state_for_some_parameters_only_is_refused_by_file() {
         let device = Default::default();
@@ -488,16 +658,15 @@ mod tests {
             bias: Param::from_tensor(Tensor::random([3], normal, &device)),
         };
         let ids = [model.weight.id, model.bias.id];
-        for offload in [false, true] {
+        for (offload, adam) in [
+            (false, AdamImpl::Burn),
+            (false, AdamImpl::Auto),
+            (true, AdamImpl::Auto),
+        ] {
             let config = OptimConfig {
-                lr: 1e-2,
-                beta1: 0.9,
-                beta2: 0.95,
-                eps: 1e-8,
-                weight_decay: 0.1,
                 gradient_clipping: 0.0,
-                onebit: None,
                 offload,
+                ..config(adam)
             };
             let dir = tempfile::tempdir().unwrap();
             let dir = dir.path();
@@ -541,7 +710,7 @@ mod tests {
             // A rank keeping only the weight, whose state is there, still
             // sees the bias's missing (another rank would restart it).
             let kept = fresh().load(dir, 1, &ids, |id| *id == ids[0], &device);
-            assert!(kept.is_err(), "offload {offload}");
+            assert!(kept.is_err(), "offload {offload}, {adam:?}");
         }
     }
 }

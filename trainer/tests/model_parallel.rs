@@ -75,6 +75,7 @@ fn optim_config() -> OptimConfig {
         gradient_clipping: 0.05,
         onebit: None,
         offload: false,
+        adam: Default::default(),
     }
 }
 

@@ -1,8 +1,10 @@
-//! ZeRO-Offload on the CPU: the optimizer state and step on the host train
-//! exactly as the device optimizer does (losses, norms and every parameter,
-//! bit for bit), on one rank and under ZeRO-1 and ZeRO-2 on two, with
-//! gradient accumulation and fp16 loss scaling, and for a model split in
-//! two pipeline stages; checkpoints move between the two freely.
+//! The flat AdamW (`flat_adam`, over host buffers) against Burn's AdamW
+//! (over device tensors): ZeRO-Offload, and the flat AdamW that is the CPU's
+//! step without it, train exactly as Burn's AdamW does (losses, norms and
+//! every parameter, bit for bit), on one rank and under ZeRO-1 and ZeRO-2 on
+//! two, with gradient accumulation and fp16 loss scaling (and bf16), and for
+//! a model split in two pipeline stages; checkpoints move between the three
+//! freely.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use neox_trainer::dist::comm::Communicator;
 use neox_trainer::dist::comm::threads::ThreadComm;
 use neox_trainer::dist::run::run_model_parallel;
 use neox_trainer::metrics::{self, Record};
-use neox_trainer::optim::NeoxOptimizer;
+use neox_trainer::optim::{AdamImpl, NeoxOptimizer};
 use neox_trainer::{GptNeox, NeoxArgs, train};
 
 mod common;
@@ -52,17 +54,24 @@ eval_iters: 1
 
 const OFFLOAD: &str = "offload_optimizer: {device: cpu, pin_memory: true}";
 
-fn args(extra: &str, world: usize) -> NeoxArgs {
+/// Burn's AdamW on the CPU, for the runs that the flat one must equal.
+const BURN: AdamImpl = AdamImpl::Burn;
+/// The CPU's default: the flat AdamW (always, with offload).
+const FLAT: AdamImpl = AdamImpl::Auto;
+
+fn args(extra: &str, world: usize, adam: AdamImpl) -> NeoxArgs {
     let mut options = Options::default();
     options.merge_str(MODEL, Path::new("model.yml")).unwrap();
     options.merge_str(extra, Path::new("run.yml")).unwrap();
-    NeoxArgs::from_options_in(options, world).unwrap()
+    let mut args = NeoxArgs::from_options_in(options, world).unwrap();
+    args.optim.adam = adam;
+    args
 }
 
 /// Trains on `ranks` threads (ZeRO-Offload needs a ZeRO stage, so even one
-/// rank runs in a group).
-fn run(extra: &str, ranks: usize) {
-    let args = args(extra, ranks);
+/// rank runs in a group) with `adam` stepping.
+fn run(extra: &str, ranks: usize, adam: AdamImpl) {
+    let args = args(extra, ranks, adam);
     let zero = args.training.zero_stage;
     let data = splits();
     let comms = ThreadComm::group(ranks, Duration::from_secs(60));
@@ -91,9 +100,9 @@ fn run(extra: &str, ranks: usize) {
 }
 
 /// Trains a split model (the config's grid, one data-parallel rank) on
-/// `ranks` threads.
-fn run_split(extra: &str, ranks: usize) {
-    let args = args(extra, 1);
+/// `ranks` threads with `adam` stepping.
+fn run_split(extra: &str, ranks: usize, adam: AdamImpl) {
+    let args = args(extra, 1, adam);
     let data = splits();
     let comms = ThreadComm::group(ranks, Duration::from_secs(60));
     std::thread::scope(|s| {
@@ -160,7 +169,7 @@ fn parameters(dir: &Path) -> Vec<Vec<u32>> {
             self.0.push(values.iter().map(|x| x.to_bits()).collect());
         }
     }
-    let a = args("train_iters: 1\n", 1);
+    let a = args("train_iters: 1\n", 1, FLAT);
     let mut config = a.model.clone();
     config.vocab_size = 32;
     let device = Default::default();
@@ -190,11 +199,13 @@ fn save_at(dir: &Path) -> String {
     format!("save: {}\n", dir.display())
 }
 
+const FP16: &str = "fp16: {enabled: true, loss_scale: 0, initial_scale_power: 12, \
+                    loss_scale_window: 2, hysteresis: 1}\n";
+
 #[test]
-fn offload_equals_the_device_optimizer_bit_for_bit() {
+fn offload_equals_burns_adamw_bit_for_bit() {
     let _serial = one_run_at_a_time();
-    let fp16 = "fp16: {enabled: true, loss_scale: 0, initial_scale_power: 12, \
-                loss_scale_window: 2, hysteresis: 1}\n";
+    let fp16 = FP16;
     for (ranks, stage, precision) in [(1, 1, ""), (1, 1, fp16), (2, 1, ""), (2, 2, "")] {
         let what = format!(
             "{ranks} rank(s), ZeRO-{stage}{}",
@@ -208,6 +219,7 @@ fn offload_equals_the_device_optimizer_bit_for_bit() {
                 save_at(device.path())
             ),
             ranks,
+            BURN,
         );
         let host = tempfile::tempdir().unwrap();
         run(
@@ -216,47 +228,81 @@ fn offload_equals_the_device_optimizer_bit_for_bit() {
                 save_at(host.path())
             ),
             ranks,
+            FLAT,
         );
         assert_same_run(device.path(), host.path(), &what);
     }
 }
 
+/// The CPU's default step, the flat AdamW without offload, on the paths
+/// that `neox-train` takes: one rank, data parallel with and without ZeRO,
+/// fp16 and bf16.
 #[test]
-fn checkpoints_move_between_host_and_device_optimizers() {
+fn the_cpus_flat_adamw_equals_burns_bit_for_bit() {
     let _serial = one_run_at_a_time();
-    let stage = |offload: bool| {
-        if offload {
-            format!("zero_optimization: {{stage: 1, {OFFLOAD}}}\n")
-        } else {
-            "zero_optimization: {stage: 1}\n".to_string()
-        }
-    };
-    let whole = tempfile::tempdir().unwrap();
-    run(
-        &format!("train_iters: 6\n{}{}", stage(false), save_at(whole.path())),
-        1,
+    let bf16 = "precision: bfloat16\nbf16: {enabled: true}\n";
+    for (ranks, stage, precision) in [
+        (1, 0, ""),
+        (1, 0, FP16),
+        (1, 0, bf16),
+        (2, 0, ""),
+        (2, 2, FP16),
+    ] {
+        let what = format!("{ranks} rank(s), ZeRO-{stage}, {precision:?}");
+        let common = format!("train_iters: 6\n{precision}zero_optimization: {{stage: {stage}}}\n");
+        let [burn, flat] = [BURN, FLAT].map(|adam| {
+            let dir = tempfile::tempdir().unwrap();
+            run(&format!("{common}{}", save_at(dir.path())), ranks, adam);
+            dir
+        });
+        assert_same_run(burn.path(), flat.path(), &what);
+    }
+}
+
+/// A run resumes, bit for bit, from a checkpoint that either AdamW wrote,
+/// with or without offload.
+#[test]
+fn checkpoints_move_between_burns_flat_and_offloaded_adamw() {
+    let _serial = one_run_at_a_time();
+    let zero1 = "zero_optimization: {stage: 1}\n".to_string();
+    let burn = (zero1.clone(), BURN);
+    let flat = (zero1, FLAT);
+    let offload = (
+        format!("zero_optimization: {{stage: 1, {OFFLOAD}}}\n"),
+        FLAT,
     );
     // The old `cpu_offload: true` is the same switch.
-    let legacy = "zero_optimization: {stage: 1, cpu_offload: true}\n";
-    for (first, second) in [(true, true), (true, false), (false, true)] {
+    let legacy = (
+        "zero_optimization: {stage: 1, cpu_offload: true}\n".to_string(),
+        FLAT,
+    );
+    let whole = tempfile::tempdir().unwrap();
+    run(
+        &format!("train_iters: 6\n{}{}", burn.0, save_at(whole.path())),
+        1,
+        burn.1,
+    );
+    for (what, first, second) in [
+        ("offload then offload", &offload, &legacy),
+        ("offload then Burn's", &offload, &burn),
+        ("Burn's then offload", &burn, &offload),
+        ("Burn's then flat", &burn, &flat),
+        ("flat then Burn's", &flat, &burn),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let at = save_at(dir.path());
-        run(&format!("train_iters: 3\n{}{at}", stage(first)), 1);
-        let then = if second {
-            legacy.to_string()
-        } else {
-            stage(false)
-        };
+        run(&format!("train_iters: 3\n{}{at}", first.0), 1, first.1);
         run(
-            &format!("train_iters: 6\n{then}{at}load: {}\n", dir.path().display()),
+            &format!(
+                "train_iters: 6\n{}{at}load: {}\n",
+                second.0,
+                dir.path().display()
+            ),
             1,
+            second.1,
         );
         // The resumed run appends to the same metrics: the whole history.
-        assert_same_run(
-            whole.path(),
-            dir.path(),
-            &format!("offload {first} then {second}"),
-        );
+        assert_same_run(whole.path(), dir.path(), what);
     }
 }
 
@@ -264,25 +310,18 @@ fn checkpoints_move_between_host_and_device_optimizers() {
 fn a_split_model_offloads_bit_for_bit() {
     let _serial = one_run_at_a_time();
     let common = "train_iters: 6\npipe_parallel_size: 2\n";
-    let device = tempfile::tempdir().unwrap();
-    run_split(
-        &format!(
-            "{common}zero_optimization: {{stage: 1}}\n{}",
-            save_at(device.path())
-        ),
-        2,
-    );
-    let host = tempfile::tempdir().unwrap();
-    run_split(
-        &format!(
-            "{common}zero_optimization: {{stage: 1, {OFFLOAD}}}\n{}",
-            save_at(host.path())
-        ),
-        2,
-    );
+    let zero1 = "zero_optimization: {stage: 1}\n".to_string();
+    let offload = format!("zero_optimization: {{stage: 1, {OFFLOAD}}}\n");
+    let [device, host, flat] =
+        [(&zero1, BURN), (&offload, FLAT), (&zero1, FLAT)].map(|(zero, adam)| {
+            let dir = tempfile::tempdir().unwrap();
+            run_split(&format!("{common}{zero}{}", save_at(dir.path())), 2, adam);
+            dir
+        });
     let (a, b) = (numbers(device.path()), numbers(host.path()));
     assert!(a.len() >= 6, "{a:?}");
     assert_eq!(a, b, "pp=2: metrics differ");
+    assert_eq!(a, numbers(flat.path()), "pp=2, flat: metrics differ");
     // The final weights: the test loss after the last step.
     let test = |dir: &Path| -> Vec<u64> {
         metrics::read(&dir.join("metrics.jsonl"))
@@ -296,4 +335,9 @@ fn a_split_model_offloads_bit_for_bit() {
     };
     assert_eq!(test(device.path()).len(), 1);
     assert_eq!(test(device.path()), test(host.path()), "pp=2: test loss");
+    assert_eq!(
+        test(device.path()),
+        test(flat.path()),
+        "pp=2, flat: test loss"
+    );
 }

@@ -241,6 +241,7 @@ fn merging_a_split_checkpoint_and_cutting_it_again_is_exact() {
         gradient_clipping: 0.0,
         onebit: None,
         offload: false,
+        adam: Default::default(),
     };
 
     let _serial = one_run_at_a_time();

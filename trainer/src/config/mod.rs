@@ -692,6 +692,7 @@ impl NeoxArgs {
             gradient_clipping,
             onebit,
             offload,
+            adam: Default::default(),
         })
     }
 

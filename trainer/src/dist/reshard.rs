@@ -661,6 +661,7 @@ fn files_only() -> OptimConfig {
         gradient_clipping: 0.0,
         onebit: None,
         offload: false,
+        adam: Default::default(),
     }
 }
 
