@@ -12,7 +12,8 @@
 //! with `$NEOX_BENCH_PYTHON` (default `python3`) when that Python imports
 //! torch and transformers, and is skipped otherwise: nothing here needs Python.
 //! neox's step is split into forward + loss, backward and optimizer (global
-//! clipping + AdamW: the flat AdamW, or Burn's with `NEOX_BENCH_ADAM=burn`).
+//! clipping + AdamW: the flat AdamW, or Burn's with `NEOX_BENCH_ADAM=burn`),
+//! and the optimizer's CPU ms per step (all threads; less swayed by the load).
 //! Tokens are synthetic (the data path is not measured);
 //! the first steps are warm-up and not counted.
 
@@ -100,8 +101,17 @@ fn main() {
         }
     );
     println!(
-        "{:<14} {:>3} {:<7} {:>10} {:>9} {:>9} {:>9} {:>10} {:>9}",
-        "shape", "thr", "impl", "ms/step", "fwd+loss", "backward", "optim", "tokens/s", "peak RSS"
+        "{:<14} {:>3} {:<7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}",
+        "shape",
+        "thr",
+        "impl",
+        "ms/step",
+        "fwd+loss",
+        "backward",
+        "optim",
+        "optim CPU",
+        "tokens/s",
+        "peak RSS"
     );
     for case in CASES.iter().filter(|c| {
         settings.filter.is_empty() || settings.filter.iter().any(|f| c.name.contains(f.as_str()))
@@ -161,16 +171,16 @@ fn parse(args: &[String]) -> Settings {
 /// One measured run.
 struct Run {
     ms: f64,
-    /// forward + loss, backward, optimizer (neox only).
-    phases: Option<[f64; 3]>,
+    /// forward + loss, backward, optimizer, and the optimizer's CPU ms (neox only).
+    phases: Option<[f64; 4]>,
     tokens_per_s: f64,
     peak_rss_mb: f64,
 }
 
 fn print_row(shape: &str, threads: usize, implementation: &str, run: &Run) {
     let phases = match run.phases {
-        Some([f, b, o]) => format!("{f:>9.1} {b:>9.1} {o:>9.1}"),
-        None => format!("{:>9} {:>9} {:>9}", "-", "-", "-"),
+        Some([f, b, o, c]) => format!("{f:>9.1} {b:>9.1} {o:>9.1} {c:>9.1}"),
+        None => format!("{:>9} {:>9} {:>9} {:>9}", "-", "-", "-", "-"),
     };
     println!(
         "{shape:<14} {threads:>3} {implementation:<7} {:>10.1} {phases} {:>10.0} {:>6.0} MB",
@@ -215,7 +225,12 @@ fn run_neox(case: &Case, threads: usize, steps: usize) -> Run {
     let phase = |k: &str| v[k].as_f64().expect("phase");
     Run {
         ms: v["ms_per_step"].as_f64().expect("ms"),
-        phases: Some([phase("forward_ms"), phase("backward_ms"), phase("optim_ms")]),
+        phases: Some([
+            phase("forward_ms"),
+            phase("backward_ms"),
+            phase("optim_ms"),
+            phase("optim_cpu_ms"),
+        ]),
         tokens_per_s: v["tokens_per_s"].as_f64().expect("tokens/s"),
         peak_rss_mb: v["peak_rss_kb"].as_f64().expect("rss") / 1024.0,
     }
