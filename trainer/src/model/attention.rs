@@ -10,8 +10,9 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, Linear};
-use burn::tensor::{Bool, FloatDType, Tensor, activation, backend::Backend};
+use burn::tensor::{Bool, DType, FloatDType, Tensor, activation, backend::Backend};
 
+use super::fused::softmax::masked_softmax;
 use super::position::apply_rotary;
 use super::sparse::BlockLayout;
 
@@ -203,32 +204,55 @@ pub fn attend<B: Backend>(
     };
     let total = k.dims()[2];
     let (k, v) = (repeat_kv(k, h), repeat_kv(v, h));
-    let mut scores = (q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt()).cast(FloatDType::F32);
-    let mut mask = ctx.mask.clone().unsqueeze::<4>().expand([b, h, t, total]);
-    let context = match layout {
+    let scores = q.matmul(k.swap_dims(2, 3));
+    // f32 scores are divided in the softmax; half ones first, in their type.
+    let scale = (d as f64).sqrt();
+    let (scores, divisor) = if scores.dtype() == DType::F32 {
+        (scores, scale)
+    } else {
+        ((scores / scale).cast(FloatDType::F32), 1.0)
+    };
+    let mut mask = ctx.mask.clone().unsqueeze::<3>();
+    let mut bias = None;
+    match layout {
         // GPT-NeoX's sparse layers: no ALiBi, dropout on the context.
         Some(layout) => {
             let mut hidden_blocks = layout.forbidden::<B>(total, &scores.device());
             if total > t {
                 hidden_blocks = hidden_blocks.narrow(1, total - t, t);
             }
-            mask = mask.bool_or(hidden_blocks.unsqueeze::<4>().expand([b, h, t, total]));
-            let probs = activation::softmax(scores.mask_fill(mask, f32::MIN), 3).cast(dtype);
-            dropout(probs.matmul(v))
+            mask = mask.expand([h, t, total]).bool_or(hidden_blocks);
         }
         None => {
-            if let Some(alibi) = &ctx.alibi {
-                let alibi = alibi.clone();
-                scores = scores
-                    + if alibi.dims()[1] == h {
-                        alibi
-                    } else {
-                        alibi.narrow(1, first, h)
-                    };
-            }
-            let probs = activation::softmax(scores.mask_fill(mask, f32::MIN), 3);
-            dropout(probs).cast(dtype).matmul(v)
+            bias = ctx.alibi.as_ref().map(|alibi| {
+                let alibi = if alibi.dims()[1] == h {
+                    alibi.clone()
+                } else {
+                    alibi.clone().narrow(1, first, h)
+                };
+                alibi.reshape([h, t, total])
+            });
         }
+    }
+    let plain = {
+        let (mask, bias) = (mask.clone(), bias.clone());
+        move |scores: Tensor<B, 4>| {
+            let mut scores = if divisor == 1.0 {
+                scores
+            } else {
+                scores / divisor
+            };
+            if let Some(bias) = bias {
+                scores = scores + bias.unsqueeze();
+            }
+            let mask = mask.unsqueeze::<4>().expand([b, h, t, total]);
+            activation::softmax(scores.mask_fill(mask, f32::MIN), 3)
+        }
+    };
+    let probs = masked_softmax(scores, divisor, mask, bias, plain);
+    let context = match layout {
+        Some(_) => dropout(probs.cast(dtype).matmul(v)),
+        None => dropout(probs).cast(dtype).matmul(v),
     };
     context.swap_dims(1, 2).reshape([b, t, h * d])
 }

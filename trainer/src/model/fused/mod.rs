@@ -17,6 +17,7 @@
 pub mod gelu;
 pub mod norm;
 pub mod rotary;
+pub mod softmax;
 
 use std::any::{Any, TypeId};
 
