@@ -106,10 +106,15 @@ impl Scanner<'_> {
     }
 
     /// A string after its opening quote, into a `String` of its own (room
-    /// for the rest of the line: it is never grown).
+    /// for the rest of the line: it is never grown). Room far beyond the
+    /// text is given back: batches count text, not capacity, and a short
+    /// text before large metadata must not hold the whole line.
     fn text_string(&mut self) -> Option<String> {
         let mut text = String::with_capacity(self.line.len() - self.at);
         self.string(&mut text)?;
+        if text.capacity() > 2 * text.len() + 64 {
+            text.shrink_to_fit();
+        }
         Some(text)
     }
 

@@ -30,7 +30,10 @@ const MIN_BLOCK: usize = 64;
 
 /// matrixmultiply's blocking, the same for each of its f32 kernels
 /// (`archparam::S_KC`, `S_NC`): `k` in blocks of `KC`, columns of the output
-/// in blocks of `NC`.
+/// in blocks of `NC`. matrixmultiply lets `MATMUL_SGEMM_KC` / `_NC` change
+/// them at build time: with other values the slabs below would no longer
+/// end where its k blocks end, so a build that sets them must set these too
+/// (`bit_identical_to_one_matrixmultiply_call` fails otherwise).
 const KC: usize = 256;
 const NC: usize = 1024;
 
@@ -305,7 +308,10 @@ mod scratch {
                 self.0 = vec![0.0; need];
             }
             let base = self.0.as_mut_ptr();
-            let base = base.wrapping_add(base.align_offset(64));
+            // `align_offset` may answer "cannot" (usize::MAX): then no
+            // shift (the loads and stores are unaligned anyway).
+            let shift = base.align_offset(64);
+            let base = base.wrapping_add(if shift < 16 { shift } else { 0 });
             (base, base.wrapping_add(a))
         }
     }

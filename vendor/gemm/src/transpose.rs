@@ -82,7 +82,9 @@ mod avx512 {
             dst.add(cols16 * ld_dst),
             ld_dst,
         );
-        let bottom = src.offset(rows16 as isize * ld_src);
+        // `wrapping_offset`: with no rows left this points past the end
+        // and is never read.
+        let bottom = src.wrapping_offset(rows16 as isize * ld_src);
         super::tiles(
             rows - rows16,
             cols16,
