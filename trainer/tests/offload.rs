@@ -7,25 +7,16 @@
 //! freely.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
-use neox_trainer::checkpoint;
-use neox_trainer::config::yaml::Options;
-use neox_trainer::device::Cpu;
-use neox_trainer::dist::DataParallel;
-use neox_trainer::dist::comm::Communicator;
-use neox_trainer::dist::comm::threads::ThreadComm;
-use neox_trainer::dist::run::run_model_parallel;
-use neox_trainer::metrics::{self, Record};
-use neox_trainer::optim::{AdamImpl, NeoxOptimizer};
-use neox_trainer::{GptNeox, NeoxArgs, train};
+use neox_trainer::NeoxArgs;
+use neox_trainer::metrics::Record;
+use neox_trainer::optim::AdamImpl;
 
 mod common;
-use common::{one_run_at_a_time, splits};
+use common::{
+    checkpoint_parameters, metrics_in, neox_args, one_run_at_a_time, train_data_parallel,
+    train_split,
+};
 
 const MODEL: &str = "
 num_layers: 2
@@ -60,77 +51,27 @@ const BURN: AdamImpl = AdamImpl::Burn;
 const FLAT: AdamImpl = AdamImpl::Auto;
 
 fn args(extra: &str, world: usize, adam: AdamImpl) -> NeoxArgs {
-    let mut options = Options::default();
-    options.merge_str(MODEL, Path::new("model.yml")).unwrap();
-    options.merge_str(extra, Path::new("run.yml")).unwrap();
-    let mut args = NeoxArgs::from_options_in(options, world).unwrap();
+    let mut args = neox_args(MODEL, extra, world);
     args.optim.adam = adam;
     args
 }
 
-/// Trains on `ranks` threads (ZeRO-Offload needs a ZeRO stage, so even one
-/// rank runs in a group) with `adam` stepping.
+/// Trains on `ranks` threads with `adam` stepping (ZeRO-Offload needs a
+/// ZeRO stage, so that even one rank runs in a group).
 fn run(extra: &str, ranks: usize, adam: AdamImpl) {
-    let args = args(extra, ranks, adam);
-    let zero = args.training.zero_stage;
-    let data = splits();
-    let comms = ThreadComm::group(ranks, Duration::from_secs(60));
-    std::thread::scope(|s| {
-        let handles: Vec<_> = comms
-            .into_iter()
-            .map(|comm| {
-                let (args, data) = (&args, &data);
-                s.spawn(move || {
-                    let dp = DataParallel::new(Arc::new(comm), zero);
-                    train::run_parallel::<Cpu>(args, data, &Default::default(), &dp)
-                })
-            })
-            .collect();
-        let errors: Vec<String> = handles
-            .into_iter()
-            .enumerate()
-            .filter_map(|(rank, h)| match h.join() {
-                Ok(Ok(_)) => None,
-                Ok(Err(e)) => Some(format!("rank {rank}: {e}")),
-                Err(_) => Some(format!("rank {rank} panicked")),
-            })
-            .collect();
-        assert!(errors.is_empty(), "{errors:#?}");
-    });
+    train_data_parallel(&args(extra, ranks, adam), ranks).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Trains a split model (the config's grid, one data-parallel rank) on
 /// `ranks` threads with `adam` stepping.
 fn run_split(extra: &str, ranks: usize, adam: AdamImpl) {
-    let args = args(extra, 1, adam);
-    let data = splits();
-    let comms = ThreadComm::group(ranks, Duration::from_secs(60));
-    std::thread::scope(|s| {
-        let handles: Vec<_> = comms
-            .into_iter()
-            .map(|comm| {
-                let (args, data) = (&args, &data);
-                s.spawn(move || {
-                    let world: Arc<dyn Communicator> = Arc::new(comm);
-                    run_model_parallel::<Cpu>(args, data, &Default::default(), &world)
-                })
-            })
-            .collect();
-        for (rank, h) in handles.into_iter().enumerate() {
-            match h.join() {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => panic!("rank {rank}: {e}"),
-                Err(_) => panic!("rank {rank} panicked"),
-            }
-        }
-    });
+    train_split(&args(extra, 1, adam), ranks).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Every logged number but the timings, as bits (not the test loss: a run
 /// resumed from a shorter one keeps that one's; the parameters are compared).
 fn numbers(dir: &Path) -> Vec<(u64, Vec<u64>)> {
-    metrics::read(&dir.join("metrics.jsonl"))
-        .unwrap()
+    metrics_in(dir)
         .into_iter()
         .filter(|r| !matches!(r, Record::Test { .. }))
         .map(|r| match r {
@@ -162,30 +103,10 @@ fn numbers(dir: &Path) -> Vec<(u64, Vec<u64>)> {
 
 /// Every parameter of the checkpoint `latest` names in `dir`, as bits.
 fn parameters(dir: &Path) -> Vec<Vec<u32>> {
-    struct Collect(Vec<Vec<u32>>);
-    impl<B: Backend> ModuleVisitor<B> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let values = param.val().into_data().to_vec::<f32>().unwrap();
-            self.0.push(values.iter().map(|x| x.to_bits()).collect());
-        }
-    }
-    let a = args("train_iters: 1\n", 1, FLAT);
-    let mut config = a.model.clone();
-    config.vocab_size = 32;
-    let device = Default::default();
-    let model: GptNeox<Cpu> = config.init(&device);
-    let latest = checkpoint::latest(dir).unwrap().unwrap();
-    let restored = checkpoint::load(
-        &latest,
-        model,
-        NeoxOptimizer::new(&a.optim),
-        &device,
-        &DataParallel::single(),
-    )
-    .unwrap();
-    let mut c = Collect(Vec::new());
-    restored.model.visit(&mut c);
-    c.0
+    checkpoint_parameters(dir, &args("train_iters: 1\n", 1, FLAT))
+        .iter()
+        .map(|p| p.iter().map(|x| x.to_bits()).collect())
+        .collect()
 }
 
 fn assert_same_run(a: &Path, b: &Path, what: &str) {
@@ -324,8 +245,7 @@ fn a_split_model_offloads_bit_for_bit() {
     assert_eq!(a, numbers(flat.path()), "pp=2, flat: metrics differ");
     // The final weights: the test loss after the last step.
     let test = |dir: &Path| -> Vec<u64> {
-        metrics::read(&dir.join("metrics.jsonl"))
-            .unwrap()
+        metrics_in(dir)
             .into_iter()
             .filter_map(|r| match r {
                 Record::Test { loss, .. } => Some(loss.to_bits()),
