@@ -2,7 +2,7 @@
 # Where a CPU training step spends its time, per op: builds the training bench
 # (trainer/benches/train.rs) and profiles one of its shapes in this process.
 #
-#   scripts/profile-train.sh [SHAPE] [STEPS] [THREADS] [perf|callgrind]
+#   scripts/profile-train.sh [SHAPE] [STEPS] [THREADS] [perf|callgrind|callers]
 #   scripts/profile-train.sh cpu-tiny-gpt2 4 1            # the defaults
 #
 # Shapes: cpu-tiny-gpt2, cpu-tiny-char, 125M-seq128. Prints the split into
@@ -11,6 +11,10 @@
 # - perf (default): cpu-clock samples, self time per function;
 # - callgrind: instruction counts per function (independent of the machine's
 #   load, ~50x slower: use 1-2 steps).
+# - callers: which model op causes the samples of small kernels (flex's
+#   binary_op, scalar_op, copies, memmove/memset, erff/expf, ...): perf with
+#   DWARF call graphs, each sample of a leaf matching $LEAVES charged to the
+#   nearest frame of neox or of an autodiff backward step / optimizer.
 # Output stays in ${PROFILE_DIR:-target/profile-train}.
 set -euo pipefail
 shape=${1:-cpu-tiny-gpt2}
@@ -41,8 +45,38 @@ callgrind)
     callgrind_annotate --inclusive=no "$out/callgrind.out" 2>/dev/null | sed -n '1,60p' |
         cut -c1-180
     ;;
+callers)
+    leaves=${LEAVES:-binary_op|scalar_op|from_iter|StridedIter|copy_contiguous|memmove|memset|erff|expf|clear_page|to_contiguous}
+    perf record -q -F 149 --call-graph=dwarf,16384 -o "$out/perf.data" -- "$bin" --child "$shape" "$steps" >/dev/null
+    perf script -i "$out/perf.data" -F ip,sym --no-inline 2>/dev/null | awk -v leaves="$leaves" '
+        # One sample: frames from the leaf up, a blank line after it.
+        BEGIN { glue = "rayon|core::|alloc::|std::|libc|memmove|memset|Bytes|Allocation|Fn|closure|simd" }
+        function short(f) {
+            gsub(/<impl [^>]*>|burn_autodiff::backend::Autodiff<B,C>|burn_backend::backend::ops::| for burn_flex::backend::Flex>/, "", f)
+            return substr(f, 1, 90)
+        }
+        function flush() {
+            if (n == 0) return
+            total++
+            if (match(frame[1], leaves)) {
+                leaf = substr(frame[1], RSTART, RLENGTH); op = "?"; by = "? (a rayon task)"
+                for (i = 2; i <= n; i++)
+                    if (frame[i] !~ glue) { op = frame[i]; break }
+                for (i = 2; i <= n; i++)
+                    if (frame[i] ~ /neox_trainer::|Backward|burn_optim|burn_autodiff::ops/) { by = frame[i]; break }
+                count[leaf " <- " short(op) " <- " short(by)]++
+            }
+            n = 0
+        }
+        /^[ \t]*$/ { flush(); next }
+        { sub(/^[ \t]*[0-9a-f]+ /, ""); frame[++n] = $0 }
+        END {
+            flush()
+            for (k in count) if (count[k] * 500 >= total) printf "%6.2f%%  %s\n", 100 * count[k] / total, k
+        }' | sort -rn | head -40
+    ;;
 *)
-    echo "error: tool must be perf or callgrind, not $tool" >&2
+    echo "error: tool must be perf, callgrind or callers, not $tool" >&2
     exit 2
     ;;
 esac

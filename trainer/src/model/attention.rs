@@ -12,6 +12,7 @@ use burn::module::Module;
 use burn::nn::{Dropout, Linear};
 use burn::tensor::{Bool, DType, FloatDType, Tensor, activation, backend::Backend};
 
+use super::fused::linear;
 use super::fused::softmax::masked_softmax;
 use super::position::apply_rotary;
 use super::sparse::BlockLayout;
@@ -114,13 +115,11 @@ impl<B: Backend> Attention<B> {
         let [b, t, hidden] = x.dims();
         // On `[b t, hidden]`: one matrix product (Burn's batched `linear`
         // sums `b` weight gradients).
-        let qkv = self.query_key_value.forward(x.reshape([b * t, hidden]));
+        let qkv = linear::forward(&self.query_key_value, x.reshape([b * t, hidden]));
         let heads = split_heads(qkv, [b, t], self.heads, self.kv_heads, hidden / self.heads);
         let dropout = |x| self.attention_dropout.forward(x);
         let context = attend(heads, ctx, 0, self.layout.as_ref(), cache, dropout);
-        self.dense
-            .forward(context.reshape([b * t, hidden]))
-            .reshape([b, t, hidden])
+        linear::forward(&self.dense, context.reshape([b * t, hidden])).reshape([b, t, hidden])
     }
 }
 

@@ -5,6 +5,7 @@ use burn::nn::Linear;
 use burn::tensor::{Tensor, backend::Backend};
 
 pub use super::activations::{Activation, gelu};
+use super::fused::linear;
 
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
@@ -24,12 +25,11 @@ impl<B: Backend> Mlp<B> {
     }
 
     /// On `[b, t, hidden]`, computed on `[b t, hidden]`: each linear layer is
-    /// one matrix product (Burn's batched `linear` sums `b` weight gradients).
+    /// one matrix product (Burn's batched `linear` sums `b` weight gradients),
+    /// fused with its bias on the CPU (see [`linear`]).
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, hidden] = x.dims();
-        let h = self.dense_h_to_4h.forward(x.reshape([b * t, hidden]));
-        self.dense_4h_to_h
-            .forward(self.activation.forward(h))
-            .reshape([b, t, hidden])
+        let h = linear::forward(&self.dense_h_to_4h, x.reshape([b * t, hidden]));
+        linear::forward(&self.dense_4h_to_h, self.activation.forward(h)).reshape([b, t, hidden])
     }
 }

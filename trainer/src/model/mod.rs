@@ -310,12 +310,14 @@ impl<B: Backend> Layer<B> {
                 .forward(self.attention.forward(normed, ctx))
         };
         let feed = |x: Tensor<B, 3>| self.feed(x);
+        // Each sum as `branch + x`: the same bits as `x + branch`, and flex
+        // adds into the branch's fresh output instead of a new buffer.
         if self.parallel_residual {
             // GPT-J: x + attn(ln1(x)) + mlp(ln2(x)).
-            x.clone() + attend(x.clone()) + feed(x)
+            attend(x.clone()) + x.clone() + feed(x)
         } else {
-            let x = x.clone() + attend(x);
-            x.clone() + feed(x)
+            let x = attend(x.clone()) + x;
+            feed(x.clone()) + x
         }
     }
 
@@ -443,8 +445,8 @@ impl<B: Backend> GptNeox<B> {
         let [b, t, hidden] = x.dims();
         let x = self.final_layer_norm.forward(x).reshape([b * t, hidden]);
         let logits = match &self.embed_out {
-            Some(out) => out.forward(x),
-            None => x.matmul(self.embed_in.weight.val().transpose()),
+            Some(out) => fused::linear::forward(out, x),
+            None => fused::linear::linear(x, self.embed_in.weight.val().transpose(), None),
         };
         let vocab = logits.dims()[1];
         logits.reshape([b, t, vocab])

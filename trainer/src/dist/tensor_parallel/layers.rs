@@ -11,6 +11,7 @@ use burn::tensor::{Distribution, Int, Tensor, backend::Backend, module};
 
 use super::mappings::{TpGroup, TpOps};
 use crate::model::attention::{Context, attend, split_heads};
+use crate::model::fused::linear;
 use crate::model::sparse::BlockLayout;
 use crate::model::{Activation, Attention, Mlp, ModelConfig};
 
@@ -96,16 +97,12 @@ fn row_linear<B: Backend>(linear: &Linear<B>, shard: Shard) -> Linear<B> {
 
 /// `x W` for a row-parallel `linear`: partial products summed over the
 /// group, then the bias.
-fn row_forward<B: TpOps, const D: usize>(
-    linear: &Linear<B>,
-    x: Tensor<B, D>,
-    group: &TpGroup,
-) -> Tensor<B, D> {
+fn row_forward<B: TpOps>(layer: &Linear<B>, x: Tensor<B, 2>, group: &TpGroup) -> Tensor<B, 2> {
     if group.size() == 1 {
-        return linear.forward(x);
+        return linear::forward(layer, x);
     }
-    let y = B::reduce_from_tp(module::linear(x, linear.weight.val(), None), group);
-    match &linear.bias {
+    let y = B::reduce_from_tp(module::linear(x, layer.weight.val(), None), group);
+    match &layer.bias {
         Some(b) => y + b.val().unsqueeze(),
         None => y,
     }
@@ -168,7 +165,7 @@ impl<B: TpOps> TpAttention<B> {
         let kv = self.kv_heads / self.shard.size;
         let x = B::copy_to_tp(x, group);
         // On `[b t, hidden]`, as the unsplit model computes it.
-        let qkv = self.query_key_value.forward(x.reshape([b * t, hidden]));
+        let qkv = linear::forward(&self.query_key_value, x.reshape([b * t, hidden]));
         let heads = split_heads(qkv, [b, t], h, kv, d);
         let dropout = |x| self.dropout(x, first);
         let context = attend(heads, ctx, first, self.layout.as_ref(), None, dropout);
@@ -230,7 +227,7 @@ impl<B: TpOps> TpMlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>, group: &TpGroup) -> Tensor<B, 3> {
         let [b, t, hidden] = x.dims();
         let x = B::copy_to_tp(x, group).reshape([b * t, hidden]);
-        let h = self.dense_h_to_4h.forward(x);
+        let h = linear::forward(&self.dense_h_to_4h, x);
         row_forward(&self.dense_4h_to_h, self.activation.forward(h), group).reshape([b, t, hidden])
     }
 }
