@@ -208,6 +208,11 @@ pub fn seeded<B: AutodiffBackend>(config: &ModelConfig, seed: u64) -> GptNeox<B>
 /// Asserts `got` equals `want` within `tolerance` of `want`'s largest magnitude.
 pub fn assert_within(got: &[f32], want: &[f32], tolerance: f32, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
+    // `f32::max` passes over NaN: a NaN would otherwise read as no error.
+    assert!(
+        got.iter().chain(want).all(|v| v.is_finite()),
+        "{what}: non-finite values"
+    );
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     let err = got
         .iter()

@@ -42,7 +42,9 @@ pub fn masked_softmax<B: Backend>(
     let [_, h, t, s] = scores.dims();
     let [m, mt, ms] = mask.dims();
     let fits = (m == 1 || m == h) && (mt, ms) == (t, s);
-    if !fits || bias.as_ref().is_some_and(|b| b.dims() != [h, t, s]) {
+    // Empty scores (no keys or no queries) have nothing to fuse.
+    let empty = t == 0 || s == 0;
+    if !fits || empty || bias.as_ref().is_some_and(|b| b.dims() != [h, t, s]) {
         return plain(scores);
     }
     let x = Route::<B>::of(scores.into_primitive().tensor());
@@ -314,7 +316,8 @@ mod tests {
         }
     }
 
-    /// Half precision, and masks or biases of other shapes, take the plain ops.
+    /// Half precision, masks or biases of other shapes, and empty scores take
+    /// the plain ops.
     #[test]
     fn other_types_and_shapes_take_the_plain_ops() {
         let device = Default::default();
@@ -337,6 +340,10 @@ mod tests {
         masked_softmax(s.clone(), 2.0, three_heads, None, plain);
         let bias = bias.map(|b| b.narrow(0, 0, 1));
         masked_softmax(s, 2.0, mask, bias, plain);
-        assert_eq!(called.get(), 3);
+        // No keys at all.
+        let empty = Tensor::<Flex, 4>::zeros([1, 2, 3, 0], &device);
+        let no_keys = Tensor::<Flex, 3, Bool>::empty([1, 3, 0], &device);
+        masked_softmax(empty, 2.0, no_keys, None, plain);
+        assert_eq!(called.get(), 4);
     }
 }
