@@ -390,6 +390,42 @@ mod tests {
     /// computes, for each layout of both operands, scales, thread counts
     /// and slab limits small enough that every slab path runs, with `k`
     /// over several of matrixmultiply's `k` blocks and ragged shapes.
+    /// With `read_dst` false every element of the destination is written
+    /// and none is read: neox's fused linear layers hand `gemm::gemm` an
+    /// uninitialised buffer on that promise. NaN in, the product out, for
+    /// small, whole and sliced products on one and two threads.
+    #[test]
+    fn a_destination_it_does_not_read_is_written_whole() {
+        for &(m, n, k) in &[(3, 5, 7), (16, 16, 16), (40, 1100, 600), (600, 40, 9)] {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                let (a, rsa, csa) = operand(m, k, ta, 3);
+                let (b, rsb, csb) = operand(k, n, tb, 4);
+                for parallelism in [Parallelism::None, Parallelism::Rayon(2)] {
+                    let mut c = vec![f32::NAN; m * n];
+                    unsafe {
+                        crate::gemm::gemm(
+                            m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), csa, rsa,
+                            b.as_ptr(), csb, rsb, 0.0, 1.0, false, false, false, parallelism,
+                        );
+                    }
+                    for i in 0..m {
+                        for j in 0..n {
+                            let at = |x: &[f32], r: isize, c: isize| x[(r + c) as usize];
+                            let dot: f32 = (0..k as isize)
+                                .map(|l| at(&a, i as isize * rsa, l * csa) * at(&b, l * rsb, j as isize * csb))
+                                .sum();
+                            let got = c[i * n + j];
+                            assert!(
+                                (got - dot).abs() <= 1e-4 * (1.0 + dot.abs()),
+                                "{m}x{n}x{k} ta={ta} tb={tb} [{i}, {j}]: {got} vs {dot}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn bit_identical_to_one_matrixmultiply_call() {
         let tiny = Limits {
