@@ -5,12 +5,13 @@
 //! still held when the forward pass has returned the loss are what the
 //! autodiff graph saved for the backward pass: the activations. The peak
 //! during the backward pass, less the gradients it produced, is reported too.
-//! Korthikanti et al.'s formula counts what Megatron saves; Burn saves other
-//! intermediates (the expanded causal mask and masked scores, the exact
-//! GELU's pieces, f32 everywhere), so the test states the margin it holds to:
-//! measured 1.39x to 1.60x held after the forward pass and up to 2.52x at the
-//! backward pass's peak (vocabulary 2048) on the shapes below; the
-//! estimate never overstates.
+//! Korthikanti et al.'s formula counts what Megatron saves; neox's CPU ops
+//! save other things (the fused attention softmax only its probabilities,
+//! the fused linear layers their inputs, f32 everywhere), so the test states
+//! the margin it holds to: measured 0.61x to 0.98x held after the forward
+//! pass and 0.76x to 0.78x at the backward pass's peak less the gradients on
+//! the shapes below (before the fused softmax and linear layers: 1.39x to
+//! 1.60x and up to 2.52x).
 
 use std::alloc::{GlobalAlloc, Layout as Alloc, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -148,10 +149,10 @@ fn activations_are_within_the_stated_margin_of_the_measured() {
             shape.replace('\n', " "),
             peak as f64 / estimate as f64
         );
-        // Held: between 1x and 1.8x the estimate; the backward peak within 3x
+        // Held: between 0.5x and 1.8x the estimate; the backward peak within 3x
         // (less the gradients it can be below what the forward pass held: the
         // fused loss frees its saved softmax as it writes the logits' gradient).
-        assert!((1.0..=1.8).contains(&ratio), "{shape}: {ratio}");
+        assert!((0.5..=1.8).contains(&ratio), "{shape}: {ratio}");
         assert!(peak > 0 && peak <= 3 * estimate, "{shape}: {peak}");
     }
 }
