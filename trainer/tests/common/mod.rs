@@ -9,8 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::Tensor;
+use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use neox_trainer::config::yaml::Options;
 use neox_trainer::data::{Splits, TokenWindows};
@@ -166,17 +165,9 @@ pub fn logged_numbers(dir: &Path) -> Vec<(String, u64, f64, f64, f64)> {
         .collect()
 }
 
-/// Every parameter's values, in visiting order.
+/// Every parameter's values, in visiting order (the library's own walk).
 pub fn parameter_values<B: Backend, M: Module<B>>(model: &M) -> Vec<Vec<f32>> {
-    struct Collect(Vec<Vec<f32>>);
-    impl<B: Backend> ModuleVisitor<B> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.0.push(param.val().into_data().iter::<f32>().collect());
-        }
-    }
-    let mut c = Collect(Vec::new());
-    model.visit(&mut c);
-    c.0
+    neox_trainer::dist::merge::values(model)
 }
 
 /// Every parameter of the checkpoint `latest` names in `dir`, in visiting
