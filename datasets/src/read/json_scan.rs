@@ -205,9 +205,7 @@ impl Scanner<'_> {
     fn string(&mut self, out: &mut String) -> Option<()> {
         let bytes = self.line.as_bytes();
         loop {
-            let stop = find_special(bytes, self.at);
-            // Quotes, backslashes and ASCII bytes are character boundaries.
-            out.push_str(&self.line[self.at..stop]);
+            let stop = copy_plain(self.line, self.at, out);
             self.at = stop + 1;
             match *bytes.get(stop)? {
                 b'"' => return Some(()),
@@ -259,31 +257,91 @@ impl Scanner<'_> {
     }
 }
 
-/// The first quote, backslash or control character of `bytes` from `from`
-/// (or the end): sixteen bytes at a time (SSE2, part of every x86-64).
+/// Appends `line[from..stop]` to `out`, where `stop` is the first quote,
+/// backslash or control character from `from` (or the end), and returns
+/// `stop`. When `out` has room for the whole rest of the line (a text's
+/// `String` has), the bytes are copied as they are scanned, sixteen at a
+/// time; otherwise they are found first, then copied.
+fn copy_plain(line: &str, from: usize, out: &mut String) -> usize {
+    let bytes = line.as_bytes();
+    #[cfg(target_arch = "x86_64")]
+    if out.capacity() - out.len() >= bytes.len() - from {
+        return copy_plain_sse2(bytes, from, out);
+    }
+    let stop = find_special(bytes, from);
+    // Quotes, backslashes and ASCII bytes are character boundaries.
+    out.push_str(&line[from..stop]);
+    stop
+}
+
+/// [`copy_plain`] when `out` has room for `bytes[from..]`: each sixteen
+/// bytes are stored past `out`'s end before they are looked at, and only
+/// those before the first special byte are kept.
 #[cfg(target_arch = "x86_64")]
-fn find_special(bytes: &[u8], mut from: usize) -> usize {
+fn copy_plain_sse2(bytes: &[u8], mut from: usize, out: &mut String) -> usize {
+    use std::arch::x86_64::{_mm_loadu_si128, _mm_storeu_si128};
+    // SAFETY: the caller left room for `bytes.len() - from` more bytes, and
+    // `len - start_len` stays equal to `from - start_from`, so a 16-byte
+    // store at `len` while `from + 16 <= bytes.len()` stays within the
+    // capacity. Only `bytes[start_from..stop]` is kept: it starts after an
+    // ASCII quote or escape (or at a boundary the caller chose) and ends at
+    // an ASCII byte or at the end of `bytes`, a `str`, so it is whole UTF-8
+    // characters. Nothing between `as_mut_vec` and `set_len` can panic.
+    unsafe {
+        let vec = out.as_mut_vec();
+        let dst = vec.as_mut_ptr();
+        let mut len = vec.len();
+        while let Some(chunk) = bytes.get(from..from + 16) {
+            let v = _mm_loadu_si128(chunk.as_ptr().cast());
+            _mm_storeu_si128(dst.add(len).cast(), v);
+            let found = special_mask(v);
+            if found != 0 {
+                let k = found.trailing_zeros() as usize;
+                vec.set_len(len + k);
+                return from + k;
+            }
+            (len, from) = (len + 16, from + 16);
+        }
+        let stop = find_special_by_words(bytes, from);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr().add(from), dst.add(len), stop - from);
+        vec.set_len(len + stop - from);
+        stop
+    }
+}
+
+/// One bit per byte of `v` (bit i for byte i) that is a quote, a backslash
+/// or a control character.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn special_mask(v: std::arch::x86_64::__m128i) -> u32 {
     use std::arch::x86_64::{
-        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8,
+        _mm_cmpeq_epi8, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
-    // SAFETY: SSE2 is part of every x86-64 processor; each load reads the
-    // 16 bytes of `chunk`, unaligned.
+    // SAFETY: SSE2 is part of every x86-64 processor.
     unsafe {
         let quote = _mm_set1_epi8(b'"' as i8);
         let backslash = _mm_set1_epi8(b'\\' as i8);
         let below_space = _mm_set1_epi8(0x1f);
-        while let Some(chunk) = bytes.get(from..from + 16) {
-            let v = _mm_loadu_si128(chunk.as_ptr().cast());
-            // max(v, 0x1f) == 0x1f: the bytes up to 0x1f.
-            let control = _mm_cmpeq_epi8(_mm_max_epu8(v, below_space), below_space);
-            let quotes = _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash));
-            let found = _mm_movemask_epi8(_mm_or_si128(quotes, control));
-            if found != 0 {
-                return from + found.trailing_zeros() as usize;
-            }
-            from += 16;
+        // max(v, 0x1f) == 0x1f: the bytes up to 0x1f.
+        let control = _mm_cmpeq_epi8(_mm_max_epu8(v, below_space), below_space);
+        let quotes = _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash));
+        _mm_movemask_epi8(_mm_or_si128(quotes, control)) as u32
+    }
+}
+
+/// The first quote, backslash or control character of `bytes` from `from`
+/// (or the end): sixteen bytes at a time (SSE2, part of every x86-64).
+#[cfg(target_arch = "x86_64")]
+fn find_special(bytes: &[u8], mut from: usize) -> usize {
+    use std::arch::x86_64::_mm_loadu_si128;
+    while let Some(chunk) = bytes.get(from..from + 16) {
+        // SAFETY: SSE2 is part of every x86-64 processor; the load reads the
+        // 16 bytes of `chunk`, unaligned.
+        let found = special_mask(unsafe { _mm_loadu_si128(chunk.as_ptr().cast()) });
+        if found != 0 {
+            return from + found.trailing_zeros() as usize;
         }
+        from += 16;
     }
     find_special_by_words(bytes, from)
 }
@@ -460,6 +518,34 @@ mod tests {
                     for from in [0, at.saturating_sub(3).min(at)] {
                         assert_eq!(find_special(&bytes, from), expected, "{len} {at}");
                         assert_eq!(find_special_by_words(&bytes, from), expected, "{len} {at}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn plain_runs_are_copied_the_same_with_room_or_without() {
+        // Multi-byte characters across every 16-byte boundary, a special
+        // byte at every place, onto a String that already holds text.
+        for len in 0..40 {
+            for at in 0..=len {
+                for special in ["\"", "\\", "\n", ""] {
+                    let body: String = "aé日😀".chars().cycle().take(len).collect();
+                    let split = body.char_indices().nth(at).map_or(body.len(), |(i, _)| i);
+                    let line = format!("{}{special}{}tail", &body[..split], &body[split..]);
+                    for from in [0, 1.min(line.len())] {
+                        if !line.is_char_boundary(from) {
+                            continue;
+                        }
+                        let expected_stop = find_special(line.as_bytes(), from);
+                        let mut tight = String::from("ab");
+                        let mut roomy = String::with_capacity(2 + line.len());
+                        roomy.push_str("ab");
+                        assert_eq!(copy_plain(&line, from, &mut tight), expected_stop);
+                        assert_eq!(copy_plain(&line, from, &mut roomy), expected_stop);
+                        let expected = format!("ab{}", &line[from..expected_stop]);
+                        assert_eq!((&tight, &roomy), (&expected, &expected), "{line:?} {from}");
                     }
                 }
             }
