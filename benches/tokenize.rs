@@ -12,9 +12,15 @@
 //! counts loading the tokenizer. Then, for the default engine, each stage
 //! of the pipeline alone (zstd decoding, reading, encoding, writing) in CPU
 //! milliseconds per MB of text, with the bound that reading and writing put
-//! on end-to-end / raw when every core is busy. Last, the corpus is
-//! concatenated ten times to show that the pipeline's peak RSS does not
-//! grow with the input.
+//! on end-to-end / raw when every core is busy, and end-to-end / raw on the
+//! corpus decompressed to plain JSON lines (what zstd costs). Last, the
+//! corpus is concatenated ten times to show that the pipeline's peak RSS
+//! does not grow with the input.
+//!
+//! A virtual machine's speed drifts by tens of percent from minute to
+//! minute, so runs that are compared are interleaved (raw, end-to-end, raw,
+//! ...) over `NEOX_BENCH_ROUNDS` rounds (default 3) and every figure is the
+//! median over the rounds; a ratio is the median of the rounds' ratios.
 //!
 //! Each measurement runs in a child process of its own (this program,
 //! re-run with `NEOX_BENCH_CHILD` set) so that peak RSS is its own.
@@ -44,8 +50,63 @@ const TOKENIZERS: [&str; 5] = [
 /// on the tokenizer's speed).
 const SCALE_TOKENIZER: &str = "gpt2 (fast bpe)";
 const THREADS: [usize; 2] = [1, 2];
-/// Runs of each stage measurement (the least CPU time counts).
-const STAGE_RUNS: usize = 5;
+/// Interleaved rounds of the stage measurements.
+const STAGE_ROUNDS: usize = 5;
+
+/// Interleaved rounds of each comparison (`NEOX_BENCH_ROUNDS`, default 3).
+fn rounds() -> usize {
+    std::env::var("NEOX_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(3)
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// Runs `modes` on `input` in turns, `rounds` times: the runs of each mode.
+fn interleaved(
+    modes: &[&str],
+    name: &str,
+    threads: usize,
+    input: &Path,
+    rounds: usize,
+) -> Vec<Vec<Measured>> {
+    let mut runs: Vec<Vec<Measured>> = modes.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (mode, runs) in modes.iter().zip(&mut runs) {
+            runs.push(run_child(mode, name, threads, input));
+        }
+    }
+    runs
+}
+
+/// The median of `f` over `runs`.
+fn median_of(runs: &[Measured], f: impl Fn(&Measured) -> f64) -> f64 {
+    median(runs.iter().map(f).collect())
+}
+
+/// The median over the rounds of end-to-end / raw wall-clock throughput.
+fn median_ratio(raw: &[Measured], e2e: &[Measured]) -> f64 {
+    median(
+        raw.iter()
+            .zip(e2e)
+            .map(|(r, e)| e.mb_per_s() / r.mb_per_s())
+            .collect(),
+    )
+}
 
 fn tokenizer(name: &str) -> Tokenizer {
     let (spec, engine) = match name {
@@ -121,8 +182,9 @@ fn main() {
     }
     let only = std::env::var("NEOX_BENCH_ONLY").unwrap_or_default();
     let input = corpus();
+    let rounds = rounds();
     println!(
-        "machine: {} cores; input {}; load average at the start: {}",
+        "machine: {} cores; input {}; load average at the start: {}; medians of {rounds} interleaved rounds",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         input.display(),
         load_average()
@@ -134,19 +196,19 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for name in TOKENIZERS.iter().filter(|n| n.contains(&only)) {
         for threads in THREADS {
-            let raw = run_child("raw", name, threads, &input);
-            let e2e = run_child("e2e", name, threads, &input);
+            let runs = interleaved(&["raw", "e2e"], name, threads, &input, rounds);
+            let (raw, e2e) = (&runs[0], &runs[1]);
             println!(
                 "| {name} | {threads} | {:.2} | {:.0} | {:.2} | {:.0} | {:.0}% | {:.2} | {:.2} | {} | {} |",
-                raw.mb_per_s(),
-                raw.tokens_per_s(),
-                e2e.mb_per_s(),
-                e2e.tokens_per_s(),
-                100.0 * e2e.mb_per_s() / raw.mb_per_s(),
-                raw.mb_per_cpu_s(),
-                e2e.mb_per_cpu_s(),
-                mib(raw.peak_rss),
-                mib(e2e.peak_rss)
+                median_of(raw, Measured::mb_per_s),
+                median_of(raw, Measured::tokens_per_s),
+                median_of(e2e, Measured::mb_per_s),
+                median_of(e2e, Measured::tokens_per_s),
+                100.0 * median_ratio(raw, e2e),
+                median_of(raw, Measured::mb_per_cpu_s),
+                median_of(e2e, Measured::mb_per_cpu_s),
+                mib(median_of(raw, |m| m.peak_rss as f64) as u64),
+                mib(median_of(e2e, |m| m.peak_rss as f64) as u64)
             );
         }
     }
@@ -156,8 +218,9 @@ fn main() {
         return;
     }
     stages(&input);
-
     let dir = tempfile::tempdir().expect("temp dir");
+    plain_lines(&input, dir.path(), rounds);
+
     let tenfold = dir.path().join("mail-x10.jsonl.zst");
     let bytes = std::fs::read(&input).expect("read corpus");
     // Ten zstd frames one after the other are one valid zstd stream.
@@ -188,48 +251,73 @@ fn load_average() -> String {
 
 /// Where the end-to-end CPU time goes, for the default engine at the
 /// largest thread count: each stage alone, in CPU milliseconds per MB of
-/// text (the least of [`STAGE_RUNS`] runs: the least disturbed by other
-/// work on the machine), against the whole pipeline.
+/// text, against the whole pipeline (medians of [`STAGE_ROUNDS`]
+/// interleaved rounds).
 fn stages(input: &Path) {
     let threads = *THREADS.last().unwrap_or(&1);
-    let best = |mode: &str| {
-        (0..STAGE_RUNS)
-            .map(|_| run_child(mode, SCALE_TOKENIZER, threads, input))
-            .min_by(|a, b| a.cpu_secs.total_cmp(&b.cpu_secs))
-            .expect("at least one run")
+    let modes = ["decompress", "read", "raw", "write", "e2e"];
+    let runs = interleaved(&modes, SCALE_TOKENIZER, threads, input, STAGE_ROUNDS);
+    let [decompress, read, encode, write, e2e] = &runs[..] else {
+        unreachable!("one list of runs per mode")
     };
-    let encode = best("raw");
-    let text_mb = encode.bytes as f64 / 1e6;
-    let per_mb = |m: &Measured| (1e3 * m.cpu_secs / text_mb, 1e3 * m.secs / text_mb);
-    let decompress = best("decompress");
-    let read = best("read");
-    let write = best("write");
-    let e2e = best("e2e");
+    let text_mb = encode[0].bytes as f64 / 1e6;
+    let per_mb = |runs: &[Measured]| {
+        (
+            1e3 * median_of(runs, |m| m.cpu_secs) / text_mb,
+            1e3 * median_of(runs, |m| m.secs) / text_mb,
+        )
+    };
     println!();
     println!(
-        "Stages of {SCALE_TOKENIZER} at {threads} threads, each alone (least CPU of {STAGE_RUNS} runs; per MB of text, {:.1} MB; zstd decodes {:.1} MB):",
+        "Stages of {SCALE_TOKENIZER} at {threads} threads, each alone (medians of {STAGE_ROUNDS} interleaved rounds; per MB of text, {:.1} MB; zstd decodes {:.1} MB):",
         text_mb,
-        decompress.bytes as f64 / 1e6
+        decompress[0].bytes as f64 / 1e6
     );
     println!();
     println!("| stage | CPU ms per MB | wall ms per MB |");
     println!("|---|---|---|");
     let row = |name: &str, (cpu, wall): (f64, f64)| println!("| {name} | {cpu:.2} | {wall:.2} |");
-    row("zstd decoding alone", per_mb(&decompress));
-    row("reading: zstd, lines, JSON, hand-over", per_mb(&read));
-    row("encoding (the raw run)", per_mb(&encode));
-    row("writing .bin/.idx, synced", per_mb(&write));
-    let stages = [&read, &encode, &write].map(|m| per_mb(m).0);
+    row("zstd decoding alone", per_mb(decompress));
+    row("reading: zstd, lines, JSON, hand-over", per_mb(read));
+    row("encoding (the raw run)", per_mb(encode));
+    row("writing .bin/.idx, synced", per_mb(write));
+    let stages = [read, encode, write].map(|m| per_mb(m).0);
     let sum: f64 = stages.iter().sum();
     println!("| reading + encoding + writing | {sum:.2} | |");
-    row("end to end", per_mb(&e2e));
+    row("end to end", per_mb(e2e));
     // With every core busy, wall time is at best total CPU / cores, so
     // end-to-end / raw is at most encoding's share of the total CPU.
     println!();
     println!(
-        "With all {threads} cores busy, end-to-end / raw can reach at most encoding / (reading + encoding + writing) = {:.0}% (measured: {:.0}% of CPU)",
+        "With all {threads} cores busy, end-to-end / raw can reach at most encoding / (reading + encoding + writing) = {:.0}% (measured: {:.0}% of CPU; end-to-end / raw in these rounds: {:.0}%)",
         100.0 * stages[1] / sum,
-        100.0 * stages[1] / per_mb(&e2e).0
+        100.0 * stages[1] / per_mb(e2e).0,
+        100.0 * median_ratio(encode, e2e)
+    );
+}
+
+/// End-to-end / raw for the default engine at the largest thread count on
+/// the corpus decompressed to plain JSON lines in `dir`: the same pipeline
+/// without zstd.
+fn plain_lines(input: &Path, dir: &Path, rounds: usize) {
+    use std::io::{Read, Write};
+    let threads = *THREADS.last().unwrap_or(&1);
+    let plain = dir.join("mail.jsonl");
+    let mut decoder = zstd::Decoder::new(std::fs::File::open(input).expect("open corpus"))
+        .expect("zstd");
+    let mut bytes = Vec::new();
+    decoder.read_to_end(&mut bytes).expect("decompress corpus");
+    std::fs::File::create(&plain)
+        .and_then(|mut f| f.write_all(&bytes))
+        .expect("write plain JSON lines");
+    drop(bytes);
+    let runs = interleaved(&["raw", "e2e"], SCALE_TOKENIZER, threads, &plain, rounds);
+    println!();
+    println!(
+        "The same corpus as plain JSON lines (no zstd), {SCALE_TOKENIZER} at {threads} threads: end-to-end {:.2} MB/s, {:.2} MB/CPU-s; end-to-end / raw {:.0}%",
+        median_of(&runs[1], Measured::mb_per_s),
+        median_of(&runs[1], Measured::mb_per_cpu_s),
+        100.0 * median_ratio(&runs[0], &runs[1])
     );
 }
 
