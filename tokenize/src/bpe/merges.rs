@@ -16,6 +16,23 @@ use rustc_hash::FxHashMap;
 /// Pieces up to this many bytes merge on the stack by linear scans.
 const SMALL_PIECE: usize = 64;
 
+/// Pieces up to this many bytes are found whole by a `u64` key.
+const SHORT_PIECE: usize = 7;
+
+/// A piece of up to [`SHORT_PIECE`] bytes as one `u64`: its bytes, then
+/// zeros, and its length in the last byte (so that pieces that differ only
+/// by trailing NUL bytes differ).
+#[inline(always)]
+fn short_key(piece: &[u8]) -> Option<u64> {
+    if piece.len() > SHORT_PIECE {
+        return None;
+    }
+    let mut key = [0u8; 8];
+    key[..piece.len()].copy_from_slice(piece);
+    key[7] = piece.len() as u8;
+    Some(u64::from_le_bytes(key))
+}
+
 /// No merge for this pair.
 const NO_MERGE: u32 = u32::MAX;
 
@@ -25,8 +42,11 @@ pub(crate) struct MergeTable {
     byte_ids: [u32; 256],
     /// `(left << 32) | right` -> `(rank << 32) | merged`.
     pairs: FxHashMap<u64, u64>,
-    /// Pieces that encode to exactly one token, with that token.
-    whole: FxHashMap<Box<[u8]>, u32>,
+    /// Pieces that encode to exactly one token, with that token: those of
+    /// up to [`SHORT_PIECE`] bytes by [`short_key`] (one probe, no bytes
+    /// to follow), longer ones by their bytes.
+    whole_short: FxHashMap<u64, u32>,
+    whole_long: FxHashMap<Box<[u8]>, u32>,
 }
 
 impl MergeTable {
@@ -54,9 +74,10 @@ impl MergeTable {
         let mut table = Self {
             byte_ids,
             pairs,
-            whole: FxHashMap::default(),
+            whole_short: FxHashMap::default(),
+            whole_long: FxHashMap::default(),
         };
-        let mut whole = FxHashMap::default();
+        let (mut short, mut long) = (FxHashMap::default(), FxHashMap::default());
         let mut ids = Vec::new();
         for (bytes, id) in tokens {
             if bytes.len() < 2 {
@@ -68,10 +89,13 @@ impl MergeTable {
                 ids == [id]
             };
             if keep {
-                whole.insert(bytes.into_boxed_slice(), id);
+                match short_key(&bytes) {
+                    Some(key) => short.insert(key, id),
+                    None => long.insert(bytes.into_boxed_slice(), id),
+                };
             }
         }
-        table.whole = whole;
+        (table.whole_short, table.whole_long) = (short, long);
         table
     }
 
@@ -81,7 +105,10 @@ impl MergeTable {
         match piece {
             [] => {}
             [b] => out.push(self.byte_ids[usize::from(*b)]),
-            _ => match self.whole.get(piece) {
+            _ => match short_key(piece).map_or_else(
+                || self.whole_long.get(piece),
+                |key| self.whole_short.get(&key),
+            ) {
                 Some(&id) => out.push(id),
                 None => self.merge(piece, out),
             },
@@ -239,6 +266,30 @@ mod tests {
         assert_eq!(both_ways(&t, b"aaaaab"), [257, 258]);
         assert_eq!(both_ways(&t, b"aaaaaab"), [257, 257, a, 256]);
         assert_eq!(both_ways(&t, b"xy"), [u32::from(b'x'), u32::from(b'y')]);
+    }
+
+    #[test]
+    fn whole_pieces_are_found_by_length_and_bytes() {
+        let byte_ids = std::array::from_fn(|b| b as u32);
+        let tokens = [
+            (b"a\0".to_vec(), 300),
+            (b"a\0\0".to_vec(), 301),
+            (b"abcdefg".to_vec(), 302),
+            (b"abcdefgh".to_vec(), 303),
+            (b"\0\0\0\0\0\0\0".to_vec(), 304),
+        ];
+        let t = MergeTable::new(byte_ids, [], tokens.clone(), true);
+        for (bytes, id) in tokens {
+            let mut ids = Vec::new();
+            t.encode_piece(&bytes, &mut ids);
+            assert_eq!(ids, [id], "{bytes:?}");
+        }
+        // Not whole tokens: one more NUL, one byte fewer or more.
+        for piece in [&b"a\0\0\0"[..], b"abcdef", b"abcdefghi", b"\0\0\0\0\0\0\0\0"] {
+            let mut ids = Vec::new();
+            t.encode_piece(piece, &mut ids);
+            assert_eq!(ids, piece.iter().map(|&b| u32::from(b)).collect::<Vec<_>>());
+        }
     }
 
     #[test]
