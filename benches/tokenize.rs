@@ -303,8 +303,8 @@ fn plain_lines(input: &Path, dir: &Path, rounds: usize) {
     use std::io::{Read, Write};
     let threads = *THREADS.last().unwrap_or(&1);
     let plain = dir.join("mail.jsonl");
-    let mut decoder = zstd::Decoder::new(std::fs::File::open(input).expect("open corpus"))
-        .expect("zstd");
+    let mut decoder =
+        zstd::Decoder::new(std::fs::File::open(input).expect("open corpus")).expect("zstd");
     let mut bytes = Vec::new();
     decoder.read_to_end(&mut bytes).expect("decompress corpus");
     std::fs::File::create(&plain)

@@ -285,7 +285,12 @@ mod tests {
             assert_eq!(ids, [id], "{bytes:?}");
         }
         // Not whole tokens: one more NUL, one byte fewer or more.
-        for piece in [&b"a\0\0\0"[..], b"abcdef", b"abcdefghi", b"\0\0\0\0\0\0\0\0"] {
+        for piece in [
+            &b"a\0\0\0"[..],
+            b"abcdef",
+            b"abcdefghi",
+            b"\0\0\0\0\0\0\0\0",
+        ] {
             let mut ids = Vec::new();
             t.encode_piece(piece, &mut ids);
             assert_eq!(ids, piece.iter().map(|&b| u32::from(b)).collect::<Vec<_>>());
