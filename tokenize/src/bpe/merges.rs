@@ -33,6 +33,23 @@ fn short_key(piece: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(key))
 }
 
+/// Elements `shift_left` moves at a time.
+const SHIFT_CHUNK: usize = 8;
+
+/// `a[at..n - 1] = a[at + 1..n]`, [`SHIFT_CHUNK`] elements at a time:
+/// fixed-size moves the compiler makes a few vector loads and stores, not
+/// a call to `memmove` for a handful of ids. Elements from `n - 1` on are
+/// left unspecified, and `a` needs `SHIFT_CHUNK` elements of room past `n`.
+#[inline(always)]
+fn shift_left<T: Copy + Default>(a: &mut [T], mut at: usize, n: usize) {
+    while at + 1 < n {
+        let mut chunk = [T::default(); SHIFT_CHUNK];
+        chunk.copy_from_slice(&a[at + 1..at + 1 + SHIFT_CHUNK]);
+        a[at..at + SHIFT_CHUNK].copy_from_slice(&chunk);
+        at += SHIFT_CHUNK;
+    }
+}
+
 /// No merge for this pair.
 const NO_MERGE: u32 = u32::MAX;
 
@@ -134,9 +151,10 @@ impl MergeTable {
 
     /// Linear scans over stack arrays; `piece` is 2..=SMALL_PIECE bytes.
     fn merge_small(&self, piece: &[u8], out: &mut Vec<u32>) {
-        let mut ids = [0u32; SMALL_PIECE];
+        // Room past the end for `shift_left`'s last chunk.
+        let mut ids = [0u32; SMALL_PIECE + SHIFT_CHUNK];
         // pairs[i] = (rank, merged) of (ids[i], ids[i + 1]).
-        let mut pairs = [(NO_MERGE, 0u32); SMALL_PIECE];
+        let mut pairs = [(NO_MERGE, 0u32); SMALL_PIECE + SHIFT_CHUNK];
         let mut n = piece.len();
         for (id, &b) in ids.iter_mut().zip(piece) {
             *id = self.byte_ids[usize::from(b)];
@@ -157,10 +175,8 @@ impl MergeTable {
                 break;
             }
             ids[at] = pairs[at].1;
-            ids.copy_within(at + 2..n, at + 1);
-            if at + 2 < n {
-                pairs.copy_within(at + 2..n - 1, at + 1);
-            }
+            shift_left(&mut ids, at + 1, n);
+            shift_left(&mut pairs, at + 1, n - 1);
             n -= 1;
             if at + 1 < n {
                 pairs[at] = self.lookup(ids[at], ids[at + 1]);
