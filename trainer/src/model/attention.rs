@@ -128,25 +128,16 @@ pub type KvPair<B> = (Tensor<B, 4>, Tensor<B, 4>);
 
 /// The fused QKV output `[b t, (h + 2 kv) d]` of `h` query heads and `kv`
 /// key/value heads (laid out as the module's doc says) as queries
-/// `[b, h, t, d]`, keys and values `[b, kv, t, d]`.
+/// `[b, h, t, d]`, keys and values `[b, kv, t, d]`: views, with one fused
+/// backward step on flex (see [`super::fused::heads`]).
 pub fn split_heads<B: Backend>(
     qkv: Tensor<B, 2>,
-    [b, t]: [usize; 2],
+    bt: [usize; 2],
     h: usize,
     kv: usize,
     d: usize,
 ) -> [Tensor<B, 4>; 3] {
-    if kv == h {
-        let qkv = qkv.reshape([b, t, h, 3 * d]);
-        let part = |i: usize| qkv.clone().narrow(3, i * d, d).swap_dims(1, 2);
-        [part(0), part(1), part(2)]
-    } else {
-        let qkv = qkv.reshape([b, t, (h + 2 * kv) * d]);
-        let q = qkv.clone().narrow(2, 0, h * d).reshape([b, t, h, d]);
-        let k = qkv.clone().narrow(2, h * d, kv * d).reshape([b, t, kv, d]);
-        let v = qkv.narrow(2, (h + kv) * d, kv * d).reshape([b, t, kv, d]);
-        [q, k, v].map(|x| x.swap_dims(1, 2))
-    }
+    super::fused::heads::split_heads(qkv, bt, h, kv, d)
 }
 
 /// Key/value heads `[b, kv, t, d]` repeated for the `h` query heads they

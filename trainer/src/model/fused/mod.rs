@@ -15,6 +15,7 @@
 //! replaces, unchanged.
 
 pub mod gelu;
+pub mod heads;
 pub mod linear;
 pub mod norm;
 pub mod rotary;
