@@ -44,7 +44,7 @@ pub fn split_heads<B: Backend>(
     let dims = Dims { b, t, h, kv, d };
     // Shapes the plain ops refuse are theirs to refuse; empty ones have
     // nothing to fuse.
-    let fits = kv > 0 && h % kv == 0 && qkv.dims() == [b * t, dims.width()];
+    let fits = kv > 0 && h.is_multiple_of(kv) && qkv.dims() == [b * t, dims.width()];
     if !fits || b * t * d == 0 {
         return views(qkv, dims);
     }
@@ -204,8 +204,8 @@ impl Backward<Flex, 1> for GatherBackward {
 
 fn autodiff(qkv: AdTensor, dims: Dims) -> [AdTensor; 3] {
     let slot = Slot::default();
-    let parts = views::<Flex>(tensor(qkv.primitive.clone()), dims)
-        .map(|x| x.into_primitive().tensor());
+    let parts =
+        views::<Flex>(tensor(qkv.primitive.clone()), dims).map(|x| x.into_primitive().tensor());
     let whole = match GatherBackward
         .prepare::<NoCheckpointing>([qkv.node.clone()])
         .compute_bound()
