@@ -300,17 +300,12 @@ fn stages(input: &Path) {
 /// the corpus decompressed to plain JSON lines in `dir`: the same pipeline
 /// without zstd.
 fn plain_lines(input: &Path, dir: &Path, rounds: usize) {
-    use std::io::{Read, Write};
     let threads = *THREADS.last().unwrap_or(&1);
     let plain = dir.join("mail.jsonl");
     let mut decoder =
         zstd::Decoder::new(std::fs::File::open(input).expect("open corpus")).expect("zstd");
-    let mut bytes = Vec::new();
-    decoder.read_to_end(&mut bytes).expect("decompress corpus");
-    std::fs::File::create(&plain)
-        .and_then(|mut f| f.write_all(&bytes))
-        .expect("write plain JSON lines");
-    drop(bytes);
+    let mut file = std::fs::File::create(&plain).expect("create plain JSON lines");
+    std::io::copy(&mut decoder, &mut file).expect("decompress corpus to plain JSON lines");
     let runs = interleaved(&["raw", "e2e"], SCALE_TOKENIZER, threads, &plain, rounds);
     println!();
     println!(

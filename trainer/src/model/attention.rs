@@ -126,19 +126,9 @@ impl<B: Backend> Attention<B> {
 /// One layer's cached keys and values `[b, kv_heads, T, d]`.
 pub type KvPair<B> = (Tensor<B, 4>, Tensor<B, 4>);
 
-/// The fused QKV output `[b t, (h + 2 kv) d]` of `h` query heads and `kv`
-/// key/value heads (laid out as the module's doc says) as queries
-/// `[b, h, t, d]`, keys and values `[b, kv, t, d]`: views, with one fused
-/// backward step on flex (see [`super::fused::heads`]).
-pub fn split_heads<B: Backend>(
-    qkv: Tensor<B, 2>,
-    bt: [usize; 2],
-    h: usize,
-    kv: usize,
-    d: usize,
-) -> [Tensor<B, 4>; 3] {
-    super::fused::heads::split_heads(qkv, bt, h, kv, d)
-}
+// The fused QKV output split into query, key and value heads (views, with
+// one fused backward step on flex).
+pub use super::fused::heads::split_heads;
 
 /// Key/value heads `[b, kv, t, d]` repeated for the `h` query heads they
 /// serve, `h / kv` consecutive ones each: `[b, h, t, d]`.
